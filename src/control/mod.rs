@@ -1,0 +1,8 @@
+//! The control plane: everything that is not the packet path.
+//!
+//! [`ng`] speaks rtpengine's "ng" protocol so an existing SIP proxy
+//! (Kamailio's `rtpengine` module) can drive Kolokol's media plane;
+//! [`bencode`] is its wire encoding.
+
+pub mod bencode;
+pub mod ng;

@@ -1,0 +1,649 @@
+//! rtpengine's "ng" control protocol: bencode dictionaries over UDP, each
+//! message prefixed by a cookie that the reply repeats.
+//!
+//! Commands: `ping`, `offer`, `answer`, `delete`, `query`, `list`. An offer
+//! carries the caller's SDP; Kolokol allocates both legs of every stream on
+//! one shard (chosen by a hash of the call-id) and returns the SDP with its
+//! own address and ports for the callee to send to. The answer carries the
+//! callee's SDP and returns the version for the caller. Flags understood
+//! (as Kamailio's `rtpengine` module sends them): `replace` (`origin`,
+//! `session-connection`), `ICE` (`remove`), `transport-protocol`,
+//! `rtcp-mux` (`offer`, `demux`, `accept`, `reject`), `direction`,
+//! `address family`, `flags` (`strict-source`, `trust-address`,
+//! `SIP-source-address`, others ignored).
+//!
+//! Every failure is a `result: error` reply with an `error-reason`; a
+//! datagram that is not even a cookie and a dictionary is counted and
+//! dropped. Replies are cached by cookie so a retransmitted request gets
+//! the same answer without being executed twice (as rtpengine does).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Receiver;
+
+use super::bencode::{self, Value};
+use crate::sdp::{MediaEndpoint, Rewrite, Sdp};
+use crate::shard::{
+    CallReport, ShardCmd, ShardError, ShardEvent, ShardHandle, StreamAnswer, StreamOffer,
+    StreamPorts,
+};
+
+/// Largest ng datagram read.
+pub const DATAGRAM_MAX: usize = 65_535;
+/// Replies remembered for retransmitted requests.
+pub const REPLY_CACHE_MAX: usize = 8192;
+
+/// Split `<cookie> <bencode>`.
+pub fn split_cookie(d: &[u8]) -> Option<(&[u8], &[u8])> {
+    let sp = d.iter().position(|&b| b == b' ')?;
+    if sp == 0 || sp > 256 {
+        return None;
+    }
+    Some((&d[..sp], &d[sp + 1..]))
+}
+
+/// Counters of the ng endpoint.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NgCounters {
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests answered with `result: error`.
+    pub errors: u64,
+    /// Datagrams dropped as not ng at all.
+    pub garbage: u64,
+    /// Retransmissions answered from the cache.
+    pub retransmits: u64,
+}
+
+struct NgCall {
+    shard: usize,
+    key: u64,
+    from_tag: String,
+    to_tag: Option<String>,
+    created: SystemTime,
+    last_signal: SystemTime,
+    ports: Vec<StreamPorts>,
+}
+
+/// The ng protocol server (runs on the control thread).
+pub struct NgServer {
+    sock: UdpSocket,
+    shards: Vec<ShardHandle>,
+    events: Receiver<ShardEvent>,
+    calls: HashMap<String, NgCall>,
+    keys: HashMap<u64, String>,
+    next_key: u64,
+    cache: HashMap<Vec<u8>, Vec<u8>>,
+    cache_order: VecDeque<Vec<u8>>,
+    /// Counters.
+    pub counters: NgCounters,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+struct NgError(String);
+
+impl From<ShardError> for NgError {
+    fn from(e: ShardError) -> Self {
+        NgError(e.to_string())
+    }
+}
+
+impl From<&str> for NgError {
+    fn from(e: &str) -> Self {
+        NgError(e.to_string())
+    }
+}
+
+type NgResult = Result<Value, NgError>;
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(|x| x.as_str())
+            .map(str::to_string)
+            .collect(),
+        Some(Value::Bytes(_)) => v
+            .and_then(Value::as_str)
+            .map(|s| s.split_ascii_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn has(list: &[String], what: &str) -> bool {
+    list.iter().any(|x| x.eq_ignore_ascii_case(what))
+}
+
+fn unix_s(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl NgServer {
+    /// Bind the ng socket.
+    pub fn bind(
+        listen: SocketAddr,
+        shards: Vec<ShardHandle>,
+        events: Receiver<ShardEvent>,
+    ) -> std::io::Result<NgServer> {
+        assert!(!shards.is_empty(), "ng server needs at least one shard");
+        let sock = UdpSocket::bind(listen)?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(NgServer {
+            sock,
+            shards,
+            events,
+            calls: HashMap::new(),
+            keys: HashMap::new(),
+            next_key: 1,
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            counters: NgCounters::default(),
+            hasher: Default::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Serve until `stop` returns true (checked every 200 ms).
+    pub fn serve(&mut self, stop: impl Fn() -> bool) {
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        while !stop() {
+            self.drain_events();
+            let (n, peer) = match self.sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    eprintln!("ng: recv: {e}");
+                    continue;
+                }
+            };
+            if let Some(reply) = self.handle_datagram(&buf[..n]) {
+                let _ = self.sock.send_to(&reply, peer);
+            }
+        }
+    }
+
+    /// Stop every shard.
+    pub fn shutdown(&mut self) {
+        for s in &mut self.shards {
+            s.stop();
+        }
+    }
+
+    /// The shards (for metrics).
+    pub fn shards(&self) -> &[ShardHandle] {
+        &self.shards
+    }
+
+    fn drain_events(&mut self) {
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                ShardEvent::MediaTimeout(r) => {
+                    if let Some(cid) = self.keys.remove(&r.key) {
+                        self.calls.remove(&cid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle one datagram; `None` means drop it silently (not ng at all).
+    pub fn handle_datagram(&mut self, d: &[u8]) -> Option<Vec<u8>> {
+        let Some((cookie, body)) = split_cookie(d) else {
+            self.counters.garbage += 1;
+            return None;
+        };
+        if let Some(r) = self.cache.get(cookie) {
+            self.counters.retransmits += 1;
+            return Some(r.clone());
+        }
+        self.drain_events();
+        self.counters.requests += 1;
+        let reply = match bencode::decode(body) {
+            Ok(req @ Value::Dict(_)) => match self.dispatch(&req) {
+                Ok(v) => v,
+                Err(NgError(reason)) => error_reply(&reason),
+            },
+            Ok(_) => error_reply("request is not a dictionary"),
+            Err(e) => error_reply(&format!("malformed bencode: {e}")),
+        };
+        if reply.get("result").and_then(Value::as_str) == Some("error") {
+            self.counters.errors += 1;
+        }
+        let mut out = Vec::with_capacity(cookie.len() + 64);
+        out.extend_from_slice(cookie);
+        out.push(b' ');
+        reply.encode(&mut out);
+        self.remember(cookie.to_vec(), out.clone());
+        Some(out)
+    }
+
+    fn remember(&mut self, cookie: Vec<u8>, reply: Vec<u8>) {
+        if self.cache_order.len() >= REPLY_CACHE_MAX {
+            if let Some(old) = self.cache_order.pop_front() {
+                self.cache.remove(&old);
+            }
+        }
+        self.cache_order.push_back(cookie.clone());
+        self.cache.insert(cookie, reply);
+    }
+
+    fn dispatch(&mut self, req: &Value) -> NgResult {
+        let cmd = req
+            .get("command")
+            .and_then(Value::as_str)
+            .ok_or("no command")?;
+        match cmd {
+            "ping" => {
+                let mut r = Value::dict();
+                r.insert("result", "pong");
+                Ok(r)
+            }
+            "offer" => self.offer(req),
+            "answer" => self.answer(req),
+            "delete" => self.delete(req),
+            "query" => self.query(req),
+            "list" => self.list(req),
+            other => Err(NgError(format!("Unrecognized command '{other}'"))),
+        }
+    }
+
+    fn shard_for(&self, call_id: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        h.write(call_id.as_bytes());
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn offer(&mut self, req: &Value) -> NgResult {
+        let call_id = need_str(req, "call-id")?;
+        let from_tag = need_str(req, "from-tag")?;
+        let sdp_raw = req
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .ok_or("no SDP body")?;
+        let sdp = Sdp::parse(sdp_raw).map_err(|e| NgError(format!("bad SDP: {e}")))?;
+        if sdp.media.is_empty() {
+            return Err("SDP has no media".into());
+        }
+        let opts = Opts::from(req);
+        let src = source_override(req, &opts);
+        let streams: Vec<StreamOffer> = sdp
+            .media
+            .iter()
+            .map(|m| {
+                let addr = src.unwrap_or(m.address);
+                let a_v6 = addr.is_ipv6();
+                let usable = !addr.is_unspecified() && m.port != 0;
+                let a_mux = m.rtcp_mux && !opts.mux_reject;
+                StreamOffer {
+                    a_rtp: usable.then(|| SocketAddr::new(addr, m.port)),
+                    a_rtcp: if a_mux || !usable {
+                        None
+                    } else {
+                        m.rtcp_addr()
+                            .map(|r| SocketAddr::new(src.unwrap_or(r.ip()), r.port()))
+                    },
+                    a_mux,
+                    b_mux: false,
+                    a_v6,
+                    b_v6: opts.family_v6.unwrap_or(a_v6),
+                    clock_rate: m.clock_rate,
+                    disabled: m.port == 0,
+                }
+            })
+            .collect();
+        // Re-offer from the callee side (a re-INVITE in the other direction)
+        // is not modelled: treat it as an update of the same call.
+        let existing = self.calls.get(call_id).map(|c| (c.shard, c.key));
+        let (shard, key) = existing.unwrap_or_else(|| {
+            let k = self.next_key;
+            self.next_key += 1;
+            (self.shard_for(call_id), k)
+        });
+        let strict = opts.strict;
+        let ports = self.shards[shard].call(|reply| ShardCmd::Offer {
+            key,
+            streams: streams.clone(),
+            strict,
+            reply,
+        })?;
+        let offer_mux: Vec<bool> = sdp
+            .media
+            .iter()
+            .map(|m| (m.rtcp_mux && !opts.mux_demux) || opts.mux_offer)
+            .collect();
+        let rw = Rewrite {
+            media: ports
+                .iter()
+                .zip(&offer_mux)
+                .map(|(p, &mux)| {
+                    Some(MediaEndpoint {
+                        address: p.b.address,
+                        rtp_port: p.b.rtp_port,
+                        rtcp_port: p.b.rtcp_port,
+                        offer_mux: mux,
+                    })
+                })
+                .collect(),
+            replace_origin: opts.replace_origin,
+            ice_remove: opts.ice_remove,
+            transport_protocol: opts.transport.clone(),
+        };
+        let out = sdp.rewrite(&rw).to_string_crlf();
+        let now = SystemTime::now();
+        match self.calls.get_mut(call_id) {
+            Some(c) => {
+                c.last_signal = now;
+                c.ports = ports;
+            }
+            None => {
+                self.keys.insert(key, call_id.to_string());
+                self.calls.insert(
+                    call_id.to_string(),
+                    NgCall {
+                        shard,
+                        key,
+                        from_tag: from_tag.to_string(),
+                        to_tag: None,
+                        created: now,
+                        last_signal: now,
+                        ports,
+                    },
+                );
+            }
+        }
+        let mut r = Value::dict();
+        r.insert("result", "ok");
+        r.insert("sdp", out);
+        Ok(r)
+    }
+
+    fn answer(&mut self, req: &Value) -> NgResult {
+        let call_id = need_str(req, "call-id")?;
+        let _from_tag = need_str(req, "from-tag")?;
+        let to_tag = req.get("to-tag").and_then(Value::as_str).unwrap_or("");
+        let sdp_raw = req
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .ok_or("no SDP body")?;
+        let sdp = Sdp::parse(sdp_raw).map_err(|e| NgError(format!("bad SDP: {e}")))?;
+        let (shard, key) = self
+            .calls
+            .get(call_id)
+            .map(|c| (c.shard, c.key))
+            .ok_or("Unknown call-id")?;
+        let opts = Opts::from(req);
+        let src = source_override(req, &opts);
+        let streams: Vec<StreamAnswer> = sdp
+            .media
+            .iter()
+            .map(|m| {
+                let addr = src.unwrap_or(m.address);
+                let usable = !addr.is_unspecified() && m.port != 0;
+                StreamAnswer {
+                    b_rtp: usable.then(|| SocketAddr::new(addr, m.port)),
+                    b_rtcp: if m.rtcp_mux || !usable {
+                        None
+                    } else {
+                        m.rtcp_addr()
+                            .map(|r| SocketAddr::new(src.unwrap_or(r.ip()), r.port()))
+                    },
+                    b_mux: m.rtcp_mux,
+                }
+            })
+            .collect();
+        let ports = self.shards[shard].call(|reply| ShardCmd::Answer {
+            key,
+            streams,
+            reply,
+        })?;
+        // Toward A: mux exactly when A's leg is muxed (A offered it).
+        let rw = Rewrite {
+            media: ports
+                .iter()
+                .take(sdp.media.len())
+                .map(|p| {
+                    Some(MediaEndpoint {
+                        address: p.a.address,
+                        rtp_port: p.a.rtp_port,
+                        rtcp_port: p.a.rtcp_port,
+                        offer_mux: p.a.rtcp_port.is_none() && p.a.rtp_port != 0,
+                    })
+                })
+                .collect(),
+            replace_origin: opts.replace_origin,
+            ice_remove: opts.ice_remove,
+            transport_protocol: opts.transport.clone(),
+        };
+        let out = sdp.rewrite(&rw).to_string_crlf();
+        if let Some(c) = self.calls.get_mut(call_id) {
+            c.to_tag = Some(to_tag.to_string());
+            c.last_signal = SystemTime::now();
+            c.ports = ports;
+        }
+        let mut r = Value::dict();
+        r.insert("result", "ok");
+        r.insert("sdp", out);
+        Ok(r)
+    }
+
+    fn delete(&mut self, req: &Value) -> NgResult {
+        let call_id = need_str(req, "call-id")?;
+        let Some(c) = self.calls.remove(call_id) else {
+            // rtpengine answers an unknown call with an error; Kamailio
+            // logs it and moves on.
+            return Err("Call-ID not found".into());
+        };
+        self.keys.remove(&c.key);
+        let report = self.shards[c.shard].call(|reply| ShardCmd::Delete { key: c.key, reply });
+        let mut r = Value::dict();
+        r.insert("result", "ok");
+        r.insert("created", unix_s(c.created));
+        if let Ok(rep) = report {
+            fill_report(&mut r, &c, &rep);
+        }
+        Ok(r)
+    }
+
+    fn query(&mut self, req: &Value) -> NgResult {
+        let call_id = need_str(req, "call-id")?;
+        let c = self.calls.get(call_id).ok_or("Unknown call-id")?;
+        let key = c.key;
+        let rep = self.shards[c.shard].call(|reply| ShardCmd::Query { key, reply })?;
+        let c = self.calls.get(call_id).ok_or("Unknown call-id")?;
+        let mut r = Value::dict();
+        r.insert("result", "ok");
+        r.insert("created", unix_s(c.created));
+        r.insert("last signal", unix_s(c.last_signal));
+        fill_report(&mut r, c, &rep);
+        Ok(r)
+    }
+
+    fn list(&mut self, req: &Value) -> NgResult {
+        let limit = req
+            .get("limit")
+            .and_then(Value::as_int)
+            .unwrap_or(32)
+            .clamp(0, 100_000) as usize;
+        let calls: Vec<Value> = self
+            .calls
+            .keys()
+            .take(limit)
+            .map(|k| Value::from(k.as_str()))
+            .collect();
+        let mut r = Value::dict();
+        r.insert("result", "ok");
+        r.insert("calls", calls);
+        Ok(r)
+    }
+}
+
+fn need_str<'a>(req: &'a Value, key: &str) -> Result<&'a str, NgError> {
+    req.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| NgError(format!("No {key} in message")))
+}
+
+fn error_reply(reason: &str) -> Value {
+    let mut r = Value::dict();
+    r.insert("result", "error");
+    r.insert("error-reason", reason);
+    r
+}
+
+/// The flags of one request.
+struct Opts {
+    replace_origin: bool,
+    ice_remove: bool,
+    transport: Option<String>,
+    mux_offer: bool,
+    mux_demux: bool,
+    mux_reject: bool,
+    strict: bool,
+    sip_source: bool,
+    family_v6: Option<bool>,
+}
+
+impl Opts {
+    fn from(req: &Value) -> Opts {
+        let flags = str_list(req.get("flags"));
+        let replace = str_list(req.get("replace"));
+        let mux = str_list(req.get("rtcp-mux"));
+        let ice = req.get("ICE").and_then(Value::as_str).unwrap_or("");
+        let family = req
+            .get("address family")
+            .or_else(|| req.get("address-family"))
+            .and_then(Value::as_str);
+        Opts {
+            replace_origin: has(&replace, "origin"),
+            ice_remove: ice.eq_ignore_ascii_case("remove"),
+            transport: req
+                .get("transport-protocol")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            mux_offer: has(&mux, "offer"),
+            mux_demux: has(&mux, "demux"),
+            mux_reject: has(&mux, "reject"),
+            strict: has(&flags, "strict-source"),
+            sip_source: has(&flags, "SIP-source-address") && !has(&flags, "trust-address"),
+            family_v6: match family {
+                Some(f) if f.eq_ignore_ascii_case("IP6") => Some(true),
+                Some(f) if f.eq_ignore_ascii_case("IP4") => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// With `SIP-source-address`, media goes to the address the SIP message
+/// came from (`received-from: [IP4, addr]`) instead of the SDP's.
+fn source_override(req: &Value, opts: &Opts) -> Option<IpAddr> {
+    if !opts.sip_source {
+        return None;
+    }
+    let rf = req.get("received-from")?.as_list()?;
+    rf.get(1)?.as_str()?.parse().ok()
+}
+
+fn stats_dict(packets: u64, bytes: u64, errors: u64) -> Value {
+    let mut s = Value::dict();
+    s.insert("packets", packets);
+    s.insert("bytes", bytes);
+    s.insert("errors", errors);
+    s
+}
+
+/// rtpengine-shaped figures: `tags` -> tag -> `medias` -> `streams` ->
+/// `stats`, plus `totals` and Kolokol's own quality figures per stream.
+fn fill_report(r: &mut Value, c: &NgCall, rep: &CallReport) {
+    let mut tags = Value::dict();
+    let mut rtp_tot = (0u64, 0u64, 0u64);
+    let mut rtcp_tot = (0u64, 0u64);
+    for (is_b, tag) in [
+        (false, Some(c.from_tag.as_str())),
+        (true, c.to_tag.as_deref()),
+    ] {
+        let tag = tag.unwrap_or("");
+        let mut medias = Vec::new();
+        for l in rep.legs.iter().filter(|l| l.is_b == is_b) {
+            let st = &l.stats;
+            let rtp_pk = st.rtp_received();
+            let rtp_by = st.bytes.saturating_sub(0);
+            rtp_tot.0 += rtp_pk;
+            rtp_tot.1 += rtp_by;
+            rtp_tot.2 += st.errors;
+            rtcp_tot.0 += st.rtcp_packets;
+            let mut stream = Value::dict();
+            stream.insert("local port", i64::from(l.local.rtp_port));
+            if let Some(p) = l.local.rtcp_port {
+                stream.insert("local rtcp port", i64::from(p));
+            }
+            let mut ep = Value::dict();
+            if let Some(a) = l.remote {
+                ep.insert("family", if a.is_ipv4() { "IPv4" } else { "IPv6" });
+                ep.insert("address", a.ip().to_string());
+                ep.insert("port", i64::from(a.port()));
+            }
+            stream.insert("endpoint", ep);
+            stream.insert("latched", i64::from(l.latched));
+            stream.insert("stats", stats_dict(st.packets, st.bytes, st.errors));
+            stream.insert("lost", st.lost());
+            stream.insert("expected", st.expected());
+            stream.insert("reordered", st.reordered);
+            stream.insert("jitter", st.jitter());
+            stream.insert("jitter_us", st.jitter_us(l.clock_rate));
+            stream.insert("rtt_us", u64::from(st.rtt_us));
+            stream.insert("rtcp packets", st.rtcp_packets);
+            stream.insert("ssrc", u64::from(st.ssrc));
+            stream.insert("mos x10", (st.mos(l.clock_rate) * 10.0).round() as i64);
+            if let Some(idle) = l.idle_s {
+                stream.insert("last packet age", idle);
+            }
+            let mut media = Value::dict();
+            media.insert("index", (l.stream + 1) as i64);
+            media.insert("type", "audio");
+            media.insert("streams", vec![stream]);
+            medias.push(media);
+        }
+        let mut t = Value::dict();
+        t.insert("tag", tag);
+        t.insert("medias", medias);
+        tags.insert(tag, t);
+    }
+    r.insert("tags", tags);
+    let mut totals = Value::dict();
+    totals.insert("RTP", stats_dict(rtp_tot.0, rtp_tot.1, rtp_tot.2));
+    totals.insert("RTCP", stats_dict(rtcp_tot.0, rtcp_tot.1, 0));
+    r.insert("totals", totals);
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn cookie_split() {
+        assert_eq!(
+            split_cookie(b"abc d4:a1:be"),
+            Some((&b"abc"[..], &b"d4:a1:be"[..]))
+        );
+        assert_eq!(split_cookie(b"nospace"), None);
+        assert_eq!(split_cookie(b" leading"), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! Shards: one pinned thread, one io_uring, one slice of the media ports.
+//!
+//! The control plane talks to a shard only through [`ShardHandle`]: it
+//! sends a [`ShardCmd`] on a bounded queue and signals the shard's eventfd,
+//! which completes a read on the shard's ring and wakes it. Replies come
+//! back on a per-request channel; unsolicited events (a call ended by media
+//! timeout) on the shared [`ShardEvent`] queue. Nothing else is shared: the
+//! packet path touches only the shard's own memory. Counters are published
+//! to [`ShardMetrics`] (relaxed atomics) once per housekeeping tick, not per
+//! packet.
+
+mod bufring;
+mod run;
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::Config;
+use crate::media::relay::DropReason;
+use crate::media::stats::LegStats;
+
+pub use run::ShardLoopConfig;
+
+/// Depth of a shard's command queue. The control plane waits for each
+/// reply, so a handful is plenty; the bound keeps a wedged shard from
+/// absorbing memory.
+pub const COMMAND_QUEUE_DEPTH: usize = 1024;
+
+/// What one media stream (one `m=` line) needs at offer time.
+#[derive(Clone, Debug)]
+pub struct StreamOffer {
+    /// Leg A's (the offerer's) RTP address from SDP, if usable.
+    pub a_rtp: Option<SocketAddr>,
+    /// Leg A's RTCP address (`a=rtcp`), if given.
+    pub a_rtcp: Option<SocketAddr>,
+    /// Leg A uses rtcp-mux (it offered it and we accept).
+    pub a_mux: bool,
+    /// Leg B is certain to use rtcp-mux (no RTCP port needed).
+    pub b_mux: bool,
+    /// IPv6 media on the B side (`address family`), else like A's.
+    pub b_v6: bool,
+    /// Leg A is IPv6.
+    pub a_v6: bool,
+    /// RTP clock rate of the stream's first codec.
+    pub clock_rate: u32,
+    /// The stream is disabled (port 0): no sockets.
+    pub disabled: bool,
+}
+
+/// Leg B's side from the answer.
+#[derive(Clone, Debug)]
+pub struct StreamAnswer {
+    /// Leg B's RTP address.
+    pub b_rtp: Option<SocketAddr>,
+    /// Leg B's RTCP address.
+    pub b_rtcp: Option<SocketAddr>,
+    /// Leg B accepted rtcp-mux.
+    pub b_mux: bool,
+}
+
+/// A local media endpoint handed to the control plane for the SDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// Address to advertise.
+    pub address: IpAddr,
+    /// RTP port (0 for a disabled stream).
+    pub rtp_port: u16,
+    /// RTCP port, `None` if muxed.
+    pub rtcp_port: Option<u16>,
+}
+
+/// Both sides of one stream: `a` is what leg A sends to (goes in the
+/// answer toward A), `b` is what leg B sends to (goes in the offer to B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamPorts {
+    /// Where A sends.
+    pub a: LocalEndpoint,
+    /// Where B sends.
+    pub b: LocalEndpoint,
+}
+
+/// Figures of one leg for `query`/`delete` replies and the call record.
+#[derive(Clone, Debug)]
+pub struct LegReport {
+    /// Index of the stream (m= line).
+    pub stream: usize,
+    /// `false` for leg A (offerer), `true` for leg B.
+    pub is_b: bool,
+    /// Where this leg's remote sends to.
+    pub local: LocalEndpoint,
+    /// The remote's current (latched or SDP) RTP address.
+    pub remote: Option<SocketAddr>,
+    /// Whether the remote address was learned from a packet.
+    pub latched: bool,
+    /// Receive statistics.
+    pub stats: LegStats,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Seconds since the remote last sent something.
+    pub idle_s: Option<u64>,
+}
+
+/// A call's report.
+#[derive(Clone, Debug)]
+pub struct CallReport {
+    /// Control-plane key of the call.
+    pub key: u64,
+    /// Shard index.
+    pub shard: usize,
+    /// When the shard created it.
+    pub created: SystemTime,
+    /// All legs.
+    pub legs: Vec<LegReport>,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// `calls_max` reached.
+    #[error("call limit reached on shard")]
+    CallsFull,
+    /// No free media port (or socket slot) in the shard's slice.
+    #[error("no free media ports")]
+    PortsExhausted,
+    /// The call does not exist on this shard.
+    #[error("unknown call")]
+    UnknownCall,
+    /// Socket set-up failed.
+    #[error("socket error: {0}")]
+    Socket(String),
+    /// The request does not fit the call (e.g. more streams in the answer).
+    #[error("{0}")]
+    Invalid(String),
+    /// The shard did not answer or has stopped.
+    #[error("shard unavailable")]
+    Unavailable,
+}
+
+/// A request to a shard.
+pub enum ShardCmd {
+    /// Create (or update, on re-offer) call `key` and allocate its ports.
+    Offer {
+        /// Control-plane key.
+        key: u64,
+        /// One entry per m= line.
+        streams: Vec<StreamOffer>,
+        /// Strict-source for this call.
+        strict: bool,
+        /// Reply channel.
+        reply: Sender<Result<Vec<StreamPorts>, ShardError>>,
+    },
+    /// Leg B's addresses from the answer.
+    Answer {
+        /// Control-plane key.
+        key: u64,
+        /// One entry per m= line.
+        streams: Vec<StreamAnswer>,
+        /// Reply channel.
+        reply: Sender<Result<Vec<StreamPorts>, ShardError>>,
+    },
+    /// Tear the call down; the reply carries its final figures.
+    Delete {
+        /// Control-plane key.
+        key: u64,
+        /// Reply channel.
+        reply: Sender<Result<CallReport, ShardError>>,
+    },
+    /// Current figures of a call.
+    Query {
+        /// Control-plane key.
+        key: u64,
+        /// Reply channel.
+        reply: Sender<Result<CallReport, ShardError>>,
+    },
+    /// Stop the shard loop.
+    Stop,
+}
+
+/// Something a shard tells the control plane unasked.
+#[derive(Debug)]
+pub enum ShardEvent {
+    /// A call ended because all its legs were silent for `timeout_s`.
+    MediaTimeout(CallReport),
+}
+
+/// Counters a shard publishes once per tick (read by metrics and tests).
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Datagrams received on media sockets.
+    pub rx: AtomicU64,
+    /// Datagrams sent.
+    pub tx: AtomicU64,
+    /// Drops by [`DropReason`].
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Send completions that reported an error.
+    pub send_errors: AtomicU64,
+    /// Receive re-arms after the kernel ran out of buffers.
+    pub enobufs: AtomicU64,
+    /// Calls up now.
+    pub calls: AtomicU64,
+    /// Calls ended by media timeout.
+    pub timeouts: AtomicU64,
+    /// Loop turns (wake-ups) so far.
+    pub wakeups: AtomicU64,
+}
+
+impl ShardMetrics {
+    fn load(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Total drops.
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().map(Self::load).sum()
+    }
+}
+
+/// The control plane's handle on a running shard.
+pub struct ShardHandle {
+    /// Shard index.
+    pub index: usize,
+    tx: Sender<ShardCmd>,
+    wake: OwnedFd,
+    thread: Option<JoinHandle<()>>,
+    /// Published counters.
+    pub metrics: Arc<ShardMetrics>,
+}
+
+/// How long the control plane waits for a shard's reply before giving up.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl ShardHandle {
+    /// Queue a command and wake the shard. Fails if the queue is full or
+    /// the shard is gone.
+    pub fn send(&self, cmd: ShardCmd) -> Result<(), ShardError> {
+        self.tx.try_send(cmd).map_err(|_| ShardError::Unavailable)?;
+        crate::sys::eventfd_signal(self.wake.as_raw_fd());
+        Ok(())
+    }
+
+    /// Send and wait for the reply.
+    pub fn call<T>(
+        &self,
+        make: impl FnOnce(Sender<Result<T, ShardError>>) -> ShardCmd,
+    ) -> Result<T, ShardError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(make(tx))?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| ShardError::Unavailable)?
+    }
+
+    /// Stop the shard and wait for its thread.
+    pub fn stop(&mut self) {
+        let _ = self.send(ShardCmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Start all shards of `cfg`. `events` receives unsolicited shard events.
+pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Vec<ShardHandle>> {
+    let nofile = crate::sys::raise_nofile();
+    let mut out = Vec::with_capacity(cfg.shards.count);
+    for k in 0..cfg.shards.count {
+        let lc = ShardLoopConfig::from_config(cfg, k, nofile);
+        out.push(spawn(lc, events.clone())?);
+    }
+    Ok(out)
+}
+
+/// Start one shard.
+pub fn spawn(lc: ShardLoopConfig, events: Sender<ShardEvent>) -> std::io::Result<ShardHandle> {
+    let (tx, rx): (Sender<ShardCmd>, Receiver<ShardCmd>) =
+        crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
+    let wake = crate::sys::eventfd()?;
+    let wake_for_loop = wake.try_clone()?;
+    let metrics = Arc::new(ShardMetrics::default());
+    let m = metrics.clone();
+    let index = lc.index;
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{index}"))
+        .spawn(move || {
+            if let Some(cpu) = lc.cpu {
+                if let Err(e) = crate::sys::pin_to_cpu(cpu) {
+                    eprintln!("shard {index}: cannot pin to CPU {cpu}: {e}");
+                }
+            }
+            match run::Shard::new(lc, rx, wake_for_loop, m, events) {
+                Ok(mut shard) => {
+                    let _ = ready_tx.send(Ok(()));
+                    shard.run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("shard thread died during start"))??;
+    Ok(ShardHandle {
+        index,
+        tx,
+        wake,
+        thread: Some(thread),
+        metrics,
+    })
+}

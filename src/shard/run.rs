@@ -1,0 +1,1038 @@
+//! The shard loop: a plain io_uring completion loop, not an async runtime.
+//!
+//! Each turn: (1) reap up to [`CQE_BATCH_MAX`] completions and read the
+//! clock once; (2) feed each received datagram to
+//! [`RelayTable::forward`] and queue a `SendMsg` for each `Send` verdict,
+//! pointing at the very buffer the datagram was received into (no copy);
+//! (3) run commands and timers; (4) submit everything and sleep in one
+//! `io_uring_enter` until `CQE_WANT` completions arrive, the next deadline
+//! passes, or — with `min_wait_us` — at most that long once one completion
+//! is there. That last knob batches wake-ups under partial load, trading a
+//! bounded added latency for far fewer syscalls per packet.
+//!
+//! Sockets live only in the ring's fixed-file table: each is created,
+//! bound, registered and its descriptor closed at once, so a shard's media
+//! sockets do not count against the process's open-file limit (the table's
+//! own size is capped by it per ring). Receives are multishot `RecvMsg`
+//! with a provided buffer ring.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::bufring::BufRing;
+use super::{
+    CallReport, LegReport, LocalEndpoint, ShardCmd, ShardError, ShardEvent, ShardMetrics,
+    StreamAnswer, StreamOffer, StreamPorts,
+};
+use crate::config::{Config, PortMode};
+use crate::media::relay::{DropReason, Leg, LegId, OnMismatch, RelayTable, SockId, Verdict};
+
+/// Most completions handled per reap. Bounds the time between clock reads
+/// and command checks; 256 packets are ~1.5 ms of kernel work at worst.
+const CQE_BATCH_MAX: usize = 256;
+/// Completions to wait for before waking when min-wait batching is on.
+const CQE_WANT: usize = 64;
+/// Housekeeping period: media timeouts, metrics publication.
+const TICK: Duration = Duration::from_millis(250);
+/// Sends in flight at once. Each holds one receive buffer; fewer than the
+/// buffer count so receives always have buffers left.
+const SEND_SLOTS: usize = 2048;
+/// Provided receive buffers per shard (2 KiB each: 8 MiB).
+const RECV_BUFS: u16 = 4096;
+
+const KIND_SHIFT: u32 = 60;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_WAKE: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+
+fn recv_ud(sock: u32, gen: u32) -> u64 {
+    (KIND_RECV << KIND_SHIFT) | (u64::from(gen & 0x0fff_ffff) << 32) | u64::from(sock)
+}
+
+/// Start-up knobs of one shard, derived from [`Config`].
+#[derive(Clone, Debug)]
+pub struct ShardLoopConfig {
+    /// Shard index.
+    pub index: usize,
+    /// CPU to pin to.
+    pub cpu: Option<usize>,
+    /// Lowest port of the slice (inclusive).
+    pub port_lo: u16,
+    /// Highest port of the slice (inclusive).
+    pub port_hi: u16,
+    /// IPv4 bind address.
+    pub bind_v4: Option<IpAddr>,
+    /// IPv6 bind address.
+    pub bind_v6: Option<IpAddr>,
+    /// Address written into SDP instead of the bind address.
+    pub advertise: Option<IpAddr>,
+    /// Media timeout.
+    pub timeout: Duration,
+    /// Strict source by default.
+    pub strict: bool,
+    /// DSCP code point.
+    pub dscp: u8,
+    /// Share one port between the legs of a call.
+    pub per_call: bool,
+    /// Most calls.
+    pub calls_max: usize,
+    /// Size of the fixed-file table (socket slots).
+    pub sockets_max: usize,
+    /// Wake-up batching window (0 = wake on every completion).
+    pub min_wait_us: u32,
+}
+
+impl ShardLoopConfig {
+    /// Knobs of shard `k`; `nofile` caps the fixed-file table.
+    pub fn from_config(cfg: &Config, k: usize, nofile: u64) -> ShardLoopConfig {
+        let (lo, hi) = cfg.shard_ports(k);
+        let m = &cfg.media;
+        let (v4, v6) = match m.address {
+            IpAddr::V4(_) => (Some(m.address), m.address_v6.map(IpAddr::V6)),
+            IpAddr::V6(_) => (None, Some(m.address)),
+        };
+        let ports = usize::from(hi - lo) + 1;
+        let sockets_max = ports
+            .min(m.calls_max.saturating_mul(4))
+            .min(usize::try_from(nofile).unwrap_or(usize::MAX))
+            .max(4);
+        ShardLoopConfig {
+            index: k,
+            cpu: cfg.shards.cpus.get(k).copied(),
+            port_lo: lo,
+            port_hi: hi,
+            bind_v4: v4,
+            bind_v6: v6,
+            advertise: m.advertise,
+            timeout: Duration::from_secs(m.timeout_s),
+            strict: m.strict_source,
+            dscp: m.dscp,
+            per_call: m.port_mode == PortMode::PerCall,
+            calls_max: m.calls_max,
+            sockets_max,
+            min_wait_us: 200,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SockState {
+    Free,
+    /// A multishot receive is armed.
+    Armed,
+    /// Open, receive not armed (new, or the multishot ended).
+    Idle,
+    /// Cancel requested; waiting for the receive's final completion.
+    Closing,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SockSlot {
+    state: SockState,
+    gen: u32,
+    port: u16,
+}
+
+/// Even-aligned port pairs of the slice; a pair returns when every socket
+/// bound on it has closed. Freed pairs go to the back so a just-closed
+/// port is reused last (stray packets of the old call find nothing).
+struct PortPool {
+    lo: u16,
+    free: VecDeque<u16>,
+    refs: Vec<u8>,
+}
+
+impl PortPool {
+    fn new(lo: u16, hi: u16) -> PortPool {
+        let first = lo + (lo & 1);
+        let mut free = VecDeque::new();
+        let mut p = u32::from(first);
+        while p < u32::from(hi) {
+            free.push_back(p as u16);
+            p += 2;
+        }
+        let refs = vec![0; free.len() + 1];
+        PortPool {
+            lo: first,
+            free,
+            refs,
+        }
+    }
+
+    fn alloc(&mut self) -> Option<u16> {
+        self.free.pop_front()
+    }
+
+    fn idx(&self, port: u16) -> usize {
+        usize::from((port & !1) - self.lo) / 2
+    }
+
+    fn add_ref(&mut self, port: u16) {
+        let i = self.idx(port);
+        self.refs[i] += 1;
+    }
+
+    /// Return a pair that got no socket (bind failed or not needed).
+    fn give_back(&mut self, pair: u16) {
+        if self.refs[self.idx(pair)] == 0 {
+            self.free.push_back(pair);
+        }
+    }
+
+    fn release(&mut self, port: u16) {
+        let i = self.idx(port);
+        assert!(self.refs[i] > 0, "port released more often than bound");
+        self.refs[i] -= 1;
+        if self.refs[i] == 0 {
+            self.free.push_back(port & !1);
+        }
+    }
+}
+
+struct SendSlot {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    addr: crate::sys::SockAddrBuf,
+    bid: u16,
+}
+
+struct StreamSlot {
+    legs: Option<(LegId, LegId)>,
+    ports: StreamPorts,
+}
+
+struct CallSlot {
+    key: u64,
+    created: SystemTime,
+    created_at: Instant,
+    streams: Vec<StreamSlot>,
+}
+
+/// One shard's state. Field order matters: the ring drops before the
+/// buffers and send slots it may still reference.
+pub(super) struct Shard {
+    ring: IoUring,
+    bufs: BufRing,
+    send_slots: Box<[SendSlot]>,
+    free_sends: Vec<u16>,
+    recv_msg: Box<libc::msghdr>,
+    wake_buf: Box<u64>,
+    wake: OwnedFd,
+    cfg: ShardLoopConfig,
+    relay: RelayTable,
+    socks: Vec<SockSlot>,
+    free_socks: Vec<u32>,
+    rearm: Vec<u32>,
+    ports: PortPool,
+    calls: Vec<Option<CallSlot>>,
+    free_calls: Vec<u32>,
+    by_key: HashMap<u64, u32>,
+    cmds: Receiver<ShardCmd>,
+    metrics: Arc<ShardMetrics>,
+    events: Sender<ShardEvent>,
+    min_wait: bool,
+    send_errors: u64,
+    enobufs: u64,
+    tx: u64,
+    wakeups: u64,
+    timeouts: u64,
+    next_tick: Instant,
+    stop: bool,
+}
+
+fn build_ring(entries: u32, cq: u32) -> io::Result<IoUring> {
+    // DEFER_TASKRUN runs completion work only when we enter the kernel to
+    // wait, which batches it; it needs SINGLE_ISSUER (kernel 6.1+).
+    IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(entries)
+        .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
+}
+
+impl Shard {
+    pub(super) fn new(
+        cfg: ShardLoopConfig,
+        cmds: Receiver<ShardCmd>,
+        wake: OwnedFd,
+        metrics: Arc<ShardMetrics>,
+        events: Sender<ShardEvent>,
+    ) -> io::Result<Shard> {
+        let ring = build_ring(4096, 32768)?;
+        let min_wait = cfg.min_wait_us > 0 && ring.params().is_feature_min_timeout();
+        ring.submitter()
+            .register_files_sparse(cfg.sockets_max as u32)?;
+        let bufs = BufRing::new(&ring, RECV_BUFS, 0)?;
+        let send_slots: Box<[SendSlot]> = (0..SEND_SLOTS)
+            .map(|_| SendSlot {
+                // SAFETY: msghdr and iovec are plain C structs; zero is valid.
+                msg: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                addr: Default::default(),
+                bid: 0,
+            })
+            .collect();
+        // SAFETY: zeroed msghdr is valid; only namelen matters for
+        // multishot receive (it sizes the name area in each buffer).
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+        let legs_max = cfg.calls_max * 2 * 2;
+        let mut shard = Shard {
+            bufs,
+            send_slots,
+            free_sends: (0..SEND_SLOTS as u16).rev().collect(),
+            recv_msg,
+            wake_buf: Box::new(0),
+            wake,
+            relay: RelayTable::new(legs_max, cfg.sockets_max, Instant::now()),
+            socks: vec![
+                SockSlot {
+                    state: SockState::Free,
+                    gen: 0,
+                    port: 0,
+                };
+                cfg.sockets_max
+            ],
+            free_socks: (0..cfg.sockets_max as u32).rev().collect(),
+            rearm: Vec::with_capacity(cfg.sockets_max),
+            ports: PortPool::new(cfg.port_lo, cfg.port_hi),
+            calls: (0..cfg.calls_max).map(|_| None).collect(),
+            free_calls: (0..cfg.calls_max as u32).rev().collect(),
+            by_key: HashMap::with_capacity(cfg.calls_max),
+            cmds,
+            metrics,
+            events,
+            min_wait,
+            send_errors: 0,
+            enobufs: 0,
+            tx: 0,
+            wakeups: 0,
+            timeouts: 0,
+            next_tick: Instant::now() + TICK,
+            stop: false,
+            cfg,
+            ring,
+        };
+        shard.arm_wake();
+        Ok(shard)
+    }
+
+    fn push_sqe(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an SQE carries (msghdr, iovec, buffers,
+            // wake_buf) lives in this struct until its completion is reaped.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            // SQ full: hand what we have to the kernel, then retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    eprintln!("shard {}: submit: {e}", self.cfg.index);
+                }
+                self.reap_some();
+            }
+        }
+    }
+
+    /// Reap without waiting when the SQ is full and the kernel is busy.
+    fn reap_some(&mut self) {
+        let now = Instant::now();
+        self.process_completions(now);
+    }
+
+    fn arm_wake(&mut self) {
+        let sqe = opcode::Read::new(
+            types::Fd(self.wake.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(KIND_WAKE << KIND_SHIFT);
+        self.push_sqe(sqe);
+    }
+
+    fn arm_recv(&mut self, sock: u32) {
+        let slot = &mut self.socks[sock as usize];
+        debug_assert_eq!(slot.state, SockState::Idle);
+        slot.state = SockState::Armed;
+        let ud = recv_ud(sock, slot.gen);
+        let sqe = opcode::RecvMsgMulti::new(types::Fixed(sock), &*self.recv_msg, self.bufs.bgid)
+            .build()
+            .user_data(ud);
+        self.push_sqe(sqe);
+    }
+
+    /// The main loop; returns on `ShardCmd::Stop`.
+    pub(super) fn run(&mut self) {
+        while !self.stop {
+            let now = Instant::now();
+            self.process_completions(now);
+            if now >= self.next_tick {
+                self.tick(now);
+            }
+            // Sockets whose multishot receive ended (e.g. ENOBUFS) get a new
+            // one once buffers are back.
+            if self.bufs.out < u32::from(self.bufs.entries()) {
+                while let Some(s) = self.rearm.pop() {
+                    if self.socks[s as usize].state == SockState::Idle {
+                        self.arm_recv(s);
+                    }
+                }
+            }
+            self.wait();
+        }
+        self.shutdown();
+    }
+
+    fn wait(&mut self) {
+        self.wakeups += 1;
+        let now = Instant::now();
+        let until = self
+            .next_tick
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(50));
+        let ts = types::Timespec::new()
+            .sec(until.as_secs())
+            .nsec(until.subsec_nanos());
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let (want, args) = if self.min_wait {
+            (CQE_WANT, args.min_wait_usec(self.cfg.min_wait_us))
+        } else {
+            (1, args)
+        };
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                eprintln!("shard {}: io_uring_enter: {e}", self.cfg.index);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn process_completions(&mut self, now: Instant) {
+        let mut batch = [(0u64, 0i32, 0u32); CQE_BATCH_MAX];
+        loop {
+            let mut n = 0;
+            for cqe in self.ring.completion().take(CQE_BATCH_MAX) {
+                batch[n] = (cqe.user_data(), cqe.result(), cqe.flags());
+                n += 1;
+            }
+            for &(ud, res, flags) in &batch[..n] {
+                match ud >> KIND_SHIFT {
+                    KIND_RECV => self.on_recv(now, ud, res, flags),
+                    KIND_SEND => self.on_send(ud, res),
+                    KIND_WAKE => {
+                        self.arm_wake();
+                        self.run_commands(now);
+                    }
+                    KIND_CANCEL => {}
+                    _ => debug_assert!(false, "unknown completion {ud:#x}"),
+                }
+            }
+            self.bufs.commit();
+            if n < CQE_BATCH_MAX {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn on_recv(&mut self, now: Instant, ud: u64, res: i32, flags: u32) {
+        let sock = (ud & 0xffff_ffff) as u32;
+        let gen = ((ud >> 32) & 0x0fff_ffff) as u32;
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        if let Some(_b) = bid {
+            self.bufs.taken();
+        }
+        let live = self
+            .socks
+            .get(sock as usize)
+            .is_some_and(|s| s.gen & 0x0fff_ffff == gen && s.state != SockState::Free);
+        if !more && live {
+            self.recv_ended(sock, res);
+        }
+        let Some(bid) = bid else {
+            return;
+        };
+        if res < 0 || !live || self.socks[sock as usize].state == SockState::Closing {
+            self.bufs.push(bid);
+            return;
+        }
+        let buf = self.bufs.buf(bid);
+        let Ok(out) = types::RecvMsgOut::parse(&buf[..res as usize], &self.recv_msg) else {
+            self.relay.counters.drops[DropReason::Malformed as usize] += 1;
+            self.bufs.push(bid);
+            return;
+        };
+        let src = crate::sys::sockaddr_from_bytes(out.name_data());
+        let payload = out.payload_data();
+        let (Some(src), false) = (src, out.is_payload_truncated()) else {
+            self.relay.counters.rx += 1;
+            self.relay.counters.drops[DropReason::Malformed as usize] += 1;
+            self.bufs.push(bid);
+            return;
+        };
+        let off = payload.as_ptr() as usize - buf.as_ptr() as usize;
+        let len = payload.len();
+        match self.relay.forward(now, sock, src, payload) {
+            Verdict::Send {
+                sock: out_sock,
+                dst,
+            } => self.send(bid, off, len, out_sock, dst),
+            Verdict::Drop(_) => self.bufs.push(bid),
+        }
+    }
+
+    /// A multishot receive will post no more completions.
+    fn recv_ended(&mut self, sock: u32, res: i32) {
+        match self.socks[sock as usize].state {
+            SockState::Closing => self.finish_close(sock),
+            SockState::Armed => {
+                if res == -libc::ENOBUFS {
+                    self.enobufs += 1;
+                }
+                self.socks[sock as usize].state = SockState::Idle;
+                self.rearm.push(sock);
+            }
+            SockState::Idle | SockState::Free => {}
+        }
+    }
+
+    #[inline]
+    fn send(&mut self, bid: u16, off: usize, len: usize, sock: SockId, dst: SocketAddr) {
+        let Some(slot_idx) = self.free_sends.pop() else {
+            self.relay.counters.drops[DropReason::QueueFull as usize] += 1;
+            self.relay.counters.forwarded -= 1;
+            self.bufs.push(bid);
+            return;
+        };
+        let ptr = self.bufs.ptr(bid, off);
+        let slot = &mut self.send_slots[usize::from(slot_idx)];
+        slot.bid = bid;
+        let namelen = slot.addr.set(dst);
+        slot.iov = libc::iovec {
+            iov_base: ptr as *mut libc::c_void,
+            iov_len: len,
+        };
+        slot.msg.msg_name = slot.addr.as_mut_ptr();
+        slot.msg.msg_namelen = namelen;
+        slot.msg.msg_iov = &mut slot.iov;
+        slot.msg.msg_iovlen = 1;
+        let sqe = opcode::SendMsg::new(types::Fixed(sock), &slot.msg)
+            .build()
+            .user_data((KIND_SEND << KIND_SHIFT) | u64::from(slot_idx));
+        self.push_sqe(sqe);
+    }
+
+    #[inline]
+    fn on_send(&mut self, ud: u64, res: i32) {
+        let slot_idx = (ud & 0xffff) as u16;
+        let bid = self.send_slots[usize::from(slot_idx)].bid;
+        if res < 0 {
+            self.send_errors += 1;
+        } else {
+            self.tx += 1;
+        }
+        self.bufs.push(bid);
+        self.free_sends.push(slot_idx);
+    }
+
+    // ---- sockets and ports ------------------------------------------------
+
+    fn open_socket(&mut self, ip: IpAddr, port: u16) -> Result<u32, ShardError> {
+        let Some(slot) = self.free_socks.pop() else {
+            return Err(ShardError::PortsExhausted);
+        };
+        let r = (|| -> io::Result<()> {
+            let domain = if ip.is_ipv4() {
+                Domain::IPV4
+            } else {
+                Domain::IPV6
+            };
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            if ip.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            if self.cfg.dscp > 0 {
+                let tos = u32::from(self.cfg.dscp) << 2;
+                if ip.is_ipv4() {
+                    s.set_tos(tos)?;
+                } else {
+                    s.set_tclass_v6(tos)?;
+                }
+            }
+            s.bind(&SocketAddr::new(ip, port).into())?;
+            self.ring
+                .submitter()
+                .register_files_update(slot, &[s.as_raw_fd()])?;
+            // The fixed-file table holds the socket now; the descriptor is
+            // closed when `s` drops, freeing its place in the fd table.
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                let st = &mut self.socks[slot as usize];
+                st.state = SockState::Idle;
+                st.gen = st.gen.wrapping_add(1);
+                st.port = port;
+                self.ports.add_ref(port);
+                self.arm_recv(slot);
+                Ok(slot)
+            }
+            Err(e) => {
+                self.free_socks.push(slot);
+                Err(ShardError::Socket(e.to_string()))
+            }
+        }
+    }
+
+    fn close_socket(&mut self, sock: u32) {
+        if self.relay.socket_in_use(sock) {
+            return;
+        }
+        let st = self.socks[sock as usize];
+        match st.state {
+            SockState::Armed => {
+                self.socks[sock as usize].state = SockState::Closing;
+                let sqe = opcode::AsyncCancel::new(recv_ud(sock, st.gen))
+                    .build()
+                    .user_data(KIND_CANCEL << KIND_SHIFT);
+                self.push_sqe(sqe);
+            }
+            SockState::Idle => self.finish_close(sock),
+            SockState::Closing | SockState::Free => {}
+        }
+    }
+
+    fn finish_close(&mut self, sock: u32) {
+        let st = &mut self.socks[sock as usize];
+        assert!(st.state != SockState::Free, "double close of socket {sock}");
+        st.state = SockState::Free;
+        let port = st.port;
+        if let Err(e) = self.ring.submitter().register_files_update(sock, &[-1]) {
+            eprintln!("shard {}: unregister socket: {e}", self.cfg.index);
+        }
+        self.ports.release(port);
+        self.free_socks.push(sock);
+    }
+
+    fn local_ip(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.cfg.bind_v6
+        } else {
+            self.cfg.bind_v4
+        }
+    }
+
+    fn advertised(&self, bind: IpAddr) -> IpAddr {
+        match self.cfg.advertise {
+            Some(a) if a.is_ipv4() == bind.is_ipv4() => a,
+            _ => bind,
+        }
+    }
+
+    /// Open the RTP (and RTCP unless muxed) sockets of one side on a fresh
+    /// port pair; retries other pairs if a port is taken by someone else.
+    fn open_side(&mut self, ip: IpAddr, mux: bool) -> Result<(u32, Option<u32>, u16), ShardError> {
+        for _ in 0..64 {
+            let pair = self.ports.alloc().ok_or(ShardError::PortsExhausted)?;
+            let rtp = match self.open_socket(ip, pair) {
+                Ok(s) => s,
+                Err(ShardError::Socket(_)) => {
+                    self.ports.give_back(pair);
+                    continue;
+                }
+                Err(e) => {
+                    self.ports.give_back(pair);
+                    return Err(e);
+                }
+            };
+            if mux {
+                return Ok((rtp, None, pair));
+            }
+            match self.open_socket(ip, pair + 1) {
+                Ok(rtcp) => return Ok((rtp, Some(rtcp), pair)),
+                Err(e) => {
+                    self.close_socket(rtp);
+                    if !matches!(e, ShardError::Socket(_)) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(ShardError::PortsExhausted)
+    }
+
+    // ---- commands ----------------------------------------------------------
+
+    fn run_commands(&mut self, now: Instant) {
+        // Bounded: a flood of commands cannot starve the packet path.
+        for _ in 0..64 {
+            let Ok(cmd) = self.cmds.try_recv() else {
+                return;
+            };
+            match cmd {
+                ShardCmd::Offer {
+                    key,
+                    streams,
+                    strict,
+                    reply,
+                } => {
+                    let r = self.offer(now, key, &streams, strict);
+                    let _ = reply.send(r);
+                }
+                ShardCmd::Answer {
+                    key,
+                    streams,
+                    reply,
+                } => {
+                    let r = self.answer(key, &streams);
+                    let _ = reply.send(r);
+                }
+                ShardCmd::Delete { key, reply } => {
+                    let r = match self.by_key.get(&key) {
+                        Some(&c) => Ok(self.delete(now, c)),
+                        None => Err(ShardError::UnknownCall),
+                    };
+                    let _ = reply.send(r);
+                }
+                ShardCmd::Query { key, reply } => {
+                    let r = match self.by_key.get(&key) {
+                        Some(&c) => Ok(self.report(now, c)),
+                        None => Err(ShardError::UnknownCall),
+                    };
+                    let _ = reply.send(r);
+                }
+                ShardCmd::Stop => {
+                    self.stop = true;
+                    return;
+                }
+            }
+        }
+        // More queued: make sure we come back without waiting for a packet.
+        crate::sys::eventfd_signal(self.wake.as_raw_fd());
+    }
+
+    fn offer(
+        &mut self,
+        now: Instant,
+        key: u64,
+        streams: &[StreamOffer],
+        strict: bool,
+    ) -> Result<Vec<StreamPorts>, ShardError> {
+        if let Some(&c) = self.by_key.get(&key) {
+            return self.reoffer(c, streams);
+        }
+        let Some(ci) = self.free_calls.pop() else {
+            return Err(ShardError::CallsFull);
+        };
+        let mut call = CallSlot {
+            key,
+            created: SystemTime::now(),
+            created_at: now,
+            streams: Vec::with_capacity(streams.len()),
+        };
+        let mut result = Ok(());
+        for s in streams {
+            match self.alloc_stream(ci, s, strict || self.cfg.strict) {
+                Ok(slot) => call.streams.push(slot),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let ports = call.streams.iter().map(|s| s.ports).collect();
+        self.calls[ci as usize] = Some(call);
+        if let Err(e) = result {
+            self.teardown(ci);
+            return Err(e);
+        }
+        self.by_key.insert(key, ci);
+        Ok(ports)
+    }
+
+    fn reoffer(
+        &mut self,
+        ci: u32,
+        streams: &[StreamOffer],
+    ) -> Result<Vec<StreamPorts>, ShardError> {
+        let call = self.calls[ci as usize]
+            .as_ref()
+            .expect("indexed call exists");
+        if call.streams.len() != streams.len() {
+            return Err(ShardError::Invalid(format!(
+                "re-offer has {} streams, call has {}",
+                streams.len(),
+                call.streams.len()
+            )));
+        }
+        let legs: Vec<_> = call.streams.iter().map(|s| s.legs).collect();
+        let ports = call.streams.iter().map(|s| s.ports).collect();
+        for (l, s) in legs.iter().zip(streams) {
+            if let (Some((a, _)), Some(rtp)) = (l, s.a_rtp) {
+                self.relay.leg_mut(*a).set_remote(rtp, s.a_rtcp);
+            }
+        }
+        Ok(ports)
+    }
+
+    fn alloc_stream(
+        &mut self,
+        ci: u32,
+        s: &StreamOffer,
+        strict: bool,
+    ) -> Result<StreamSlot, ShardError> {
+        let a_ip = self
+            .local_ip(s.a_v6)
+            .ok_or_else(|| ShardError::Invalid("no media address for leg A's family".into()))?;
+        let b_ip = self
+            .local_ip(s.b_v6)
+            .ok_or_else(|| ShardError::Invalid("no media address for leg B's family".into()))?;
+        if s.disabled {
+            let off = |ip| LocalEndpoint {
+                address: ip,
+                rtp_port: 0,
+                rtcp_port: None,
+            };
+            return Ok(StreamSlot {
+                legs: None,
+                ports: StreamPorts {
+                    a: off(self.advertised(a_ip)),
+                    b: off(self.advertised(b_ip)),
+                },
+            });
+        }
+        let shared = self.cfg.per_call && a_ip == b_ip;
+        let (a_socks, b_socks) = if shared {
+            let (rtp, rtcp, port) = self.open_side(a_ip, s.a_mux && s.b_mux)?;
+            let side = |mux: bool| (rtp, if mux { None } else { rtcp }, port);
+            (side(s.a_mux), side(s.b_mux))
+        } else {
+            let a = self.open_side(a_ip, s.a_mux)?;
+            match self.open_side(b_ip, s.b_mux) {
+                Ok(b) => (a, b),
+                Err(e) => {
+                    self.close_socket(a.0);
+                    if let Some(r) = a.1 {
+                        self.close_socket(r);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        let mk = |socks: (u32, Option<u32>, u16)| Leg::new(ci, socks.0, socks.1);
+        let mut leg_a = mk(a_socks);
+        let mut leg_b = mk(b_socks);
+        for l in [&mut leg_a, &mut leg_b] {
+            l.clock_rate = s.clock_rate;
+            l.on_mismatch = if strict {
+                OnMismatch::Drop
+            } else {
+                OnMismatch::Learn
+            };
+        }
+        if let Some(rtp) = s.a_rtp {
+            leg_a.set_remote(rtp, s.a_rtcp);
+        }
+        let a = self
+            .relay
+            .insert(leg_a)
+            .map_err(|_| ShardError::CallsFull)?;
+        let b = match self.relay.insert(leg_b) {
+            Ok(b) => b,
+            Err(_) => {
+                self.remove_leg(a);
+                return Err(ShardError::CallsFull);
+            }
+        };
+        self.relay.pair(a, b);
+        let ep = |ip: IpAddr, socks: (u32, Option<u32>, u16)| LocalEndpoint {
+            address: ip,
+            rtp_port: socks.2,
+            rtcp_port: socks.1.map(|_| socks.2 + 1),
+        };
+        Ok(StreamSlot {
+            legs: Some((a, b)),
+            ports: StreamPorts {
+                a: ep(self.advertised(a_ip), a_socks),
+                b: ep(self.advertised(b_ip), b_socks),
+            },
+        })
+    }
+
+    fn remove_leg(&mut self, id: LegId) {
+        let leg = self.relay.remove(id);
+        self.close_socket(leg.rtp_sock);
+        if let Some(s) = leg.rtcp_sock {
+            self.close_socket(s);
+        }
+    }
+
+    fn answer(
+        &mut self,
+        key: u64,
+        streams: &[StreamAnswer],
+    ) -> Result<Vec<StreamPorts>, ShardError> {
+        let &ci = self.by_key.get(&key).ok_or(ShardError::UnknownCall)?;
+        let n = self.calls[ci as usize]
+            .as_ref()
+            .map_or(0, |c| c.streams.len());
+        if streams.len() > n {
+            return Err(ShardError::Invalid(format!(
+                "answer has {} streams, offer had {n}",
+                streams.len()
+            )));
+        }
+        for (i, s) in streams.iter().enumerate() {
+            let call = self.calls[ci as usize]
+                .as_mut()
+                .expect("indexed call exists");
+            let Some((_, b)) = call.streams[i].legs else {
+                continue;
+            };
+            if s.b_mux {
+                call.streams[i].ports.b.rtcp_port = None;
+                if let Some(old) = self.relay.set_muxed(b) {
+                    self.close_socket(old);
+                }
+            }
+            if let Some(rtp) = s.b_rtp {
+                self.relay.leg_mut(b).set_remote(rtp, s.b_rtcp);
+            }
+        }
+        let call = self.calls[ci as usize]
+            .as_ref()
+            .expect("indexed call exists");
+        Ok(call.streams.iter().map(|s| s.ports).collect())
+    }
+
+    fn report(&self, now: Instant, ci: u32) -> CallReport {
+        let call = self.calls[ci as usize]
+            .as_ref()
+            .expect("indexed call exists");
+        let mut legs = Vec::with_capacity(call.streams.len() * 2);
+        for (i, s) in call.streams.iter().enumerate() {
+            let Some((a, b)) = s.legs else { continue };
+            for (id, is_b, local) in [(a, false, s.ports.a), (b, true, s.ports.b)] {
+                let l = self.relay.leg(id);
+                legs.push(LegReport {
+                    stream: i,
+                    is_b,
+                    local,
+                    remote: l.remote_rtp,
+                    latched: l.latched,
+                    stats: l.stats,
+                    clock_rate: l.clock_rate,
+                    idle_s: l
+                        .last_rx
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                });
+            }
+        }
+        CallReport {
+            key: call.key,
+            shard: self.cfg.index,
+            created: call.created,
+            legs,
+        }
+    }
+
+    fn delete(&mut self, now: Instant, ci: u32) -> CallReport {
+        let r = self.report(now, ci);
+        self.teardown(ci);
+        r
+    }
+
+    fn teardown(&mut self, ci: u32) {
+        let call = self.calls[ci as usize].take().expect("indexed call exists");
+        for s in &call.streams {
+            if let Some((a, b)) = s.legs {
+                self.remove_leg(a);
+                self.remove_leg(b);
+            }
+        }
+        if self.by_key.get(&call.key) == Some(&ci) {
+            self.by_key.remove(&call.key);
+        }
+        self.free_calls.push(ci);
+    }
+
+    // ---- timers ------------------------------------------------------------
+
+    fn tick(&mut self, now: Instant) {
+        self.next_tick = now + TICK;
+        let timeout = self.cfg.timeout;
+        let mut expired = Vec::new();
+        for (ci, c) in self.calls.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let mut last = c.created_at;
+            for s in &c.streams {
+                if let Some((a, b)) = s.legs {
+                    for id in [a, b] {
+                        if let Some(t) = self.relay.leg(id).last_rx {
+                            last = last.max(t);
+                        }
+                    }
+                }
+            }
+            if now.saturating_duration_since(last) >= timeout {
+                expired.push(ci as u32);
+            }
+        }
+        for ci in expired {
+            let r = self.delete(now, ci);
+            self.timeouts += 1;
+            // The queue is bounded; if the control plane is that far behind
+            // it learns of the end from its own query failing.
+            let _ = self.events.try_send(ShardEvent::MediaTimeout(r));
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let m = &self.metrics;
+        let c = &self.relay.counters;
+        m.rx.store(c.rx, Ordering::Relaxed);
+        m.tx.store(self.tx, Ordering::Relaxed);
+        for (d, v) in m.drops.iter().zip(c.drops.iter()) {
+            d.store(*v, Ordering::Relaxed);
+        }
+        m.send_errors.store(self.send_errors, Ordering::Relaxed);
+        m.enobufs.store(self.enobufs, Ordering::Relaxed);
+        m.calls.store(self.by_key.len() as u64, Ordering::Relaxed);
+        m.timeouts.store(self.timeouts, Ordering::Relaxed);
+        m.wakeups.store(self.wakeups, Ordering::Relaxed);
+    }
+
+    fn shutdown(&mut self) {
+        let now = Instant::now();
+        let live: Vec<u32> = self.by_key.values().copied().collect();
+        for ci in live {
+            self.teardown(ci);
+        }
+        let _ = self.ring.submit();
+        self.process_completions(now);
+        self.publish();
+    }
+}
