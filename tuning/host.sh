@@ -306,10 +306,10 @@ conf+="# Values are never lower than what the host had when this was generated."
 
 comment "--- Socket buffers -------------------------------------------------" \
     "Ceilings for SO_RCVBUF/SO_SNDBUF.  The SIP and ng sockets are shared by" \
-    "every peer and must absorb signalling bursts (SIPp's own 64 KiB buffer" \
-    "overflows at a few thousand CPS); Kolokol asks for large buffers on them," \
-    "and without a high ceiling the kernel silently caps the request.  A" \
-    "ceiling costs nothing until a socket actually queues that much."
+    "every peer and need large buffers to absorb signalling bursts (SIPp's own" \
+    "64 KiB buffer overflows at a few thousand CPS); without a high ceiling the" \
+    "kernel silently caps what a socket asks for.  A ceiling costs nothing" \
+    "until a socket actually queues that much."
 raise net.core.rmem_max 33554432
 raise net.core.wmem_max 33554432
 comment "Default buffer of every other socket: one per media leg, tens of" \
