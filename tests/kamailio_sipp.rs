@@ -12,7 +12,8 @@
 //! `rtpengine_offer()` on the INVITE, `rtpengine_answer()` on the 200,
 //! `rtpengine_delete()` on BYE/CANCEL, record-routing), then a SIPp UAS
 //! (`tests/sipp/uas.xml`, echoing RTP) and a SIPp UAC (`tests/sipp/uac.xml`,
-//! honouring Record-Route, playing a G.711 pcap the test writes). Then it
+//! honouring Record-Route, streaming 3 s of G.711 µ-law RTP per call with
+//! SIPp's `rtp_stream`, which needs no raw socket, so no root). Then it
 //! checks that
 //!
 //! - the SDP that reached the callee, and the SDP that came back to the
@@ -50,15 +51,17 @@ use kolokol::control::bencode::{self, Value};
 
 /// Calls SIPp places (one per second, all may overlap).
 const CALLS: u32 = 3;
-/// How long the caller holds each call while the pcap plays (ms).
+/// How long the caller holds each call while the audio plays (ms).
 const HOLD_MS: u32 = 4_000;
-/// RTP packets in the pcap: 20 ms apart, so 3 s of audio per call.
-const PCAP_PACKETS: u16 = 150;
+/// RTP packets the caller sends per call (160-byte PCMU payloads, 20 ms
+/// apart: 3 s of audio).
+const AUDIO_PACKETS: usize = 150;
 /// Fewest packets the relay must have received on each leg of each call.
-/// The caller sends 150; the callee echoes what reached it. The counters are
-/// sampled every [`POLL`] while the call is up, so the last samples before
-/// the BYE are missed; 50 leaves room for that, while a relay that forwards
-/// nothing (or only a few packets before losing the call) stays far below.
+/// The caller sends [`AUDIO_PACKETS`]; the callee echoes what reached it.
+/// The counters are sampled every [`POLL`] while the call is up, so the last
+/// packets before the BYE are missed; 50 leaves room for that, while a relay
+/// that forwards nothing (or only a few packets before losing the call)
+/// stays far below.
 const MIN_PACKETS: i64 = 50;
 /// Relay media range width.
 const MEDIA_SPAN: u16 = 200;
@@ -158,10 +161,10 @@ fn kamailio_sipp_calls_relay_media_through_kolokol() {
 
     // ---- SIPp ------------------------------------------------------------
     fs::copy(fixture("sipp/uas.xml"), dir.join("uas.xml")).unwrap();
-    // The UAC scenario goes next to the pcap: SIPp looks for pcap files
-    // beside the scenario first.
     fs::copy(fixture("sipp/uac.xml"), dir.join("uac.xml")).unwrap();
-    fs::write(dir.join("g711.pcap"), g711_pcap(PCAP_PACKETS)).unwrap();
+    // The audio the UAC's rtp_stream plays (relative to SIPp's working
+    // directory): raw µ-law silence, 160 bytes per 20 ms packet.
+    fs::write(dir.join("g711u.raw"), vec![0xffu8; 160 * AUDIO_PACKETS]).unwrap();
 
     let sipp_timeout = format!("{}s", 30 + CALLS * (HOLD_MS / 1000 + 2));
     let mut c = Command::new(&sipp);
@@ -341,7 +344,7 @@ fn kamailio_sipp_calls_relay_media_through_kolokol() {
         assert!(
             leg.caller >= MIN_PACKETS,
             "call {cid}: the relay received {} RTP packets from the caller's leg \
-             (tag *UacTag*), want >= {MIN_PACKETS} of the {PCAP_PACKETS} sent; {leg:?}",
+             (tag *UacTag*), want >= {MIN_PACKETS} of the {AUDIO_PACKETS} sent; {leg:?}",
             leg.caller
         );
         assert!(
@@ -455,7 +458,7 @@ impl Ports {
                 media_min: media,
                 media_max: media + MEDIA_SPAN - 1,
             };
-            let overlap = p.media_min <= sip + SIP_BLOCK - 1 && sip <= p.media_max;
+            let overlap = p.media_min < sip + SIP_BLOCK && sip <= p.media_max;
             if !overlap {
                 match p.first_busy() {
                     None => return p,
@@ -964,11 +967,8 @@ fn sdp_log_lines(path: &Path, tag: &str) -> BTreeMap<String, (String, u16)> {
 /// counters such as `SuccessfulCall(C)` and `FailedCall(C)`).
 fn sipp_final_stats(path: &Path) -> BTreeMap<String, i64> {
     let text = fs::read_to_string(path).unwrap_or_default();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let Some(header) = lines.next() else {
-        return BTreeMap::new();
-    };
-    let Some(last) = lines.last() else {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (Some(header), Some(last)) = (lines.first(), lines.get(1..).and_then(<[_]>::last)) else {
         return BTreeMap::new();
     };
     header
@@ -976,70 +976,4 @@ fn sipp_final_stats(path: &Path) -> BTreeMap<String, i64> {
         .zip(last.split(';'))
         .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse().ok()?)))
         .collect()
-}
-
-// ---------------------------------------------------------------------------
-// The G.711 pcap
-
-/// A pcap (Ethernet link type) of `n` RTP packets, PCMU (payload type 0),
-/// 160-byte payloads of µ-law silence, 20 ms apart, UDP port 6000 → 6000.
-/// SIPp's `play_pcap_audio` replays the UDP payloads with the pcap's timing
-/// from the scenario's media port to the address in the peer's SDP; the
-/// addresses and ports in the file are only relative.
-fn g711_pcap(n: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Global header: magic, v2.4, tz 0, sigfigs 0, snaplen, LINKTYPE_ETHERNET.
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65_535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for i in 0..n {
-        let mut rtp = Vec::with_capacity(172);
-        rtp.extend_from_slice(&[0x80, 0x00]);
-        rtp.extend_from_slice(&i.to_be_bytes());
-        rtp.extend_from_slice(&(u32::from(i) * 160).to_be_bytes());
-        rtp.extend_from_slice(&0x4b4f_4c4bu32.to_be_bytes()); // SSRC "KOLK"
-        rtp.extend_from_slice(&[0xff; 160]);
-
-        let udp_len = 8 + rtp.len() as u16;
-        let mut ip = Vec::with_capacity(20);
-        ip.extend_from_slice(&[0x45, 0x00]);
-        ip.extend_from_slice(&(20 + udp_len).to_be_bytes());
-        ip.extend_from_slice(&i.to_be_bytes()); // identification
-        ip.extend_from_slice(&[0x00, 0x00, 64, 17, 0, 0]); // flags, TTL, UDP, checksum
-        ip.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
-        let sum = ip_checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-
-        let mut frame = vec![0u8; 12]; // MAC addresses
-        frame.extend_from_slice(&[0x08, 0x00]); // IPv4
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&6000u16.to_be_bytes());
-        frame.extend_from_slice(&6000u16.to_be_bytes());
-        frame.extend_from_slice(&udp_len.to_be_bytes());
-        frame.extend_from_slice(&[0, 0]); // no UDP checksum
-        frame.extend_from_slice(&rtp);
-
-        let us = u32::from(i) * 20_000;
-        out.extend_from_slice(&(1_000_000_000 + us / 1_000_000).to_le_bytes());
-        out.extend_from_slice(&(us % 1_000_000).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    out
-}
-
-fn ip_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
