@@ -267,10 +267,8 @@ impl Media {
 
     /// The remote RTCP address this section asks for (None if muxed).
     pub fn rtcp_addr(&self) -> Option<std::net::SocketAddr> {
-        match self.rtcp {
-            Some((port, addr)) => Some((addr.unwrap_or(self.address), port).into()),
-            None => None,
-        }
+        self.rtcp
+            .map(|(port, addr)| (addr.unwrap_or(self.address), port).into())
     }
 }
 

@@ -180,7 +180,7 @@ pub fn rtp(seq: u16, ssrc: u32, marker: u8) -> Vec<u8> {
     p[2..4].copy_from_slice(&seq.to_be_bytes());
     p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
     p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    p.extend(std::iter::repeat(marker).take(160));
+    p.extend(std::iter::repeat_n(marker, 160));
     p
 }
 

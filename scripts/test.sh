@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as a newcomer or CI runs it: installs what the
+# tests need on a fresh Debian machine, then checks formatting and lints
+# and runs every test (unit, integration with real sockets, Kamailio+SIPp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need_pkgs+=(kamailio)
+ls /usr/lib/x86_64-linux-gnu/kamailio/modules/rtpengine.so >/dev/null 2>&1 \
+  || ls /usr/lib/*/kamailio/modules/rtpengine.so >/dev/null 2>&1 \
+  || need_pkgs+=(kamailio-extra-modules)
+command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
+if ((${#need_pkgs[@]})); then
+  echo "== installing: ${need_pkgs[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+fi
+# Debian starts services on install; the tests run their own instances.
+for svc in kamailio rtpengine-daemon; do
+  systemctl stop "$svc" >/dev/null 2>&1 || true
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --all-targets 2>&1
