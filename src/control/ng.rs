@@ -571,62 +571,90 @@ fn stats_dict(packets: u64, bytes: u64, errors: u64) -> Value {
     s
 }
 
-/// rtpengine-shaped figures: `tags` -> tag -> `medias` -> `streams` ->
-/// `stats`, plus `totals` and Kolokol's own quality figures per stream.
+/// rtpengine-shaped figures: `tags` -> tag -> `medias` -> `streams`
+/// (an RTP stream then an RTCP stream, as rtpengine lists them) -> `stats`,
+/// plus `totals`. Kolokol adds its quality figures (loss, jitter, MOS,
+/// round trip) to the RTP stream.
 fn fill_report(r: &mut Value, c: &NgCall, rep: &CallReport) {
+    let now = unix_s(SystemTime::now());
     let mut tags = Value::dict();
     let mut rtp_tot = (0u64, 0u64, 0u64);
     let mut rtcp_tot = (0u64, 0u64);
+    let mut untagged = 0;
     for (is_b, tag) in [
         (false, Some(c.from_tag.as_str())),
         (true, c.to_tag.as_deref()),
     ] {
-        let tag = tag.unwrap_or("");
+        let tag = match tag {
+            Some(t) if !t.is_empty() => t.to_string(),
+            _ => {
+                untagged += 1;
+                format!("<untagged {untagged}>")
+            }
+        };
         let mut medias = Vec::new();
         for l in rep.legs.iter().filter(|l| l.is_b == is_b) {
             let st = &l.stats;
-            let rtp_pk = st.rtp_received();
-            let rtp_by = st.bytes.saturating_sub(0);
-            rtp_tot.0 += rtp_pk;
-            rtp_tot.1 += rtp_by;
+            let rtp_bytes = st.bytes - st.rtcp_bytes;
+            rtp_tot.0 += st.rtp_received();
+            rtp_tot.1 += rtp_bytes;
             rtp_tot.2 += st.errors;
             rtcp_tot.0 += st.rtcp_packets;
-            let mut stream = Value::dict();
-            stream.insert("local port", i64::from(l.local.rtp_port));
-            if let Some(p) = l.local.rtcp_port {
-                stream.insert("local rtcp port", i64::from(p));
-            }
-            let mut ep = Value::dict();
-            if let Some(a) = l.remote {
-                ep.insert("family", if a.is_ipv4() { "IPv4" } else { "IPv6" });
-                ep.insert("address", a.ip().to_string());
-                ep.insert("port", i64::from(a.port()));
-            }
-            stream.insert("endpoint", ep);
-            stream.insert("latched", i64::from(l.latched));
-            stream.insert("stats", stats_dict(st.packets, st.bytes, st.errors));
-            stream.insert("lost", st.lost());
-            stream.insert("expected", st.expected());
-            stream.insert("reordered", st.reordered);
-            stream.insert("jitter", st.jitter());
-            stream.insert("jitter_us", st.jitter_us(l.clock_rate));
-            stream.insert("rtt_us", u64::from(st.rtt_us));
-            stream.insert("rtcp packets", st.rtcp_packets);
-            stream.insert("ssrc", u64::from(st.ssrc));
-            stream.insert("mos x10", (st.mos(l.clock_rate) * 10.0).round() as i64);
-            if let Some(idle) = l.idle_s {
-                stream.insert("last packet age", idle);
-            }
+            rtcp_tot.1 += st.rtcp_bytes;
+            let family = if l.local.address.is_ipv4() {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            let base = |port: u16, flag: &str| {
+                let mut s = Value::dict();
+                s.insert("local address", l.local.address.to_string());
+                s.insert("local port", i64::from(port));
+                s.insert("family", family);
+                let mut ep = Value::dict();
+                if let Some(a) = l.remote {
+                    ep.insert("family", if a.is_ipv4() { "IPv4" } else { "IPv6" });
+                    ep.insert("address", a.ip().to_string());
+                    ep.insert("port", i64::from(a.port()));
+                }
+                s.insert("endpoint", ep);
+                s.insert("flags", vec![Value::from(flag)]);
+                if let Some(idle) = l.idle_s {
+                    s.insert("last packet", now - idle as i64);
+                }
+                s
+            };
+            let mut rtp = base(l.local.rtp_port, "RTP");
+            rtp.insert("SSRC", u64::from(st.ssrc));
+            rtp.insert("stats", stats_dict(st.rtp_received(), rtp_bytes, st.errors));
+            rtp.insert("latched", i64::from(l.latched));
+            rtp.insert("lost", st.lost());
+            rtp.insert("expected", st.expected());
+            rtp.insert("reordered", st.reordered);
+            rtp.insert("jitter", st.jitter());
+            rtp.insert("jitter_us", st.jitter_us(l.clock_rate));
+            rtp.insert("rtt_us", u64::from(st.rtt_us));
+            rtp.insert("mos x10", (st.mos(l.clock_rate) * 10.0).round() as i64);
+            let mut rtcp = base(l.local.rtcp_port.unwrap_or(l.local.rtp_port), "RTCP");
+            rtcp.insert("stats", stats_dict(st.rtcp_packets, st.rtcp_bytes, 0));
             let mut media = Value::dict();
             media.insert("index", (l.stream + 1) as i64);
             media.insert("type", "audio");
-            media.insert("streams", vec![stream]);
+            media.insert("streams", vec![rtp, rtcp]);
             medias.push(media);
         }
         let mut t = Value::dict();
-        t.insert("tag", tag);
+        t.insert(
+            "tag",
+            if tag.starts_with('<') {
+                ""
+            } else {
+                tag.as_str()
+            },
+        );
+        t.insert("created", unix_s(c.created));
         t.insert("medias", medias);
-        tags.insert(tag, t);
+        tags.insert(&tag, t);
     }
     r.insert("tags", tags);
     let mut totals = Value::dict();

@@ -15,6 +15,8 @@ pub struct LegStats {
     pub bytes: u64,
     /// RTCP packets among `packets`.
     pub rtcp_packets: u64,
+    /// Bytes of RTCP packets among `bytes`.
+    pub rtcp_bytes: u64,
     /// Packets dropped on this leg (bad, wrong source, no peer address).
     pub errors: u64,
     /// SSRC of the current stream.
@@ -88,6 +90,7 @@ impl LegStats {
     pub fn on_rtcp(&mut self, len: usize) {
         self.packets += 1;
         self.rtcp_packets += 1;
+        self.rtcp_bytes += len as u64;
         self.bytes += len as u64;
     }
 

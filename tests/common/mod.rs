@@ -237,3 +237,25 @@ pub fn leg_stat(q: &Value, tag: &str, key: &str) -> i64 {
         .and_then(Value::as_int)
         .unwrap_or_else(|| panic!("no {key} in {stream:?}"))
 }
+
+/// RTCP stream statistics of the first stream for the tag.
+pub fn rtcp_stat(q: &Value, tag: &str, key: &str) -> i64 {
+    let streams = q
+        .get("tags")
+        .unwrap()
+        .get(tag)
+        .unwrap()
+        .get("medias")
+        .unwrap()
+        .as_list()
+        .unwrap()[0]
+        .get("streams")
+        .unwrap()
+        .as_list()
+        .unwrap();
+    streams[1]
+        .get("stats")
+        .and_then(|s| s.get(key))
+        .and_then(Value::as_int)
+        .unwrap_or_else(|| panic!("no {key} in {:?}", streams[1]))
+}
