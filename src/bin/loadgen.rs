@@ -2113,7 +2113,7 @@ mod test {
 
     #[test]
     fn packets_round_trip_and_garbage_is_rejected() {
-        let mut tx = vec![TxLeg {
+        let mut tx = [TxLeg {
             dst: sockaddr_in("127.0.0.1:9".parse().unwrap()),
             src: in_addr(Ipv4Addr::new(127, 1, 0, 1)),
             ssrc: 7,
