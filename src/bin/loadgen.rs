@@ -259,13 +259,18 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         let val = match inline {
             Some(v) => v,
             None => {
-                let v = argv.get(i).cloned().ok_or_else(|| format!("{key} needs a value"))?;
+                let v = argv
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{key} needs a value"))?;
                 i += 1;
                 v
             }
         };
         fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
-            v.trim().parse().map_err(|_| format!("{key}: bad value {v:?}"))
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{key}: bad value {v:?}"))
         }
         match key {
             "--ng" => {
@@ -333,7 +338,11 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             return Err("--bare-base-port + 2*calls exceeds 65535".into());
         }
         if a.relay_addr.is_loopback() && (p as usize..end).contains(&(a.port as usize)) {
-            return Err(format!("--port {} lies inside the relay's ports {p}..{}", a.port, end - 1));
+            return Err(format!(
+                "--port {} lies inside the relay's ports {p}..{}",
+                a.port,
+                end - 1
+            ));
         }
     }
     if a.tick_us == 0 || a.tick_us > 20_000 {
@@ -382,7 +391,10 @@ fn leg_ip(src_net: u8, j: usize) -> Ipv4Addr {
 // ------------------------------------------------------------------- clocks
 
 fn clock_ns(clk: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(clk, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -399,7 +411,12 @@ fn sleep_until(t: u64) {
     };
     // SAFETY: valid timespec; an EINTR return just wakes us early.
     unsafe {
-        libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut());
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        );
     }
 }
 
@@ -541,7 +558,12 @@ fn parse_packet(pkt: &[u8], run_id: u32) -> Option<Parsed> {
     if rd4(pl::RUN) != run_id {
         return None;
     }
-    Some(Parsed { legdir: rd4(pl::LEGDIR), flags: p[pl::FLAGS], seq: rd8(pl::SEQ), sent_ns: rd8(pl::SENT_NS) })
+    Some(Parsed {
+        legdir: rd4(pl::LEGDIR),
+        flags: p[pl::FLAGS],
+        seq: rd8(pl::SEQ),
+        sent_ns: rd8(pl::SENT_NS),
+    })
 }
 
 // --------------------------------------------------------------- per leg
@@ -585,7 +607,11 @@ impl RxLeg {
         }
         if seq > self.highest {
             let shift = seq - self.highest;
-            self.window = if shift >= SEQ_WINDOW { 0 } else { self.window << shift };
+            self.window = if shift >= SEQ_WINDOW {
+                0
+            } else {
+                self.window << shift
+            };
             self.window |= 1;
             self.highest = seq;
             return SeqVerdict::New;
@@ -608,13 +634,17 @@ fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
         sin_zero: [0; 8],
     }
 }
 
 fn in_addr(ip: Ipv4Addr) -> libc::in_addr {
-    libc::in_addr { s_addr: u32::from(ip).to_be() }
+    libc::in_addr {
+        s_addr: u32::from(ip).to_be(),
+    }
 }
 
 // ------------------------------------------------------------- batch send
@@ -696,7 +726,11 @@ impl SendBatch {
         buf[0] = 0x80;
         buf[1] = 0; // PT 0 (PCMU), no marker
         buf[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
-        buf[4..8].copy_from_slice(&leg.ts0.wrapping_add((seq as u32).wrapping_mul(ts_step)).to_be_bytes());
+        buf[4..8].copy_from_slice(
+            &leg.ts0
+                .wrapping_add((seq as u32).wrapping_mul(ts_step))
+                .to_be_bytes(),
+        );
         buf[8..12].copy_from_slice(&leg.ssrc.to_be_bytes());
         let p = &mut buf[RTP_HDR..];
         p[pl::MAGIC..pl::MAGIC + 4].copy_from_slice(&MAGIC);
@@ -711,7 +745,11 @@ impl SendBatch {
             let pi = libc::CMSG_DATA(c) as *mut libc::in_pktinfo;
             std::ptr::write_unaligned(
                 pi,
-                libc::in_pktinfo { ipi_ifindex: 0, ipi_spec_dst: leg.src, ipi_addr: libc::in_addr { s_addr: 0 } },
+                libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: leg.src,
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                },
             );
         }
         self.legdir[i] = d;
@@ -740,7 +778,12 @@ impl SendBatch {
             let want = self.n - start;
             // SAFETY: hdrs[start..n] point at live buffers owned by self.
             let r = unsafe {
-                libc::sendmmsg(fd, self.hdrs.as_mut_ptr().add(start), want as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs.as_mut_ptr().add(start),
+                    want as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             if r > 0 {
                 let r = r as usize;
@@ -749,7 +792,8 @@ impl SendBatch {
                 // estimate and stamp later packets after they really left.
                 let per = dt as f64 / r as f64;
                 if r >= 4 && per < 2.0 * self.est_ns_per_pkt + 1000.0 {
-                    self.est_ns_per_pkt = (0.9 * self.est_ns_per_pkt + 0.1 * per).clamp(200.0, 20_000.0);
+                    self.est_ns_per_pkt =
+                        (0.9 * self.est_ns_per_pkt + 0.1 * per).clamp(200.0, 20_000.0);
                 }
                 for k in start..start + r {
                     let leg = &mut tx[self.legdir[k] as usize];
@@ -766,7 +810,11 @@ impl SendBatch {
             match e.raw_os_error() {
                 Some(libc::EAGAIN) if eagain_spins < 1000 => {
                     eagain_spins += 1;
-                    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut pfd, 1, 1) };
                 }
@@ -844,15 +892,29 @@ impl RecvBatch {
         }
         // SAFETY: hdrs point at live buffers owned by self.
         let r = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), self.cap as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                self.cap as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
-        if r < 0 { 0 } else { r as usize }
+        if r < 0 {
+            0
+        } else {
+            r as usize
+        }
     }
 
     fn packet(&self, i: usize) -> (&[u8], RxMeta) {
         let h = &self.hdrs[i];
         let len = (h.msg_len as usize).min(RECV_BUF);
-        let mut meta = RxMeta { dst: None, kernel_ts_ns: None, ovfl: None };
+        let mut meta = RxMeta {
+            dst: None,
+            kernel_ts_ns: None,
+            ovfl: None,
+        };
         // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
         // macros stay inside msg_controllen.
         unsafe {
@@ -861,13 +923,16 @@ impl RecvBatch {
                 let data = libc::CMSG_DATA(c);
                 match ((*c).cmsg_level, (*c).cmsg_type) {
                     (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                        let pi: libc::in_pktinfo = std::ptr::read_unaligned(data as *const libc::in_pktinfo);
+                        let pi: libc::in_pktinfo =
+                            std::ptr::read_unaligned(data as *const libc::in_pktinfo);
                         meta.dst = Some(u32::from_be(pi.ipi_addr.s_addr));
                     }
                     (libc::SOL_SOCKET, SO_TIMESTAMPNS) => {
-                        let ts: libc::timespec = std::ptr::read_unaligned(data as *const libc::timespec);
+                        let ts: libc::timespec =
+                            std::ptr::read_unaligned(data as *const libc::timespec);
                         if ts.tv_sec > 0 {
-                            meta.kernel_ts_ns = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                            meta.kernel_ts_ns =
+                                Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
                         }
                     }
                     (libc::SOL_SOCKET, SO_RXQ_OVFL) => {
@@ -970,7 +1035,11 @@ impl Sink {
             Some(k) => {
                 self.kernel_ts += 1;
                 let m = k as i128 - self.rt_offset;
-                if m < 0 { 0 } else { m as u64 }
+                if m < 0 {
+                    0
+                } else {
+                    m as u64
+                }
             }
             None => {
                 self.user_ts += 1;
@@ -1059,8 +1128,14 @@ impl Ng {
                 next += 1;
             }
             let now = Instant::now();
-            let earliest = pending.values().map(|p| p.1 + self.timeout).min().unwrap_or(now + self.timeout);
-            let wait = earliest.saturating_duration_since(now).max(Duration::from_millis(1));
+            let earliest = pending
+                .values()
+                .map(|p| p.1 + self.timeout)
+                .min()
+                .unwrap_or(now + self.timeout);
+            let wait = earliest
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             let _ = self.sock.set_read_timeout(Some(wait));
             match self.sock.recv(&mut buf) {
                 Ok(len) => {
@@ -1077,7 +1152,13 @@ impl Ng {
                         None => self.garbage += 1,
                     }
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     // Nobody listens on the ng port (ICMP). Let timeouts run.
                     std::thread::sleep(Duration::from_millis(10));
@@ -1093,7 +1174,9 @@ impl Ng {
                 }
             }
             for c in expired {
-                let Some(p) = pending.get_mut(&c) else { continue };
+                let Some(p) = pending.get_mut(&c) else {
+                    continue;
+                };
                 if p.2 < self.retries {
                     p.2 += 1;
                     p.1 = now;
@@ -1102,12 +1185,17 @@ impl Ng {
                 } else {
                     let idx = p.0;
                     pending.remove(&c);
-                    out[idx] = Some(Err(format!("timeout after {} retransmissions", self.retries)));
+                    out[idx] = Some(Err(format!(
+                        "timeout after {} retransmissions",
+                        self.retries
+                    )));
                     done += 1;
                 }
             }
         }
-        out.into_iter().map(|o| o.unwrap_or_else(|| Err("not sent".into()))).collect()
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("not sent".into())))
+            .collect()
     }
 }
 
@@ -1170,7 +1258,9 @@ fn sdp_audio_addr(sdp: &str) -> Result<SocketAddrV4, String> {
                 continue;
             }
             let addr = addr.unwrap_or("").split('/').next().unwrap_or("");
-            let ip: Ipv4Addr = addr.parse().map_err(|_| format!("bad c= address {addr:?}"))?;
+            let ip: Ipv4Addr = addr
+                .parse()
+                .map_err(|_| format!("bad c= address {addr:?}"))?;
             if !in_media {
                 session_c = Some(ip);
             } else if in_audio {
@@ -1192,16 +1282,33 @@ fn call_id(run_id: u32, i: usize) -> String {
 
 /// Offer then answer every call. Returns, per call, (A's destination,
 /// B's destination) or the error.
-fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32) -> Vec<Result<(SocketAddrV4, SocketAddrV4), String>> {
+fn setup_calls(
+    ng: &mut Ng,
+    a: &Args,
+    run_id: u32,
+) -> Vec<Result<(SocketAddrV4, SocketAddrV4), String>> {
     let n = a.calls;
-    let replace = || Value::List(vec![Value::from("origin"), Value::from("session-connection")]);
+    let replace = || {
+        Value::List(vec![
+            Value::from("origin"),
+            Value::from("session-connection"),
+        ])
+    };
     let offers: Vec<Value> = (0..n)
         .map(|i| {
             let mut v = Value::dict();
             v.insert("command", "offer");
             v.insert("call-id", call_id(run_id, i));
             v.insert("from-tag", format!("a{i}"));
-            v.insert("sdp", make_sdp(leg_ip(a.src_net, 2 * i), a.port, 1000 + 2 * i as u64, a.rtcp_mux));
+            v.insert(
+                "sdp",
+                make_sdp(
+                    leg_ip(a.src_net, 2 * i),
+                    a.port,
+                    1000 + 2 * i as u64,
+                    a.rtcp_mux,
+                ),
+            );
             v.insert("replace", replace());
             v
         })
@@ -1209,7 +1316,10 @@ fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32) -> Vec<Result<(SocketAddrV4, 
     let offer_replies = ng.batch(&offers);
     let mut b_dst: Vec<Result<SocketAddrV4, String>> = offer_replies
         .into_iter()
-        .map(|r| r.and_then(|v| reply_sdp_addr(&v)).map_err(|e| format!("offer: {e}")))
+        .map(|r| {
+            r.and_then(|v| reply_sdp_addr(&v))
+                .map_err(|e| format!("offer: {e}"))
+        })
         .collect();
     let mut answer_idx = Vec::new();
     let answers: Vec<Value> = (0..n)
@@ -1221,7 +1331,15 @@ fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32) -> Vec<Result<(SocketAddrV4, 
             v.insert("call-id", call_id(run_id, i));
             v.insert("from-tag", format!("a{i}"));
             v.insert("to-tag", format!("b{i}"));
-            v.insert("sdp", make_sdp(leg_ip(a.src_net, 2 * i + 1), a.port, 1001 + 2 * i as u64, a.rtcp_mux));
+            v.insert(
+                "sdp",
+                make_sdp(
+                    leg_ip(a.src_net, 2 * i + 1),
+                    a.port,
+                    1001 + 2 * i as u64,
+                    a.rtcp_mux,
+                ),
+            );
             v.insert("replace", replace());
             v
         })
@@ -1232,7 +1350,11 @@ fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32) -> Vec<Result<(SocketAddrV4, 
     for (k, r) in answer_replies.into_iter().enumerate() {
         let i = answer_idx[k];
         let b = std::mem::replace(&mut b_dst[i], Err(String::new()));
-        out[i] = match (r.and_then(|v| reply_sdp_addr(&v)).map_err(|e| format!("answer: {e}")), b) {
+        out[i] = match (
+            r.and_then(|v| reply_sdp_addr(&v))
+                .map_err(|e| format!("answer: {e}")),
+            b,
+        ) {
             (Ok(a_dst), Ok(b_dst)) => Ok((a_dst, b_dst)),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -1248,7 +1370,10 @@ fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32) -> Vec<Result<(SocketAddrV4, 
 }
 
 fn reply_sdp_addr(v: &Value) -> Result<SocketAddrV4, String> {
-    let sdp = v.get("sdp").and_then(Value::as_str).ok_or("reply without sdp")?;
+    let sdp = v
+        .get("sdp")
+        .and_then(Value::as_str)
+        .ok_or("reply without sdp")?;
     sdp_audio_addr(sdp)
 }
 
@@ -1285,7 +1410,11 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
         let mut p = e.path();
         p.push("schedstat");
         if let Ok(s) = std::fs::read_to_string(&p) {
-            sum += s.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            sum += s
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
     Some(sum)
@@ -1306,7 +1435,10 @@ fn pin_cpu(cpu: usize) -> io::Result<()> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu out of range"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cpu out of range",
+            ));
         }
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
@@ -1316,12 +1448,27 @@ fn pin_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: pointer to a live c_int.
     let r = unsafe {
-        libc::setsockopt(fd, level, opt, &v as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as _)
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &v as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as _,
+        )
     };
-    if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The media socket: 0.0.0.0:port, IP_PKTINFO, kernel timestamps, drop
@@ -1330,19 +1477,22 @@ fn media_socket(port: u16) -> Result<socket2::Socket, String> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| format!("socket: {e}"))?;
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| format!("socket: {e}"))?;
         let addr = SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         match s.bind(&addr) {
             Ok(()) => {
                 let fd = s.as_raw_fd();
-                setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1).map_err(|e| format!("IP_PKTINFO: {e}"))?;
+                setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+                    .map_err(|e| format!("IP_PKTINFO: {e}"))?;
                 let _ = setsockopt_int(fd, libc::SOL_SOCKET, SO_TIMESTAMPNS, 1);
                 let _ = setsockopt_int(fd, libc::SOL_SOCKET, SO_RXQ_OVFL, 1);
                 if setsockopt_int(fd, libc::SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20).is_err() {
                     let _ = s.set_recv_buffer_size(64 << 20);
                 }
                 let _ = s.set_send_buffer_size(8 << 20);
-                s.set_nonblocking(true).map_err(|e| format!("nonblocking: {e}"))?;
+                s.set_nonblocking(true)
+                    .map_err(|e| format!("nonblocking: {e}"))?;
                 return Ok(s);
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
@@ -1462,23 +1612,41 @@ struct Report {
 }
 
 fn pct(part: i64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { ((part as f64 / whole as f64 * 100.0) * 10_000.0).round() / 10_000.0 }
+    if whole == 0 {
+        0.0
+    } else {
+        ((part as f64 / whole as f64 * 100.0) * 10_000.0).round() / 10_000.0
+    }
 }
 
 fn render_table(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "loadgen → {}   mode {}   payload {} B{}", r.target, r.mode, r.payload, if r.rtcp_mux { "   rtcp-mux" } else { "" });
+    let _ = writeln!(
+        s,
+        "loadgen → {}   mode {}   payload {} B{}",
+        r.target,
+        r.mode,
+        r.payload,
+        if r.rtcp_mux { "   rtcp-mux" } else { "" }
+    );
     let _ = writeln!(
         s,
         "calls {} (active {}, setup failures {}{})   measured {:.2} s after {:.1} s warm-up",
         r.calls,
         r.calls_active,
         r.setup_failures,
-        r.first_setup_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default(),
+        r.first_setup_error
+            .as_deref()
+            .map(|e| format!(", first: {e}"))
+            .unwrap_or_default(),
         r.duration_s,
         r.warmup_s
     );
-    let _ = writeln!(s, "{:<8} {:>12} {:>12} {:>10} {:>9} {:>10} {:>6}", "", "sent", "received", "lost", "loss %", "reordered", "dup");
+    let _ = writeln!(
+        s,
+        "{:<8} {:>12} {:>12} {:>10} {:>9} {:>10} {:>6}",
+        "", "sent", "received", "lost", "loss %", "reordered", "dup"
+    );
     let row = |s: &mut String, name: &str, d: &DirReport| {
         let _ = writeln!(
             s,
@@ -1529,14 +1697,22 @@ fn render_table(r: &Report) -> String {
         g.cpu_pct
     );
     if let Some(rel) = &r.relay {
-        let _ = writeln!(s, "relay pid {}: CPU {:.1}% of a core, {:.0} relayed pkt/s per core", rel.pid, rel.cpu_pct, rel.relayed_pps_per_core);
+        let _ = writeln!(
+            s,
+            "relay pid {}: CPU {:.1}% of a core, {:.0} relayed pkt/s per core",
+            rel.pid, rel.cpu_pct, rel.relayed_pps_per_core
+        );
     }
     if let Some(e) = r.system_udp_rcvbuf_errors {
         let _ = writeln!(s, "system UDP RcvbufErrors during the run: {e}");
     }
     let k = &r.sink;
     if k.foreign + k.misrouted + k.clock_anomalies > 0 {
-        let _ = writeln!(s, "sink: foreign {} misrouted {} clock anomalies {}", k.foreign, k.misrouted, k.clock_anomalies);
+        let _ = writeln!(
+            s,
+            "sink: foreign {} misrouted {} clock anomalies {}",
+            k.foreign, k.misrouted, k.clock_anomalies
+        );
     }
     if let Some(n) = &r.ng {
         if n.retransmits + n.garbage_replies + n.stray_replies + n.delete_failures > 0 {
@@ -1547,12 +1723,18 @@ fn render_table(r: &Report) -> String {
                 n.garbage_replies,
                 n.stray_replies,
                 n.delete_failures,
-                n.first_delete_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+                n.first_delete_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
             );
         }
     }
     if r.sent > 0 && r.received == 0 {
-        let _ = writeln!(s, "WARNING: nothing came back: is the relay running, on these ports, and reading?");
+        let _ = writeln!(
+            s,
+            "WARNING: nothing came back: is the relay running, on these ports, and reading?"
+        );
     }
     if !g.kept_schedule && r.pps_per_leg_dir.is_some() {
         let _ = writeln!(
@@ -1561,7 +1743,11 @@ fn render_table(r: &Report) -> String {
             g.schedule_problems.join("; ")
         );
     } else if r.pps_per_leg_dir.is_none() && g.sink_socket_drops > 0 {
-        let _ = writeln!(s, "WARNING: {} packets dropped at the generator's own socket", g.sink_socket_drops);
+        let _ = writeln!(
+            s,
+            "WARNING: {} packets dropped at the generator's own socket",
+            g.sink_socket_drops
+        );
     }
     s
 }
@@ -1704,10 +1890,16 @@ fn run(a: &Args) -> Result<Report, String> {
             active_calls.len(),
             n,
             setup_s,
-            first_setup_error.as_deref().map(|e| format!(" (first failure: {e})")).unwrap_or_default()
+            first_setup_error
+                .as_deref()
+                .map(|e| format!(" (first failure: {e})"))
+                .unwrap_or_default()
         );
     }
-    let active: Vec<u32> = active_calls.iter().flat_map(|&i| [2 * i as u32, 2 * i as u32 + 1]).collect();
+    let active: Vec<u32> = active_calls
+        .iter()
+        .flat_map(|&i| [2 * i as u32, 2 * i as u32 + 1])
+        .collect();
 
     let mut sink = Sink {
         run_id,
@@ -1873,13 +2065,23 @@ fn run(a: &Args) -> Result<Report, String> {
         }
     }
     let t_stop = mono();
-    let end_mark = (t_stop, clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID), a.relay_pid.and_then(schedstat_ns), udp_rcvbuf_errors());
+    let end_mark = (
+        t_stop,
+        clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
+        a.relay_pid.and_then(schedstat_ns),
+        udp_rcvbuf_errors(),
+    );
     // Drain stragglers.
     let drain_until = mono() + a.drain_ms * 1_000_000;
     while mono() < drain_until {
         if sink.drain(fd, &mut rb, 64).0 == 0 {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            let left_ms = (drain_until.saturating_sub(mono()) / 1_000_000).clamp(1, 10) as libc::c_int;
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let left_ms =
+                (drain_until.saturating_sub(mono()) / 1_000_000).clamp(1, 10) as libc::c_int;
             // SAFETY: one valid pollfd.
             unsafe { libc::poll(&mut pfd, 1, left_ms) };
         }
@@ -1893,9 +2095,14 @@ fn run(a: &Args) -> Result<Report, String> {
 
     // ---- figures
     let interrupted = STOP.load(Ordering::Relaxed);
-    let (m_t, m_cpu, m_relay, m_snmp) = mark.unwrap_or((t_stop, end_mark.1, end_mark.2, end_mark.3));
+    let (m_t, m_cpu, m_relay, m_snmp) =
+        mark.unwrap_or((t_stop, end_mark.1, end_mark.2, end_mark.3));
     let window_ns = end_mark.0.saturating_sub(m_t).max(1);
-    let measured_s = if a.flat || interrupted { window_ns as f64 / 1e9 } else { a.duration_s };
+    let measured_s = if a.flat || interrupted {
+        window_ns as f64 / 1e9
+    } else {
+        a.duration_s
+    };
     let mut dirs = [DirReport::default(), DirReport::default()];
     for (d, (t, r)) in tx.iter().zip(sink.rx.iter()).enumerate() {
         let x = &mut dirs[d % 2];
@@ -1919,26 +2126,39 @@ fn run(a: &Args) -> Result<Report, String> {
             Some(RelayReport {
                 pid,
                 cpu_pct: (cpu * 1000.0).round() / 10.0,
-                relayed_pps_per_core: if cpu > 0.0 { (relayed_pps / cpu).round() } else { 0.0 },
+                relayed_pps_per_core: if cpu > 0.0 {
+                    (relayed_pps / cpu).round()
+                } else {
+                    0.0
+                },
             })
         }
         _ => None,
     };
     // SO_RXQ_OVFL is the socket's cumulative drop count; the socket is this run's.
     let sink_drops = sink.ovfl_last as u64;
-    let target_send_pps = if a.flat { 0.0 } else { active.len() as f64 * a.pps as f64 };
+    let target_send_pps = if a.flat {
+        0.0
+    } else {
+        active.len() as f64 * a.pps as f64
+    };
     let mut schedule_problems = Vec::new();
     if a.flat {
         schedule_problems.push("flat mode has no schedule".to_string());
     }
     if skipped > 0 {
-        schedule_problems.push(format!("{skipped} sends skipped (> {} ms late)", a.max_lag_ms));
+        schedule_problems.push(format!(
+            "{skipped} sends skipped (> {} ms late)",
+            a.max_lag_ms
+        ));
     }
     if (late_1ms as f64) > 0.001 * (lag.count.max(1) as f64) {
         schedule_problems.push(format!("{late_1ms} sends > 1 ms late (over 0.1%)"));
     }
     if sink_drops > 0 {
-        schedule_problems.push(format!("{sink_drops} packets dropped at the generator's own socket"));
+        schedule_problems.push(format!(
+            "{sink_drops} packets dropped at the generator's own socket"
+        ));
     }
     if send_errors > 0 {
         schedule_problems.push(format!("{send_errors} send errors"));
@@ -1950,7 +2170,11 @@ fn run(a: &Args) -> Result<Report, String> {
             Some(x) => format!("ng {x}"),
             None => format!("bare {}:{}+", a.relay_addr, a.bare_base_port.unwrap_or(0)),
         },
-        mode: if a.flat { "flat".into() } else { format!("paced {} pps/leg/dir", a.pps) },
+        mode: if a.flat {
+            "flat".into()
+        } else {
+            format!("paced {} pps/leg/dir", a.pps)
+        },
         calls: n,
         calls_active: active_calls.len(),
         setup_failures,
@@ -1986,7 +2210,11 @@ fn run(a: &Args) -> Result<Report, String> {
             sink_socket_drops: sink_drops,
         },
         sink: SinkReport {
-            latency_clock: if sink.kernel_ts >= sink.user_ts { "kernel rx timestamp".into() } else { "user recv time".into() },
+            latency_clock: if sink.kernel_ts >= sink.user_ts {
+                "kernel rx timestamp".into()
+            } else {
+                "user recv time".into()
+            },
             foreign: sink.foreign,
             misrouted: sink.misrouted,
             prime: sink.prime,
@@ -2025,13 +2253,16 @@ mod test {
         assert!(args("--ng 127.0.0.1:2223 --calls 10 --duration-s 4000").is_err());
         assert!(args("--ng 127.0.0.1:2223 --calls 10").is_err());
         assert!(args("--calls 10 --duration-s 5").is_err());
-        assert!(args("--ng 127.0.0.1:2223 --bare-base-port 30000 --calls 10 --duration-s 5").is_err());
+        assert!(
+            args("--ng 127.0.0.1:2223 --bare-base-port 30000 --calls 10 --duration-s 5").is_err()
+        );
         assert!(args("--ng 127.0.0.1:2223 --calls 10 --duration-s 5 --payload 8").is_err());
         assert!(args("--ng nonsense --calls 10 --duration-s 5").is_err());
         assert!(args("--bare-base-port 65000 --calls 1000 --duration-s 5").is_err());
         assert!(args("--bare-base-port 15000 --calls 1000 --duration-s 5").is_err());
         assert!(args("--bare-base-port 15000 --calls 1000 --duration-s 5 --port 18000").is_ok());
-        let a = args("--ng=127.0.0.1:2223 --calls=3 --duration-s=1 --flat --src-net 127.7").unwrap();
+        let a =
+            args("--ng=127.0.0.1:2223 --calls=3 --duration-s=1 --flat --src-net 127.7").unwrap();
         assert!(a.flat);
         assert_eq!(a.src_net, 7);
         assert_eq!(a.batch, 64);
@@ -2068,14 +2299,20 @@ mod test {
         assert!(sdp_audio_addr("garbage").is_err());
         assert!(sdp_audio_addr("c=IN IP6 ::1\r\nm=audio 5 RTP/AVP 0\r\n").is_err());
         let mine = make_sdp(Ipv4Addr::new(127, 1, 0, 1), 16000, 5, true);
-        assert_eq!(sdp_audio_addr(&mine), Ok("127.1.0.1:16000".parse().unwrap()));
+        assert_eq!(
+            sdp_audio_addr(&mine),
+            Ok("127.1.0.1:16000".parse().unwrap())
+        );
         assert!(mine.contains("a=rtcp-mux"));
     }
 
     #[test]
     fn replies() {
         assert!(interpret_reply(b"d6:result2:oke").is_ok());
-        assert_eq!(interpret_reply(b"d6:result5:error12:error-reason3:bade"), Err("bad".into()));
+        assert_eq!(
+            interpret_reply(b"d6:result5:error12:error-reason3:bade"),
+            Err("bad".into())
+        );
         assert!(interpret_reply(b"garbage").is_err());
         assert!(interpret_reply(b"").is_err());
         assert!(interpret_reply(b"d3:foo3:bare").is_err());

@@ -120,7 +120,7 @@ impl ShardLoopConfig {
             per_call: m.port_mode == PortMode::PerCall,
             calls_max: m.calls_max,
             sockets_max,
-            min_wait_us: 200,
+            min_wait_us: cfg.shards.min_wait_us,
         }
     }
 }
