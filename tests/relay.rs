@@ -353,3 +353,34 @@ fn per_call_port_mode_shares_one_port() {
     b.send_to(&rtp(1, 2, 2), to_b).unwrap();
     assert_eq!(recv(&a).unwrap().0, rtp(1, 2, 2));
 }
+
+#[test]
+fn mux_offered_to_b_and_rejected() {
+    let gw = Gateway::start(22400, 100, "");
+    let mut ng = Ng::new(gw.ng);
+    let (a, b, b_rtcp) = (udp(), udp(), udp());
+    let b_extra = format!("a=rtcp:{}\r\n", b_rtcp.local_addr().unwrap().port());
+    let (offer, answer) = setup_call(
+        &mut ng,
+        "c-mux-rej",
+        a.local_addr().unwrap(),
+        b.local_addr().unwrap(),
+        "a=rtcp-mux\r\n",
+        &b_extra,
+        &[],
+    );
+    let (to_b, to_b_rtcp, offered) = target(&offer);
+    let (to_a, _, a_mux) = target(&answer);
+    assert!(offered && a_mux);
+    // Mux was offered to B, so its RTCP port is the RTP port: one socket.
+    assert_eq!(to_b_rtcp, Some(to_b));
+    // B rejected mux: it still sends RTCP to that port, and gets A's RTCP
+    // on its own RTCP port.
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 5];
+    b_rtcp.send_to(&rr, to_b).unwrap();
+    assert_eq!(recv(&a).unwrap(), (rr.to_vec(), to_a));
+    a.send_to(&rr, to_a).unwrap();
+    assert_eq!(recv(&b_rtcp).unwrap(), (rr.to_vec(), to_b));
+    a.send_to(&rtp(1, 1, 1), to_a).unwrap();
+    assert_eq!(recv(&b).unwrap().0, rtp(1, 1, 1));
+}

@@ -284,10 +284,20 @@ impl NgServer {
         }
         let opts = Opts::from(req);
         let src = source_override(req, &opts);
+        // Offering rtcp-mux to B means B needs no RTCP socket of its own:
+        // its RTCP port in our SDP is the RTP port, so even a B that rejects
+        // mux sends RTCP there (RFC 5761 section 5.1.3), and the RTP socket
+        // demultiplexes by payload type.
+        let offer_mux: Vec<bool> = sdp
+            .media
+            .iter()
+            .map(|m| (m.rtcp_mux && !opts.mux_demux) || opts.mux_offer)
+            .collect();
         let streams: Vec<StreamOffer> = sdp
             .media
             .iter()
-            .map(|m| {
+            .zip(&offer_mux)
+            .map(|(m, &b_mux)| {
                 let addr = src.unwrap_or(m.address);
                 let a_v6 = addr.is_ipv6();
                 let usable = !addr.is_unspecified() && m.port != 0;
@@ -297,11 +307,10 @@ impl NgServer {
                     a_rtcp: if a_mux || !usable {
                         None
                     } else {
-                        m.rtcp_addr()
-                            .map(|r| SocketAddr::new(src.unwrap_or(r.ip()), r.port()))
+                        Some(rtcp_of(m, addr, src))
                     },
                     a_mux,
-                    b_mux: false,
+                    b_mux,
                     a_v6,
                     b_v6: opts.family_v6.unwrap_or(a_v6),
                     clock_rate: m.clock_rate,
@@ -324,11 +333,6 @@ impl NgServer {
             strict,
             reply,
         })?;
-        let offer_mux: Vec<bool> = sdp
-            .media
-            .iter()
-            .map(|m| (m.rtcp_mux && !opts.mux_demux) || opts.mux_offer)
-            .collect();
         let rw = Rewrite {
             media: ports
                 .iter()
@@ -402,8 +406,7 @@ impl NgServer {
                     b_rtcp: if m.rtcp_mux || !usable {
                         None
                     } else {
-                        m.rtcp_addr()
-                            .map(|r| SocketAddr::new(src.unwrap_or(r.ip()), r.port()))
+                        Some(rtcp_of(m, addr, src))
                     },
                     b_mux: m.rtcp_mux,
                 }
@@ -550,6 +553,14 @@ impl Opts {
                 _ => None,
             },
         }
+    }
+}
+
+/// A non-muxed remote's RTCP address: `a=rtcp` or RTP port + 1 (RFC 3605).
+fn rtcp_of(m: &crate::sdp::Media, addr: IpAddr, src: Option<IpAddr>) -> SocketAddr {
+    match m.rtcp_addr() {
+        Some(r) => SocketAddr::new(src.unwrap_or(r.ip()), r.port()),
+        None => SocketAddr::new(addr, m.port.wrapping_add(1)),
     }
 }
 
