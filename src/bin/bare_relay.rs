@@ -34,8 +34,8 @@
 //!   goes back to the ring only when the send's CQE is reaped. Every in-flight operation thus
 //!   holds a buffer, which bounds the work in flight and sizes the CQ so it cannot overflow.
 //!   `--send-op send` uses `IORING_OP_SEND` with a destination address instead (kernel >= 6.0):
-//!   the kernel then imports no msghdr/iovec per packet (measured ~8% less CPU per packet at a
-//!   paced load on the 2-core test host, no different flat out).
+//!   the kernel then imports no msghdr/iovec per packet (no consistent difference measured on
+//!   the 2-core test host, so the default stays `sendmsg`).
 //! - **One `submit_with_args` per loop turn**: reap all CQEs, queue all sends, then submit them
 //!   and wait for more completions in the same syscall.
 //! - **`min_wait_usec`** (`IORING_FEAT_MIN_TIMEOUT`, kernel >= 6.12): the wait asks for `want`
