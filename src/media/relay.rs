@@ -680,3 +680,15 @@ mod test {
         let _ = a;
     }
 }
+
+#[cfg(test)]
+mod size_test {
+    /// The per-call memory budget (N-5: < 4 KiB of gateway state per call)
+    /// starts here: two legs per stream.
+    #[test]
+    fn leg_entry_is_small() {
+        let leg = std::mem::size_of::<Option<super::Leg>>();
+        println!("Option<Leg> = {leg} bytes");
+        assert!(leg <= 320, "Leg grew to {leg} bytes");
+    }
+}
