@@ -7,10 +7,8 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
+# Kamailio's rtpengine module (rtpengine.so) ships in the kamailio package.
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need_pkgs+=(kamailio)
-ls /usr/lib/x86_64-linux-gnu/kamailio/modules/rtpengine.so >/dev/null 2>&1 \
-  || ls /usr/lib/*/kamailio/modules/rtpengine.so >/dev/null 2>&1 \
-  || need_pkgs+=(kamailio-extra-modules)
 command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
 if ((${#need_pkgs[@]})); then
   echo "== installing: ${need_pkgs[*]}"
@@ -29,4 +27,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets 2>&1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --all-targets 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo "summary: ${passed} passed, ${failed} failed"
+exit "$rc"

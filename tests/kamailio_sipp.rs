@@ -25,7 +25,7 @@
 //! - every SIPp call succeeded, and the BYEs deleted the calls in the relay.
 //!
 //! Kamailio and SIPp must be installed (Debian `kamailio`,
-//! `kamailio-extra-modules`, `sip-tester`); the test never installs anything
+//! `sip-tester`); the test never installs anything
 //! and fails with a clear message when they are missing.
 //!
 //! Environment (all optional):
@@ -85,7 +85,7 @@ fn kamailio_sipp_calls_relay_media_through_kolokol() {
     // machine, and it deserves a message that says so.
     let kamailio = find_tool(
         "kamailio",
-        "Debian packages `kamailio` and `kamailio-extra-modules` (the rtpengine module)",
+        "Debian package `kamailio` (it ships the rtpengine module)",
     );
     let sipp = find_tool("sipp", "Debian package `sip-tester`");
     let relay_bin = match relay_kind {
@@ -139,7 +139,7 @@ fn kamailio_sipp_calls_relay_media_through_kolokol() {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", kamailio.display()));
     if !check.status.success() {
         panic!(
-            "kamailio rejects {} ({}); is `kamailio-extra-modules` (rtpengine.so) \
+            "kamailio rejects {} ({}); is the rtpengine module (rtpengine.so, package kamailio) \
              installed?\n{}",
             kam_cfg.display(),
             check.status,
@@ -711,7 +711,7 @@ fn find_tool(name: &str, package: &str) -> PathBuf {
             panic!(
                 "`{name}` is not installed (not on PATH nor in /usr/sbin); this test needs \
                  {package}. The CI script installs them; on Debian: \
-                 apt-get install kamailio kamailio-extra-modules sip-tester"
+                 apt-get install kamailio sip-tester"
             )
         })
 }
