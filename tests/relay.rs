@@ -384,3 +384,85 @@ fn mux_offered_to_b_and_rejected() {
     a.send_to(&rtp(1, 1, 1), to_a).unwrap();
     assert_eq!(recv(&b).unwrap().0, rtp(1, 1, 1));
 }
+
+/// Receive one datagram and the TOS byte it carried (IP_RECVTOS).
+fn recv_tos(s: &UdpSocket) -> Option<(Vec<u8>, u8)> {
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let one: libc::c_int = 1;
+    let mut buf = [0u8; 2048];
+    let mut cmsg = [0u64; 16];
+    // SAFETY: plain setsockopt/recvmsg on a live socket with buffers that
+    // outlive the calls; the cmsg walk stays inside `cmsg`.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_RECVTOS,
+            (&one as *const libc::c_int).cast(),
+            4,
+        );
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return None;
+        }
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TOS {
+                let tos = *libc::CMSG_DATA(c);
+                return Some((buf[..n as usize].to_vec(), tos));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Some((buf[..n as usize].to_vec(), 0))
+    }
+}
+
+#[test]
+fn dscp_marks_relayed_media() {
+    // EF (46) is the default; the TOS byte carries DSCP << 2.
+    let gw = Gateway::start(22500, 100, "dscp = 46\n");
+    let mut ng = Ng::new(gw.ng);
+    let (a, b) = (udp(), udp());
+    let (_o, answer) = setup_call(
+        &mut ng,
+        "c-dscp",
+        a.local_addr().unwrap(),
+        b.local_addr().unwrap(),
+        "",
+        "",
+        &[],
+    );
+    let (to_a, _, _) = target(&answer);
+    a.send_to(&rtp(1, 1, 1), to_a).unwrap();
+    let (got, tos) = recv_tos(&b).expect("relayed packet");
+    assert_eq!(got, rtp(1, 1, 1));
+    assert_eq!(tos >> 2, 46, "DSCP EF on relayed media (TOS {tos:#x})");
+
+    // dscp = 0 leaves the TOS byte alone.
+    let gw0 = Gateway::start(22600, 100, "dscp = 0\n");
+    let mut ng0 = Ng::new(gw0.ng);
+    let (c, d) = (udp(), udp());
+    let (_o, answer) = setup_call(
+        &mut ng0,
+        "c-dscp0",
+        c.local_addr().unwrap(),
+        d.local_addr().unwrap(),
+        "",
+        "",
+        &[],
+    );
+    let (to_c, _, _) = target(&answer);
+    c.send_to(&rtp(1, 1, 1), to_c).unwrap();
+    let (_, tos) = recv_tos(&d).expect("relayed packet");
+    assert_eq!(tos >> 2, 0);
+}
