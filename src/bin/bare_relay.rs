@@ -269,6 +269,10 @@ fn bind_sockets(a: &Args) -> io::Result<Vec<Socket>> {
             let _ = s.set_recv_buffer_size(4 << 20);
             let _ = s.set_send_buffer_size(4 << 20);
             s.set_nonblocking(a.mode == Mode::Mmsg)?;
+            // The same socket options as a Kolokol shard's media sockets.
+            if sa.is_ipv4() {
+                kolokol::sys::set_dont_fragment_v4(std::os::fd::AsRawFd::as_raw_fd(&s))?;
+            }
             s.bind(&sa.into())
                 .map_err(|e| io::Error::new(e.kind(), format!("bind {sa}: {e}")))?;
             Ok(s)

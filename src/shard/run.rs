@@ -581,6 +581,9 @@ impl Shard {
                     s.set_tclass_v6(tos)?;
                 }
             }
+            if ip.is_ipv4() {
+                crate::sys::set_dont_fragment_v4(s.as_raw_fd())?;
+            }
             s.bind(&SocketAddr::new(ip, port).into())?;
             self.ring
                 .submitter()
