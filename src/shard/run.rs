@@ -474,7 +474,13 @@ impl Shard {
         let Some(bid) = bid else {
             return;
         };
-        if res < 0 || !live || self.socks[sock as usize].state == SockState::Closing {
+        // Re-read the state: `recv_ended` may just have closed the socket.
+        let open = live
+            && matches!(
+                self.socks[sock as usize].state,
+                SockState::Armed | SockState::Idle
+            );
+        if res < 0 || !open {
             self.bufs.push(bid);
             return;
         }
