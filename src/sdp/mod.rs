@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+pub mod crypto;
+
 /// Largest SDP accepted (bytes).
 pub const SIZE_MAX: usize = 64 * 1024;
 /// Most lines accepted.
@@ -263,6 +265,17 @@ impl Media {
             direction: direction.unwrap_or(session_dir),
             lines,
         })
+    }
+
+    /// The section's `a=crypto` attributes (RFC 4568), in offer order;
+    /// unparsable ones are returned as errors so the caller can skip them.
+    pub fn crypto(
+        &self,
+    ) -> impl Iterator<Item = Result<crypto::CryptoAttr, crypto::CryptoAttrError>> + '_ {
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=crypto:"))
+            .map(crypto::CryptoAttr::parse)
     }
 
     /// The remote RTCP address this section asks for (None if muxed).
