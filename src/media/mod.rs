@@ -3,4 +3,5 @@
 
 pub mod relay;
 pub mod rtp;
+pub mod srtp;
 pub mod stats;
