@@ -56,6 +56,7 @@ fn bench(c: &mut Criterion) {
         replace_origin: true,
         ice_remove: true,
         transport_protocol: Some("RTP/AVP".into()),
+        ..Rewrite::default()
     };
     g.bench_function("sdp_rewrite", |b| {
         b.iter(|| sdp.rewrite(black_box(&rw)).to_string_crlf())

@@ -47,12 +47,16 @@ fn bench(c: &mut Criterion) {
         let pkts: Vec<Vec<u8>> = (0..1024u16).map(rtp).collect();
         let mut i = 0usize;
         let mut now = Instant::now();
+        let mut buf = [0u8; 2048];
         g.bench_function(format!("rtp_172B/{calls}_calls"), |bch| {
             bch.iter(|| {
                 i = i.wrapping_add(1);
                 now += Duration::from_micros(20);
                 let (sock, src) = senders[i % senders.len()];
-                let v = t.forward(now, sock, src, &pkts[i & 1023]);
+                let p = &pkts[i & 1023];
+                buf[..p.len()].copy_from_slice(p);
+                let mut len = p.len();
+                let v = t.forward(now, sock, src, &mut buf, &mut len);
                 assert!(matches!(v, Verdict::Send { .. }));
                 v
             })
@@ -63,7 +67,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("garbage_drop", |bch| {
         bch.iter_batched(
             || vec![0xffu8; 40],
-            |p| t.forward(Instant::now(), senders[0].0, senders[0].1, &p),
+            |mut p| {
+                let mut len = p.len();
+                t.forward(Instant::now(), senders[0].0, senders[0].1, &mut p, &mut len)
+            },
             BatchSize::SmallInput,
         )
     });

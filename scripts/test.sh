@@ -10,6 +10,9 @@ command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 # Kamailio's rtpengine module (rtpengine.so) ships in the kamailio package.
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need_pkgs+=(kamailio)
 command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
+# libsrtp2 (headers and library) for the SRTP interop test and bench.
+[ -f /usr/include/srtp2/srtp.h ] || need_pkgs+=(libsrtp2-dev)
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
 if ((${#need_pkgs[@]})); then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""

@@ -6,3 +6,4 @@
 
 pub mod bencode;
 pub mod ng;
+pub mod sdes;

@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Receiver;
 
 use super::bencode::{self, Value};
+use super::sdes::{self, SdesPolicy};
+use crate::sdp::crypto::CryptoAttr;
 use crate::sdp::{MediaEndpoint, Rewrite, Sdp};
 use crate::shard::{
     CallReport, ShardCmd, ShardError, ShardEvent, ShardHandle, StreamAnswer, StreamOffer,
@@ -66,6 +68,18 @@ struct NgCall {
     created: SystemTime,
     last_signal: SystemTime,
     ports: Vec<StreamPorts>,
+    sdes: Vec<StreamSdes>,
+}
+
+/// What the offer decided about SRTP for one stream, for the answer.
+#[derive(Default)]
+struct StreamSdes {
+    /// A's transport protocol, restored in the answer toward A.
+    a_proto: String,
+    /// Our `a=crypto` for the answer to A (A speaks SRTP).
+    a_answer: Option<CryptoAttr>,
+    /// What we offered B (B speaks SRTP).
+    b_offered: Option<Vec<CryptoAttr>>,
 }
 
 /// The ng protocol server (runs on the control thread).
@@ -293,11 +307,38 @@ impl NgServer {
             .iter()
             .map(|m| (m.rtcp_mux && !opts.mux_demux) || opts.mux_offer)
             .collect();
+        // SDES per stream: accept A's key, make ours for B (RFC 4568).
+        let mut sdes_state = Vec::with_capacity(sdp.media.len());
+        let mut a_cryptos = Vec::with_capacity(sdp.media.len());
+        for m in &sdp.media {
+            let a_srtp = sdes::is_sdes_proto(&m.proto);
+            let b_proto = opts.transport.clone().unwrap_or_else(|| m.proto.clone());
+            let mut st = StreamSdes {
+                a_proto: m.proto.clone(),
+                ..StreamSdes::default()
+            };
+            let mut a_crypto = None;
+            if a_srtp && m.port != 0 {
+                let (c, answer) = sdes::accept_offer(m, &opts.sdes).map_err(NgError)?;
+                a_crypto = Some(c);
+                st.a_answer = Some(answer);
+            }
+            if sdes::is_sdes_proto(&b_proto) && m.port != 0 {
+                let suites = sdes::offer_suites(m, a_srtp, &opts.sdes);
+                if suites.is_empty() {
+                    return Err("no SRTP suite left to offer".into());
+                }
+                st.b_offered = Some(sdes::make_offer(&suites));
+            }
+            sdes_state.push(st);
+            a_cryptos.push(a_crypto);
+        }
         let streams: Vec<StreamOffer> = sdp
             .media
             .iter()
             .zip(&offer_mux)
-            .map(|(m, &b_mux)| {
+            .zip(a_cryptos)
+            .map(|((m, &b_mux), a_crypto)| {
                 let addr = src.unwrap_or(m.address);
                 let a_v6 = addr.is_ipv6();
                 let usable = !addr.is_unspecified() && m.port != 0;
@@ -315,6 +356,7 @@ impl NgServer {
                     b_v6: opts.family_v6.unwrap_or(a_v6),
                     clock_rate: m.clock_rate,
                     disabled: m.port == 0,
+                    a_crypto,
                 }
             })
             .collect();
@@ -329,7 +371,7 @@ impl NgServer {
         let strict = opts.strict;
         let ports = self.shards[shard].call(|reply| ShardCmd::Offer {
             key,
-            streams: streams.clone(),
+            streams,
             strict,
             reply,
         })?;
@@ -349,6 +391,19 @@ impl NgServer {
             replace_origin: opts.replace_origin,
             ice_remove: opts.ice_remove,
             transport_protocol: opts.transport.clone(),
+            media_proto: Vec::new(),
+            media_crypto: sdes_state
+                .iter()
+                .map(|st| {
+                    Some(
+                        st.b_offered
+                            .iter()
+                            .flatten()
+                            .map(CryptoAttr::to_line)
+                            .collect(),
+                    )
+                })
+                .collect(),
         };
         let out = sdp.rewrite(&rw).to_string_crlf();
         let now = SystemTime::now();
@@ -356,6 +411,7 @@ impl NgServer {
             Some(c) => {
                 c.last_signal = now;
                 c.ports = ports;
+                c.sdes = sdes_state;
             }
             None => {
                 self.keys.insert(key, call_id.to_string());
@@ -369,6 +425,7 @@ impl NgServer {
                         created: now,
                         last_signal: now,
                         ports,
+                        sdes: sdes_state,
                     },
                 );
             }
@@ -388,13 +445,28 @@ impl NgServer {
             .and_then(Value::as_bytes)
             .ok_or("no SDP body")?;
         let sdp = Sdp::parse(sdp_raw).map_err(|e| NgError(format!("bad SDP: {e}")))?;
-        let (shard, key) = self
-            .calls
-            .get(call_id)
-            .map(|c| (c.shard, c.key))
-            .ok_or("Unknown call-id")?;
+        let call = self.calls.get(call_id).ok_or("Unknown call-id")?;
+        let (shard, key) = (call.shard, call.key);
         let opts = Opts::from(req);
         let src = source_override(req, &opts);
+        // B's keys for the suites we offered it.
+        let mut b_cryptos = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            let offered = call.sdes.get(i).and_then(|st| st.b_offered.as_ref());
+            b_cryptos.push(match offered {
+                Some(o) if m.port != 0 => {
+                    if !sdes::is_sdes_proto(&m.proto) {
+                        return Err(NgError(format!(
+                            "SRTP was offered to the callee but it answered {}",
+                            m.proto
+                        )));
+                    }
+                    Some(sdes::accept_answer(m, o).map_err(NgError)?)
+                }
+                _ => None,
+            });
+        }
+        let mut b_cryptos = b_cryptos.into_iter();
         let streams: Vec<StreamAnswer> = sdp
             .media
             .iter()
@@ -402,6 +474,7 @@ impl NgServer {
                 let addr = src.unwrap_or(m.address);
                 let usable = !addr.is_unspecified() && m.port != 0;
                 StreamAnswer {
+                    b_crypto: b_cryptos.next().flatten(),
                     b_rtp: usable.then(|| SocketAddr::new(addr, m.port)),
                     b_rtcp: if m.rtcp_mux || !usable {
                         None
@@ -417,7 +490,9 @@ impl NgServer {
             streams,
             reply,
         })?;
-        // Toward A: mux exactly when A's leg is muxed (A offered it).
+        // Toward A: mux exactly when A's leg is muxed (A offered it); A's
+        // own transport protocol and, for SRTP, our key for A.
+        let sdes_a = self.calls.get(call_id).map(|c| &c.sdes[..]).unwrap_or(&[]);
         let rw = Rewrite {
             media: ports
                 .iter()
@@ -433,7 +508,12 @@ impl NgServer {
                 .collect(),
             replace_origin: opts.replace_origin,
             ice_remove: opts.ice_remove,
-            transport_protocol: opts.transport.clone(),
+            transport_protocol: None,
+            media_proto: sdes_a.iter().map(|st| Some(st.a_proto.clone())).collect(),
+            media_crypto: sdes_a
+                .iter()
+                .map(|st| Some(st.a_answer.iter().map(CryptoAttr::to_line).collect()))
+                .collect(),
         };
         let out = sdp.rewrite(&rw).to_string_crlf();
         if let Some(c) = self.calls.get_mut(call_id) {
@@ -523,6 +603,7 @@ struct Opts {
     strict: bool,
     sip_source: bool,
     family_v6: Option<bool>,
+    sdes: SdesPolicy,
 }
 
 impl Opts {
@@ -535,7 +616,16 @@ impl Opts {
             .get("address family")
             .or_else(|| req.get("address-family"))
             .and_then(Value::as_str);
+        let sdes_list = str_list(req.get("SDES"));
+        let sdes = SdesPolicy::from_flags(
+            flags
+                .iter()
+                .filter(|f| f.starts_with("SDES-"))
+                .chain(sdes_list.iter())
+                .map(String::as_str),
+        );
         Opts {
+            sdes,
             replace_origin: has(&replace, "origin"),
             ice_remove: ice.eq_ignore_ascii_case("remove"),
             transport: req

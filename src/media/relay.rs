@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::rtp::{classify, rtcp_summary, PacketKind, RtpHeader};
+use super::srtp::{SrtpContext, SrtpError};
 use super::stats::LegStats;
 
 /// Index of a local socket in the shard (its io_uring fixed-file slot).
@@ -70,11 +71,17 @@ pub enum DropReason {
     QueueFull = 5,
     /// The socket's two legs could not be told apart by source.
     Ambiguous = 6,
+    /// SRTP/SRTCP authentication failed (forged, corrupted, wrong key).
+    SrtpAuth = 7,
+    /// SRTP/SRTCP replay (or older than the replay window).
+    SrtpReplay = 8,
+    /// Could not SRTP-protect toward the peer (or malformed for SRTP).
+    SrtpOther = 9,
 }
 
 impl DropReason {
     /// Number of reasons (size of counter arrays).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 10;
     /// Stable names for metrics and ng replies.
     pub const NAMES: [&'static str; Self::COUNT] = [
         "malformed",
@@ -84,6 +91,9 @@ impl DropReason {
         "punted",
         "queue_full",
         "ambiguous",
+        "srtp_auth",
+        "srtp_replay",
+        "srtp_other",
     ];
 }
 
@@ -102,7 +112,7 @@ pub enum Verdict {
 }
 
 /// One leg: a flat forwarding entry plus its receive statistics.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Leg {
     /// Opaque owner tag (the shard's call slot), for timeouts and teardown.
     pub call: u32,
@@ -124,6 +134,10 @@ pub struct Leg {
     pub clock_rate: u32,
     /// Receive statistics.
     pub stats: LegStats,
+    /// Unprotects what this leg's remote sends (the remote's SDES key).
+    pub srtp_in: Option<Box<SrtpContext>>,
+    /// Protects what is sent to this leg's remote (our SDES key for it).
+    pub srtp_out: Option<Box<SrtpContext>>,
     /// When the remote last sent something acceptable.
     pub last_rx: Option<Instant>,
     /// Middle NTP bits of the last SR that arrived on this leg and when it
@@ -145,6 +159,8 @@ impl Leg {
             on_mismatch: OnMismatch::Learn,
             clock_rate: 8000,
             stats: LegStats::default(),
+            srtp_in: None,
+            srtp_out: None,
             last_rx: None,
             last_sr: None,
         }
@@ -202,7 +218,7 @@ impl RelayTable {
     /// allocated now. `epoch` anchors the RTP-clock arrival times.
     pub fn new(legs_max: usize, sockets_max: usize, epoch: Instant) -> RelayTable {
         RelayTable {
-            legs: vec![None; legs_max],
+            legs: (0..legs_max).map(|_| None).collect(),
             free_legs: (0..legs_max as u32).rev().collect(),
             sockets: vec![SockOwners::default(); sockets_max],
             counters: RelayCounters::default(),
@@ -310,10 +326,20 @@ impl RelayTable {
         Verdict::Drop(r)
     }
 
-    /// The fast path: classify the datagram `pkt` that arrived from `src` on
-    /// local socket `sock`, account it, and say where it goes.
+    /// The fast path: classify the datagram in `buf[..*len]` that arrived
+    /// from `src` on local socket `sock`, account it, transform it in place
+    /// (SRTP unprotect on ingress, protect toward the peer) and say where it
+    /// goes. On `Send`, `*len` is the length to send; `buf` must have room
+    /// beyond `*len` for the peer's SRTP tag.
     #[inline]
-    pub fn forward(&mut self, now: Instant, sock: SockId, src: SocketAddr, pkt: &[u8]) -> Verdict {
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        src: SocketAddr,
+        buf: &mut [u8],
+        len: &mut usize,
+    ) -> Verdict {
         self.counters.rx += 1;
         let Some(owners) = self.sockets.get(sock as usize).map(|s| s.legs) else {
             return self.drop(DropReason::NoLeg, None);
@@ -326,8 +352,10 @@ impl RelayTable {
             },
             [None, None] => return self.drop(DropReason::NoLeg, None),
         };
-        let kind = classify(pkt);
-        let is_rtcp = match (kind, component) {
+        let Some(pkt) = buf.get(..*len) else {
+            return self.drop(DropReason::Malformed, Some(id));
+        };
+        let is_rtcp = match (classify(pkt), component) {
             (PacketKind::Stun | PacketKind::Dtls, _) => {
                 return self.drop(DropReason::Punted, Some(id))
             }
@@ -335,38 +363,61 @@ impl RelayTable {
             (PacketKind::Rtcp, _) | (_, Component::Rtcp) => true,
             (PacketKind::Rtp, Component::Rtp) => false,
         };
-        // Source check and latching (F-M2).
-        let leg = self.leg_mut(id);
+        // Strict source (F-M2): decided before any work or state change.
+        let leg = self.leg(id);
         let expected = if is_rtcp {
             leg.remote_rtcp
         } else {
             leg.remote_rtp
         };
-        if expected != Some(src) {
-            match leg.on_mismatch {
-                OnMismatch::Drop if leg.latched || expected.is_some() => {
-                    return self.drop(DropReason::SourceMismatch, Some(id));
-                }
-                _ if !leg.latched => {
-                    // Latch on the first packet; RTCP latches its own address.
-                    if is_rtcp {
-                        leg.remote_rtcp = Some(src);
-                        if leg.rtcp_sock.is_none() {
-                            leg.remote_rtp = Some(src);
-                        }
-                    } else {
-                        leg.remote_rtp = Some(src);
-                        if leg.rtcp_sock.is_none() {
-                            leg.remote_rtcp = Some(src);
-                        }
-                    }
-                    leg.latched = true;
-                }
-                _ => {}
-            }
-        } else if !leg.latched {
-            leg.latched = true;
+        if expected != Some(src)
+            && leg.on_mismatch == OnMismatch::Drop
+            && (leg.latched || expected.is_some())
+        {
+            return self.drop(DropReason::SourceMismatch, Some(id));
         }
+        // SRTP/SRTCP unprotect before anything trusts the packet: a forged
+        // packet must not latch or move the statistics.
+        if let Some(ctx) = self.leg_mut(id).srtp_in.as_deref_mut() {
+            let r = if is_rtcp {
+                ctx.unprotect_rtcp(buf, *len)
+            } else {
+                ctx.unprotect_rtp(buf, *len)
+            };
+            match r {
+                Ok(n) => *len = n,
+                Err(e) => {
+                    let reason = if e.is_replay() {
+                        DropReason::SrtpReplay
+                    } else if e == SrtpError::AuthenticationFailed {
+                        DropReason::SrtpAuth
+                    } else {
+                        DropReason::Malformed
+                    };
+                    return self.drop(reason, Some(id));
+                }
+            }
+        }
+        let pkt = &buf[..*len];
+        let epoch = self.epoch;
+        let peer_id = self.leg(id).peer;
+        let peer_last_sr = self
+            .legs
+            .get(peer_id.0 as usize)
+            .and_then(Option::as_ref)
+            .and_then(|p| p.last_sr);
+        // Latching: the first acceptable packet fixes the remote address.
+        let leg = self.leg_mut(id);
+        if expected != Some(src) && !leg.latched {
+            // RTCP latches its own address; muxed legs share one.
+            if is_rtcp || leg.rtcp_sock.is_none() {
+                leg.remote_rtcp = Some(src);
+            }
+            if !is_rtcp || leg.rtcp_sock.is_none() {
+                leg.remote_rtp = Some(src);
+            }
+        }
+        leg.latched = true;
         // Account on the ingress leg.
         if is_rtcp {
             if pkt.len() < super::rtp::RTCP_HEADER_LEN {
@@ -377,38 +428,33 @@ impl RelayTable {
                 if let Some(mid) = summary.sr_ntp_mid {
                     leg.last_sr = Some((mid, now));
                 }
-                if let Some(rep) = summary.report {
-                    // The report answers an SR that went the other way: it
-                    // came in on the peer leg.
-                    let peer = leg.peer;
-                    let dlsr_us = u64::from(rep.dlsr) * 1_000_000 / 65536;
-                    if let Some((mid, at)) =
-                        self.legs[peer.0 as usize].as_ref().and_then(|p| p.last_sr)
-                    {
-                        if mid == rep.lsr {
-                            let rtt = (now.saturating_duration_since(at).as_micros() as u64)
-                                .saturating_sub(dlsr_us);
-                            self.leg_mut(id).stats.rtt_us = rtt.min(u64::from(u32::MAX)) as u32;
-                        }
+                // A report block answers an SR that went the other way,
+                // i.e. one that came in on the peer leg.
+                if let (Some(rep), Some((mid, at))) = (summary.report, peer_last_sr) {
+                    if mid == rep.lsr {
+                        let dlsr_us = u64::from(rep.dlsr) * 1_000_000 / 65536;
+                        let rtt = (now.saturating_duration_since(at).as_micros() as u64)
+                            .saturating_sub(dlsr_us);
+                        leg.stats.rtt_us = rtt.min(u64::from(u32::MAX)) as u32;
                     }
                 }
             }
         } else {
-            let h = match RtpHeader::parse(pkt) {
-                Ok(h) => h,
-                Err(_) => return self.drop(DropReason::Malformed, Some(id)),
+            let Ok(h) = RtpHeader::parse(pkt) else {
+                return self.drop(DropReason::Malformed, Some(id));
             };
-            let nanos = now.saturating_duration_since(self.epoch).as_nanos() as u64;
-            let leg = self.leg_mut(id);
+            let nanos = now.saturating_duration_since(epoch).as_nanos() as u64;
             let arrival = nanos / 1000 * u64::from(leg.clock_rate) / 1_000_000;
             leg.stats
                 .on_rtp(h.sequence, h.timestamp, h.ssrc, pkt.len(), arrival);
         }
-        let leg = self.leg_mut(id);
         leg.last_rx = Some(now);
-        let peer_id = leg.peer;
         // Egress through the peer.
-        let Some(peer) = self.legs.get(peer_id.0 as usize).and_then(Option::as_ref) else {
+        let Some(peer) = self
+            .legs
+            .get_mut(peer_id.0 as usize)
+            .and_then(Option::as_mut)
+        else {
             return self.drop(DropReason::NoPeerAddress, Some(id));
         };
         let (sock, dst) = if is_rtcp {
@@ -416,13 +462,22 @@ impl RelayTable {
         } else {
             (peer.rtp_sock, peer.remote_rtp)
         };
-        match dst {
-            Some(dst) => {
-                self.counters.forwarded += 1;
-                Verdict::Send { sock, dst }
+        let Some(dst) = dst else {
+            return self.drop(DropReason::NoPeerAddress, Some(id));
+        };
+        if let Some(ctx) = peer.srtp_out.as_deref_mut() {
+            let r = if is_rtcp {
+                ctx.protect_rtcp(buf, *len)
+            } else {
+                ctx.protect_rtp(buf, *len)
+            };
+            match r {
+                Ok(n) => *len = n,
+                Err(_) => return self.drop(DropReason::SrtpOther, Some(id)),
             }
-            None => self.drop(DropReason::NoPeerAddress, Some(id)),
         }
+        self.counters.forwarded += 1;
+        Verdict::Send { sock, dst }
     }
 
     /// Per-call port mode: tell the two legs on one socket apart by source.
@@ -454,6 +509,14 @@ mod test {
     use super::*;
     use std::time::Duration;
 
+    /// Forward a copy of `pkt` in a buffer with room for a tag.
+    fn fwd(t: &mut RelayTable, now: Instant, sock: SockId, src: SocketAddr, pkt: &[u8]) -> Verdict {
+        let mut buf = [0u8; 2048];
+        buf[..pkt.len()].copy_from_slice(pkt);
+        let mut len = pkt.len();
+        t.forward(now, sock, src, &mut buf, &mut len)
+    }
+
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
@@ -484,12 +547,12 @@ mod test {
         let (mut t, _a, b, now) = table();
         // B's address unknown: A's packets are dropped and counted.
         assert_eq!(
-            t.forward(now, 0, addr("10.0.0.1:4000"), &rtp(1)),
+            fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(1)),
             Verdict::Drop(DropReason::NoPeerAddress)
         );
         t.leg_mut(b).set_remote(addr("10.0.0.2:5000"), None);
         assert_eq!(
-            t.forward(now, 0, addr("10.0.0.1:4000"), &rtp(2)),
+            fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(2)),
             Verdict::Send {
                 sock: 2,
                 dst: addr("10.0.0.2:5000")
@@ -497,7 +560,7 @@ mod test {
         );
         // B to A, and RTCP on port+1 goes to A's port+1.
         assert_eq!(
-            t.forward(now, 2, addr("10.0.0.2:5000"), &rtp(1)),
+            fwd(&mut t, now, 2, addr("10.0.0.2:5000"), &rtp(1)),
             Verdict::Send {
                 sock: 0,
                 dst: addr("10.0.0.1:4000")
@@ -505,7 +568,7 @@ mod test {
         );
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
         assert_eq!(
-            t.forward(now, 3, addr("10.0.0.2:5001"), &rr),
+            fwd(&mut t, now, 3, addr("10.0.0.2:5001"), &rr),
             Verdict::Send {
                 sock: 1,
                 dst: addr("10.0.0.1:4001")
@@ -520,28 +583,28 @@ mod test {
         let (mut t, a, b, now) = table();
         t.leg_mut(b).set_remote(addr("10.0.0.2:5000"), None);
         // NAT: A's packets come from another port; learn mode latches.
-        let v = t.forward(now, 0, addr("192.0.2.9:7777"), &rtp(1));
+        let v = fwd(&mut t, now, 0, addr("192.0.2.9:7777"), &rtp(1));
         assert!(matches!(v, Verdict::Send { .. }));
         assert_eq!(t.leg(a).remote_rtp, Some(addr("192.0.2.9:7777")));
         // B's packets now go to the latched address.
         assert_eq!(
-            t.forward(now, 2, addr("10.0.0.2:5000"), &rtp(1)),
+            fwd(&mut t, now, 2, addr("10.0.0.2:5000"), &rtp(1)),
             Verdict::Send {
                 sock: 0,
                 dst: addr("192.0.2.9:7777")
             }
         );
         // A second source does not steal the latch.
-        let _ = t.forward(now, 0, addr("198.51.100.1:1"), &rtp(2));
+        let _ = fwd(&mut t, now, 0, addr("198.51.100.1:1"), &rtp(2));
         assert_eq!(t.leg(a).remote_rtp, Some(addr("192.0.2.9:7777")));
         // Strict: anything but the expected source is dropped.
         t.leg_mut(a).on_mismatch = OnMismatch::Drop;
         assert_eq!(
-            t.forward(now, 0, addr("198.51.100.1:1"), &rtp(3)),
+            fwd(&mut t, now, 0, addr("198.51.100.1:1"), &rtp(3)),
             Verdict::Drop(DropReason::SourceMismatch)
         );
         assert!(matches!(
-            t.forward(now, 0, addr("192.0.2.9:7777"), &rtp(4)),
+            fwd(&mut t, now, 0, addr("192.0.2.9:7777"), &rtp(4)),
             Verdict::Send { .. }
         ));
     }
@@ -558,7 +621,7 @@ mod test {
         t.pair(a, b);
         let sr = [0x80, 200, 0, 1, 0, 0, 0, 1];
         assert_eq!(
-            t.forward(now, 0, addr("10.0.0.1:4000"), &sr),
+            fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &sr),
             Verdict::Send {
                 sock: 1,
                 dst: addr("10.0.0.2:5000")
@@ -574,26 +637,26 @@ mod test {
         let src = addr("10.0.0.1:4000");
         for junk in [&[][..], &[0x80][..], &[0xff; 40][..], &[0x80, 0, 1][..]] {
             assert_eq!(
-                t.forward(now, 0, src, junk),
+                fwd(&mut t, now, 0, src, junk),
                 Verdict::Drop(DropReason::Malformed)
             );
         }
         assert_eq!(
-            t.forward(now, 0, src, &[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42]),
+            fwd(&mut t, now, 0, src, &[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42]),
             Verdict::Drop(DropReason::Punted)
         );
         assert_eq!(t.counters.drops[DropReason::Malformed as usize], 4);
         assert_eq!(t.leg(a).stats.errors, 5);
         assert_eq!(
-            t.forward(now, 7, src, &rtp(1)),
+            fwd(&mut t, now, 7, src, &rtp(1)),
             Verdict::Drop(DropReason::NoLeg)
         );
         assert_eq!(
-            t.forward(now, 99, src, &rtp(1)),
+            fwd(&mut t, now, 99, src, &rtp(1)),
             Verdict::Drop(DropReason::NoLeg)
         );
         assert!(matches!(
-            t.forward(now, 0, src, &rtp(9)),
+            fwd(&mut t, now, 0, src, &rtp(9)),
             Verdict::Send { .. }
         ));
     }
@@ -609,14 +672,14 @@ mod test {
         let (a, b) = (t.insert(a).unwrap(), t.insert(b).unwrap());
         t.pair(a, b);
         assert_eq!(
-            t.forward(now, 0, addr("10.0.0.1:4000"), &rtp(1)),
+            fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(1)),
             Verdict::Send {
                 sock: 0,
                 dst: addr("10.0.0.2:5000")
             }
         );
         assert_eq!(
-            t.forward(now, 0, addr("10.0.0.2:5000"), &rtp(1)),
+            fwd(&mut t, now, 0, addr("10.0.0.2:5000"), &rtp(1)),
             Verdict::Send {
                 sock: 0,
                 dst: addr("10.0.0.1:4000")
@@ -624,7 +687,7 @@ mod test {
         );
         // Both latched: a stranger cannot be placed.
         assert_eq!(
-            t.forward(now, 0, addr("10.9.9.9:1"), &rtp(2)),
+            fwd(&mut t, now, 0, addr("10.9.9.9:1"), &rtp(2)),
             Verdict::Drop(DropReason::Ambiguous)
         );
         let _ = (a, b);
@@ -639,7 +702,8 @@ mod test {
         assert!(t.is_empty());
         assert!(!t.socket_in_use(0));
         assert_eq!(
-            t.forward(
+            fwd(
+                &mut t,
                 now + Duration::from_secs(1),
                 0,
                 addr("10.0.0.1:4000"),
@@ -662,7 +726,7 @@ mod test {
         sr.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
         sr.extend_from_slice(&[0; 12]);
         assert!(matches!(
-            t.forward(now, 1, addr("10.0.0.1:4001"), &sr),
+            fwd(&mut t, now, 1, addr("10.0.0.1:4001"), &sr),
             Verdict::Send { .. }
         ));
         // 50 ms later B's RR answers it, having held it 10 ms (655 units).
@@ -672,12 +736,138 @@ mod test {
         rr.extend_from_slice(&655u32.to_be_bytes());
         let later = now + Duration::from_millis(50);
         assert!(matches!(
-            t.forward(later, 3, addr("10.0.0.2:5001"), &rr),
+            fwd(&mut t, later, 3, addr("10.0.0.2:5001"), &rr),
             Verdict::Send { .. }
         ));
         let rtt = t.leg(b).stats.rtt_us;
         assert!((39_000..=41_000).contains(&rtt), "rtt {rtt}");
         let _ = a;
+    }
+}
+
+#[cfg(test)]
+mod srtp_test {
+    use super::*;
+    use crate::media::srtp::SrtpSuite;
+
+    fn ctx(suite: SrtpSuite, seed: u8) -> Box<SrtpContext> {
+        let key: Vec<u8> = (0..suite.master_key_len() as u8)
+            .map(|i| i ^ seed)
+            .collect();
+        let salt: Vec<u8> = (0..suite.master_salt_len() as u8)
+            .map(|i| i.wrapping_mul(seed))
+            .collect();
+        Box::new(SrtpContext::new(suite, &key, &salt).unwrap())
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend((0..160).map(|i| (i as u8) ^ (seq as u8)));
+        p
+    }
+
+    /// A is SRTP (key 1 from A, key 2 toward A), B is plain RTP.
+    fn table(suite: SrtpSuite) -> (RelayTable, Instant) {
+        let now = Instant::now();
+        let mut t = RelayTable::new(4, 4, now);
+        let mut a = Leg::new(0, 0, None);
+        a.set_remote("10.0.0.1:4000".parse().unwrap(), None);
+        a.srtp_in = Some(ctx(suite, 1));
+        a.srtp_out = Some(ctx(suite, 2));
+        let mut b = Leg::new(0, 1, None);
+        b.set_remote("10.0.0.2:5000".parse().unwrap(), None);
+        let (a, b) = (t.insert(a).unwrap(), t.insert(b).unwrap());
+        t.pair(a, b);
+        (t, now)
+    }
+
+    #[test]
+    fn transcrypts_both_ways_every_suite() {
+        for suite in [
+            SrtpSuite::AesCm128HmacSha1_80,
+            SrtpSuite::AesCm128HmacSha1_32,
+            SrtpSuite::Aes256CmHmacSha1_80,
+            SrtpSuite::Aes256CmHmacSha1_32,
+            SrtpSuite::AeadAes128Gcm,
+            SrtpSuite::AeadAes256Gcm,
+        ] {
+            let (mut t, now) = table(suite);
+            let (mut a_tx, mut a_rx) = (ctx(suite, 1), ctx(suite, 2));
+            let a_src: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+            let b_src: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+            for seq in [65534u16, 65535, 0, 1] {
+                // A -> B: SRTP in, plain out, bit-exact.
+                let mut buf = [0u8; 2048];
+                let plain = rtp(seq);
+                buf[..plain.len()].copy_from_slice(&plain);
+                let mut len = a_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+                assert!(len > plain.len());
+                let v = t.forward(now, 0, a_src, &mut buf, &mut len);
+                assert!(
+                    matches!(v, Verdict::Send { sock: 1, .. }),
+                    "{suite:?} {v:?}"
+                );
+                assert_eq!(&buf[..len], &plain[..], "{suite:?}");
+                // B -> A: plain in, SRTP out that A can unprotect.
+                let mut buf = [0u8; 2048];
+                buf[..plain.len()].copy_from_slice(&plain);
+                let mut len = plain.len();
+                let v = t.forward(now, 1, b_src, &mut buf, &mut len);
+                assert!(matches!(v, Verdict::Send { sock: 0, .. }));
+                assert_ne!(&buf[..plain.len()], &plain[..]);
+                let n = a_rx.unprotect_rtp(&mut buf, len).unwrap();
+                assert_eq!(&buf[..n], &plain[..], "{suite:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn tampered_replayed_and_truncated_are_dropped_and_counted() {
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let (mut t, now) = table(suite);
+        let mut a_tx = ctx(suite, 1);
+        let a_src: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let mut buf = [0u8; 2048];
+        let plain = rtp(7);
+        buf[..plain.len()].copy_from_slice(&plain);
+        let n = a_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        let good = buf[..n].to_vec();
+        // Tampered payload.
+        let mut bad = good.clone();
+        bad[40] ^= 1;
+        let mut len = bad.len();
+        bad.resize(2048, 0);
+        assert_eq!(
+            t.forward(now, 0, a_src, &mut bad, &mut len),
+            Verdict::Drop(DropReason::SrtpAuth)
+        );
+        // Truncated below header + tag.
+        let mut short = good[..14].to_vec();
+        short.resize(64, 0);
+        let mut len = 14;
+        assert_eq!(
+            t.forward(now, 0, a_src, &mut short, &mut len),
+            Verdict::Drop(DropReason::Malformed)
+        );
+        // The genuine one passes once, then is a replay.
+        for expect_ok in [true, false] {
+            let mut b = good.clone();
+            b.resize(2048, 0);
+            let mut len = good.len();
+            let v = t.forward(now, 0, a_src, &mut b, &mut len);
+            if expect_ok {
+                assert!(matches!(v, Verdict::Send { .. }));
+            } else {
+                assert_eq!(v, Verdict::Drop(DropReason::SrtpReplay));
+            }
+        }
+        assert_eq!(t.counters.drops[DropReason::SrtpAuth as usize], 1);
+        assert_eq!(t.counters.drops[DropReason::SrtpReplay as usize], 1);
+        // A forged packet did not latch or count as media.
+        let a = t.leg(LegId(0));
+        assert_eq!(a.stats.rtp_received(), 1);
+        assert_eq!(a.stats.errors, 3);
     }
 }
 

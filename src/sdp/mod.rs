@@ -309,6 +309,11 @@ pub struct Rewrite {
     pub ice_remove: bool,
     /// New transport protocol for every RTP section (`transport-protocol`).
     pub transport_protocol: Option<String>,
+    /// Per media section: a transport protocol that overrides the above.
+    pub media_proto: Vec<Option<String>>,
+    /// Per media section: replace every `a=crypto` line with these lines
+    /// (`Some(vec![])` strips them); `None` leaves them as they are.
+    pub media_crypto: Vec<Option<Vec<String>>>,
 }
 
 fn family(ip: IpAddr) -> &'static str {
@@ -355,14 +360,18 @@ impl Sdp {
             out.session.retain(|l| !is_ice(l));
         }
         let has_session_c = out.session.iter().any(|l| l.starts_with("c="));
-        for (m, ep) in out.media.iter_mut().zip(rw.media.iter()) {
+        for (i, (m, ep)) in out.media.iter_mut().zip(rw.media.iter()).enumerate() {
             let Some(ep) = ep else { continue };
-            let proto = match &rw.transport_protocol {
-                Some(p) if m.proto.starts_with("RTP/") || m.proto.starts_with("UDP/TLS/RTP/") => {
-                    p.clone()
-                }
+            let rtp_like = m.proto.starts_with("RTP/") || m.proto.starts_with("UDP/TLS/RTP/");
+            let proto = match (
+                rw.media_proto.get(i).and_then(Option::as_ref),
+                &rw.transport_protocol,
+            ) {
+                (Some(p), _) if rtp_like => p.clone(),
+                (None, Some(p)) if rtp_like => p.clone(),
                 _ => m.proto.clone(),
             };
+            let crypto = rw.media_crypto.get(i).and_then(Option::as_ref);
             let port = if m.port == 0 { 0 } else { ep.rtp_port };
             let mut lines = Vec::with_capacity(m.lines.len() + 2);
             lines.push(format!(
@@ -380,6 +389,8 @@ impl Sdp {
                     wrote_c = true;
                 } else if l.starts_with("a=rtcp:") || l == "a=rtcp-mux" {
                     // Re-added below from the endpoint.
+                } else if crypto.is_some() && l.starts_with("a=crypto:") {
+                    // Replaced below.
                 } else if rw.ice_remove && is_ice(l) {
                 } else {
                     lines.push(l.clone());
@@ -400,6 +411,9 @@ impl Sdp {
                 if ep.offer_mux {
                     lines.push("a=rtcp-mux".into());
                 }
+            }
+            if let Some(c) = crypto {
+                lines.extend(c.iter().cloned());
             }
             m.lines = lines;
             m.port = port;
@@ -450,6 +464,7 @@ a=ice-ufrag:abcd\r\na=candidate:1 1 UDP 1 10.0.0.1 4000 typ host\r\na=rtcp-mux\r
             replace_origin: true,
             ice_remove: true,
             transport_protocol: Some("RTP/AVP".into()),
+            ..Rewrite::default()
         };
         let out = s.rewrite(&rw).to_string_crlf();
         assert!(out.contains("o=- 1 1 IN IP4 127.0.0.1\r\n"), "{out}");

@@ -110,6 +110,14 @@ impl BufRing {
         &self.bufs[at..at + BUF_SIZE]
     }
 
+    /// The bytes of buffer `bid`, writable (the shard owns it between its
+    /// receive and its send completion).
+    #[inline]
+    pub fn buf_mut(&mut self, bid: u16) -> &mut [u8] {
+        let at = usize::from(bid) * BUF_SIZE;
+        &mut self.bufs[at..at + BUF_SIZE]
+    }
+
     /// Address of byte `off` of buffer `bid` (for a send's iovec).
     #[inline]
     pub fn ptr(&self, bid: u16, off: usize) -> *const u8 {

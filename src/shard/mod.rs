@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::media::relay::DropReason;
+use crate::media::srtp::SrtpContext;
 use crate::media::stats::LegStats;
 
 pub use run::ShardLoopConfig;
@@ -32,8 +33,17 @@ pub use run::ShardLoopConfig;
 /// absorbing memory.
 pub const COMMAND_QUEUE_DEPTH: usize = 1024;
 
+/// SRTP contexts for one leg (SDES, RFC 4568), made by the control plane.
+#[derive(Debug)]
+pub struct LegCrypto {
+    /// Unprotects what the leg's remote sends (the remote's key).
+    pub inbound: Box<SrtpContext>,
+    /// Protects what goes to the leg's remote (our key for it).
+    pub outbound: Box<SrtpContext>,
+}
+
 /// What one media stream (one `m=` line) needs at offer time.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct StreamOffer {
     /// Leg A's (the offerer's) RTP address from SDP, if usable.
     pub a_rtp: Option<SocketAddr>,
@@ -51,10 +61,12 @@ pub struct StreamOffer {
     pub clock_rate: u32,
     /// The stream is disabled (port 0): no sockets.
     pub disabled: bool,
+    /// Leg A speaks SRTP: its contexts.
+    pub a_crypto: Option<LegCrypto>,
 }
 
 /// Leg B's side from the answer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct StreamAnswer {
     /// Leg B's RTP address.
     pub b_rtp: Option<SocketAddr>,
@@ -62,6 +74,8 @@ pub struct StreamAnswer {
     pub b_rtcp: Option<SocketAddr>,
     /// Leg B accepted rtcp-mux.
     pub b_mux: bool,
+    /// Leg B speaks SRTP: its contexts.
+    pub b_crypto: Option<LegCrypto>,
 }
 
 /// A local media endpoint handed to the control plane for the SDP.
@@ -149,7 +163,7 @@ pub enum ShardCmd {
     Offer {
         /// Control-plane key.
         key: u64,
-        /// One entry per m= line.
+        /// One entry per m= line (moved: SRTP contexts are not cloned).
         streams: Vec<StreamOffer>,
         /// Strict-source for this call.
         strict: bool,

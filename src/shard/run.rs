@@ -499,8 +499,11 @@ impl Shard {
             return;
         };
         let off = payload.as_ptr() as usize - buf.as_ptr() as usize;
-        let len = payload.len();
-        match self.relay.forward(now, sock, src, payload) {
+        let mut len = payload.len();
+        // The relay works in place on the rest of the buffer, which leaves
+        // room after the datagram for an SRTP tag.
+        let room = &mut self.bufs.buf_mut(bid)[off..];
+        match self.relay.forward(now, sock, src, room, &mut len) {
             Verdict::Send {
                 sock: out_sock,
                 dst,
@@ -707,7 +710,7 @@ impl Shard {
                     strict,
                     reply,
                 } => {
-                    let r = self.offer(now, key, &streams, strict);
+                    let r = self.offer(now, key, streams, strict);
                     let _ = reply.send(r);
                 }
                 ShardCmd::Answer {
@@ -715,7 +718,7 @@ impl Shard {
                     streams,
                     reply,
                 } => {
-                    let r = self.answer(key, &streams);
+                    let r = self.answer(key, streams);
                     let _ = reply.send(r);
                 }
                 ShardCmd::Delete { key, reply } => {
@@ -746,7 +749,7 @@ impl Shard {
         &mut self,
         now: Instant,
         key: u64,
-        streams: &[StreamOffer],
+        streams: Vec<StreamOffer>,
         strict: bool,
     ) -> Result<Vec<StreamPorts>, ShardError> {
         if let Some(&c) = self.by_key.get(&key) {
@@ -784,7 +787,7 @@ impl Shard {
     fn reoffer(
         &mut self,
         ci: u32,
-        streams: &[StreamOffer],
+        streams: Vec<StreamOffer>,
     ) -> Result<Vec<StreamPorts>, ShardError> {
         let call = self.calls[ci as usize]
             .as_ref()
@@ -799,8 +802,15 @@ impl Shard {
         let legs: Vec<_> = call.streams.iter().map(|s| s.legs).collect();
         let ports = call.streams.iter().map(|s| s.ports).collect();
         for (l, s) in legs.iter().zip(streams) {
-            if let (Some((a, _)), Some(rtp)) = (l, s.a_rtp) {
-                self.relay.leg_mut(*a).set_remote(rtp, s.a_rtcp);
+            let Some((a, _)) = l else { continue };
+            let leg = self.relay.leg_mut(*a);
+            if let Some(rtp) = s.a_rtp {
+                leg.set_remote(rtp, s.a_rtcp);
+            }
+            // New keys on a re-offer replace the old ones.
+            if let Some(c) = s.a_crypto {
+                leg.srtp_in = Some(c.inbound);
+                leg.srtp_out = Some(c.outbound);
             }
         }
         Ok(ports)
@@ -809,7 +819,7 @@ impl Shard {
     fn alloc_stream(
         &mut self,
         ci: u32,
-        s: &StreamOffer,
+        s: StreamOffer,
         strict: bool,
     ) -> Result<StreamSlot, ShardError> {
         let a_ip = self
@@ -864,6 +874,10 @@ impl Shard {
         if let Some(rtp) = s.a_rtp {
             leg_a.set_remote(rtp, s.a_rtcp);
         }
+        if let Some(c) = s.a_crypto {
+            leg_a.srtp_in = Some(c.inbound);
+            leg_a.srtp_out = Some(c.outbound);
+        }
         let a = self
             .relay
             .insert(leg_a)
@@ -901,7 +915,7 @@ impl Shard {
     fn answer(
         &mut self,
         key: u64,
-        streams: &[StreamAnswer],
+        streams: Vec<StreamAnswer>,
     ) -> Result<Vec<StreamPorts>, ShardError> {
         let &ci = self.by_key.get(&key).ok_or(ShardError::UnknownCall)?;
         let n = self.calls[ci as usize]
@@ -913,7 +927,7 @@ impl Shard {
                 streams.len()
             )));
         }
-        for (i, s) in streams.iter().enumerate() {
+        for (i, s) in streams.into_iter().enumerate() {
             let call = self.calls[ci as usize]
                 .as_mut()
                 .expect("indexed call exists");
@@ -926,8 +940,13 @@ impl Shard {
                     self.close_socket(old);
                 }
             }
+            let leg = self.relay.leg_mut(b);
             if let Some(rtp) = s.b_rtp {
-                self.relay.leg_mut(b).set_remote(rtp, s.b_rtcp);
+                leg.set_remote(rtp, s.b_rtcp);
+            }
+            if let Some(c) = s.b_crypto {
+                leg.srtp_in = Some(c.inbound);
+                leg.srtp_out = Some(c.outbound);
             }
         }
         let call = self.calls[ci as usize]
