@@ -54,6 +54,22 @@ impl CryptoBackend {
         CryptoBackend::AwsLc,
     ];
 
+    /// The fastest compiled-in backend for `suite`, as measured by
+    /// `benches/srtp.rs` on the test host (BENCHMARKS.md): AWS-LC for the
+    /// AES-CM/HMAC-SHA1 suites (its SHA-1 is ~1.7x RustCrypto's on a CPU
+    /// without SHA instructions), ring for AES-GCM; RustCrypto otherwise.
+    pub fn fastest_for(suite: super::SrtpSuite) -> CryptoBackend {
+        if suite.is_aead() {
+            #[cfg(feature = "ring")]
+            return CryptoBackend::Ring;
+        } else {
+            #[cfg(feature = "aws-lc-sys")]
+            return CryptoBackend::AwsLc;
+        }
+        #[allow(unreachable_code)]
+        CryptoBackend::RustCrypto
+    }
+
     /// Short stable name (bench and log labels).
     pub fn name(self) -> &'static str {
         match self {

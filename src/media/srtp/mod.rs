@@ -428,14 +428,19 @@ impl std::fmt::Debug for SrtpContext {
 
 impl SrtpContext {
     /// Derives the session keys for `suite` from `master_key` and
-    /// `master_salt` (RFC 3711 §4.3, KDR 0) with the default backend
-    /// (RustCrypto).
+    /// `master_salt` (RFC 3711 §4.3, KDR 0) with the fastest backend
+    /// for the suite ([`CryptoBackend::fastest_for`]).
     pub fn new(
         suite: SrtpSuite,
         master_key: &[u8],
         master_salt: &[u8],
     ) -> Result<SrtpContext, SrtpError> {
-        Self::with_backend(suite, master_key, master_salt, CryptoBackend::RustCrypto)
+        Self::with_backend(
+            suite,
+            master_key,
+            master_salt,
+            CryptoBackend::fastest_for(suite),
+        )
     }
 
     /// Like [`SrtpContext::new`], with the crypto computed by `backend`.
