@@ -99,28 +99,19 @@ fn garbage_media_and_floods_do_not_stop_other_calls() {
     let gw = Gateway::start(22200, 200, "");
     let mut ng = Ng::new(gw.ng);
     // A healthy call.
-    let (a, b) = (udp(), udp());
-    let (_o, ans) = setup_call(
-        &mut ng,
-        "good",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (good_to_a, _, _) = target(&ans);
+    let Call {
+        a,
+        b,
+        to_a: good_to_a,
+        ..
+    } = call(&mut ng, "good", "", "", &[]);
     // A victim call that receives junk.
-    let (c, d) = (udp(), udp());
-    let (_o, ans2) = setup_call(
-        &mut ng,
-        "victim",
-        c.local_addr().unwrap(),
-        d.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
+    let Call {
+        a: c,
+        b: d,
+        answer: ans2,
+        ..
+    } = call(&mut ng, "victim", "", "", &[]);
     let (victim_to_c, victim_rtcp, _) = target(&ans2);
     let junk: Vec<Vec<u8>> = vec![
         vec![],

@@ -13,16 +13,13 @@ use kolokol::control::bencode::Value;
 fn offer_answer_then_rtp_both_ways() {
     let gw = Gateway::start(21000, 100, "");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (offer, answer) = setup_call(
-        &mut ng,
-        "c1",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
+    let Call {
+        a,
+        b,
+        offer,
+        answer,
+        ..
+    } = call(&mut ng, "c1", "", "", &[]);
     let (to_b_side, b_rtcp, _) = target(&offer);
     let (to_a_side, a_rtcp, _) = target(&answer);
     // Kolokol's own ports from its range, one pair per leg.
@@ -64,17 +61,9 @@ fn offer_answer_then_rtp_both_ways() {
 fn loss_and_query_figures() {
     let gw = Gateway::start(21100, 100, "");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (offer, answer) = setup_call(
-        &mut ng,
-        "c-loss",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (to_a, _, _) = target(&answer);
+    let Call {
+        a, b, to_a, offer, ..
+    } = call(&mut ng, "c-loss", "", "", &[]);
     let _ = target(&offer);
     // Sequence 0..20 with 5 gaps.
     let mut sent = 0;
@@ -180,16 +169,13 @@ fn rtcp_on_port_plus_one_and_rtcp_mux() {
     assert_eq!(recv(&a_rtcp).unwrap().0, rr);
 
     // Call 2: both sides mux; RTCP shares the RTP port both ways.
-    let (a, b) = (udp(), udp());
-    let (offer, answer) = setup_call(
-        &mut ng,
-        "c-mux",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "a=rtcp-mux\r\n",
-        "a=rtcp-mux\r\n",
-        &[],
-    );
+    let Call {
+        a,
+        b,
+        offer,
+        answer,
+        ..
+    } = call(&mut ng, "c-mux", "a=rtcp-mux\r\n", "a=rtcp-mux\r\n", &[]);
     let (to_a, to_a_rtcp, a_mux) = target(&answer);
     let (to_b, _, b_mux) = target(&offer);
     assert!(a_mux && b_mux, "mux offered to B and answered to A");
@@ -213,17 +199,7 @@ fn rtcp_on_port_plus_one_and_rtcp_mux() {
 fn media_timeout_ends_call() {
     let gw = Gateway::start(21500, 100, "timeout_s = 1\n");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (_o, answer) = setup_call(
-        &mut ng,
-        "c-silent",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (to_a, _, _) = target(&answer);
+    let Call { a, b, to_a, .. } = call(&mut ng, "c-silent", "", "", &[]);
     let q = ng.cmd("query", &[("call-id", s("c-silent"))]);
     assert_eq!(q.get("result").and_then(Value::as_str), Some("ok"));
     std::thread::sleep(Duration::from_millis(1800));
@@ -242,17 +218,7 @@ fn media_timeout_ends_call() {
 fn active_call_survives_timeout_window() {
     let gw = Gateway::start(21600, 100, "timeout_s = 1\n");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (_o, answer) = setup_call(
-        &mut ng,
-        "c-busy",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (to_a, _, _) = target(&answer);
+    let Call { a, b, to_a, .. } = call(&mut ng, "c-busy", "", "", &[]);
     for seq in 0..40u16 {
         a.send_to(&rtp(seq, 1, 1), to_a).unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -266,18 +232,7 @@ fn active_call_survives_timeout_window() {
 fn delete_frees_the_ports() {
     let gw = Gateway::start(21700, 100, "");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (offer, answer) = setup_call(
-        &mut ng,
-        "c-del",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (to_a, _, _) = target(&answer);
-    let (to_b, _, _) = target(&offer);
+    let Call { to_a, to_b, .. } = call(&mut ng, "c-del", "", "", &[]);
     // While the call is up its ports are taken.
     assert!(UdpSocket::bind(to_a).is_err());
     let d = ng.cmd(
@@ -335,18 +290,9 @@ fn ipv6_call() {
 fn per_call_port_mode_shares_one_port() {
     let gw = Gateway::start(21900, 100, "port_mode = \"per-call\"\n");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (offer, answer) = setup_call(
-        &mut ng,
-        "c-pc",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "a=rtcp-mux\r\n",
-        "a=rtcp-mux\r\n",
-        &[],
-    );
-    let (to_a, _, _) = target(&answer);
-    let (to_b, _, _) = target(&offer);
+    let Call {
+        a, b, to_a, to_b, ..
+    } = call(&mut ng, "c-pc", "a=rtcp-mux\r\n", "a=rtcp-mux\r\n", &[]);
     assert_eq!(to_a, to_b, "both legs on one local port");
     a.send_to(&rtp(1, 1, 1), to_a).unwrap();
     assert_eq!(recv(&b).unwrap().0, rtp(1, 1, 1));
@@ -432,17 +378,7 @@ fn dscp_marks_relayed_media() {
     // EF (46) is the default; the TOS byte carries DSCP << 2.
     let gw = Gateway::start(22500, 100, "dscp = 46\n");
     let mut ng = Ng::new(gw.ng);
-    let (a, b) = (udp(), udp());
-    let (_o, answer) = setup_call(
-        &mut ng,
-        "c-dscp",
-        a.local_addr().unwrap(),
-        b.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (to_a, _, _) = target(&answer);
+    let Call { a, b, to_a, .. } = call(&mut ng, "c-dscp", "", "", &[]);
     a.send_to(&rtp(1, 1, 1), to_a).unwrap();
     let (got, tos) = recv_tos(&b).expect("relayed packet");
     assert_eq!(got, rtp(1, 1, 1));
@@ -451,17 +387,12 @@ fn dscp_marks_relayed_media() {
     // dscp = 0 leaves the TOS byte alone.
     let gw0 = Gateway::start(22600, 100, "dscp = 0\n");
     let mut ng0 = Ng::new(gw0.ng);
-    let (c, d) = (udp(), udp());
-    let (_o, answer) = setup_call(
-        &mut ng0,
-        "c-dscp0",
-        c.local_addr().unwrap(),
-        d.local_addr().unwrap(),
-        "",
-        "",
-        &[],
-    );
-    let (to_c, _, _) = target(&answer);
+    let Call {
+        a: c,
+        b: d,
+        to_a: to_c,
+        ..
+    } = call(&mut ng0, "c-dscp0", "", "", &[]);
     c.send_to(&rtp(1, 1, 1), to_c).unwrap();
     let (_, tos) = recv_tos(&d).expect("relayed packet");
     assert_eq!(tos >> 2, 0);

@@ -215,10 +215,10 @@ pub fn drain(s: &UdpSocket, d: Duration) -> usize {
     n
 }
 
-/// Leg statistics of the first stream for the tag, from a query reply.
-pub fn leg_stat(q: &Value, tag: &str, key: &str) -> i64 {
-    let stream = &q
-        .get("tags")
+/// Stream `idx` (0 = RTP, 1 = RTCP) of the first media of `tag` in a query
+/// reply.
+pub fn stream<'a>(q: &'a Value, tag: &str, idx: usize) -> &'a Value {
+    &q.get("tags")
         .unwrap()
         .get(tag)
         .unwrap()
@@ -229,33 +229,65 @@ pub fn leg_stat(q: &Value, tag: &str, key: &str) -> i64 {
         .get("streams")
         .unwrap()
         .as_list()
-        .unwrap()[0];
-    stream
-        .get(key)
-        .or_else(|| stream.get("stats").unwrap().get(key))
-        .or_else(|| stream.get("endpoint").unwrap().get(key))
-        .and_then(Value::as_int)
-        .unwrap_or_else(|| panic!("no {key} in {stream:?}"))
+        .unwrap()[idx]
 }
 
-/// RTCP stream statistics of the first stream for the tag.
+/// A figure of the first media's RTP stream for the tag: looked up in the
+/// stream, then its `stats`, then its `endpoint`.
+pub fn leg_stat(q: &Value, tag: &str, key: &str) -> i64 {
+    let st = stream(q, tag, 0);
+    st.get(key)
+        .or_else(|| st.get("stats").unwrap().get(key))
+        .or_else(|| st.get("endpoint").unwrap().get(key))
+        .and_then(Value::as_int)
+        .unwrap_or_else(|| panic!("no {key} in {st:?}"))
+}
+
+/// A `stats` figure of the first media's RTCP stream for the tag.
 pub fn rtcp_stat(q: &Value, tag: &str, key: &str) -> i64 {
-    let streams = q
-        .get("tags")
-        .unwrap()
-        .get(tag)
-        .unwrap()
-        .get("medias")
-        .unwrap()
-        .as_list()
-        .unwrap()[0]
-        .get("streams")
-        .unwrap()
-        .as_list()
-        .unwrap();
-    streams[1]
-        .get("stats")
+    let st = stream(q, tag, 1);
+    st.get("stats")
         .and_then(|s| s.get(key))
         .and_then(Value::as_int)
-        .unwrap_or_else(|| panic!("no {key} in {:?}", streams[1]))
+        .unwrap_or_else(|| panic!("no {key} in {st:?}"))
+}
+
+/// A call set up over ng between two fresh loopback endpoints.
+pub struct Call {
+    /// Leg A's endpoint (the offerer).
+    pub a: UdpSocket,
+    /// Leg B's endpoint.
+    pub b: UdpSocket,
+    /// Where A sends (from the answer reply).
+    pub to_a: SocketAddr,
+    /// Where B sends (from the offer reply).
+    pub to_b: SocketAddr,
+    /// The offer reply.
+    pub offer: Value,
+    /// The answer reply.
+    pub answer: Value,
+}
+
+/// Offer and answer a call with default SDP plus the extra lines.
+pub fn call(ng: &mut Ng, id: &str, a_extra: &str, b_extra: &str, flags: &[(&str, Value)]) -> Call {
+    let (a, b) = (udp(), udp());
+    let (offer, answer) = setup_call(
+        ng,
+        id,
+        a.local_addr().unwrap(),
+        b.local_addr().unwrap(),
+        a_extra,
+        b_extra,
+        flags,
+    );
+    let (to_a, _, _) = target(&answer);
+    let (to_b, _, _) = target(&offer);
+    Call {
+        a,
+        b,
+        to_a,
+        to_b,
+        offer,
+        answer,
+    }
 }
