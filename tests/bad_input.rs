@@ -15,7 +15,7 @@ fn result(v: &Value) -> Option<&str> {
 
 #[test]
 fn ng_errors_are_replies_not_crashes() {
-    let gw = Gateway::start(22000, 100, "");
+    let gw = Gateway::start(13000, 100, "");
     let mut ng = Ng::new(gw.ng);
     let r = ng.cmd("frobnicate", &[]);
     assert_eq!(result(&r), Some("error"));
@@ -75,7 +75,7 @@ fn ng_errors_are_replies_not_crashes() {
 
 #[test]
 fn retransmitted_request_gets_the_same_reply() {
-    let gw = Gateway::start(22100, 100, "");
+    let gw = Gateway::start(13100, 100, "");
     let mut ng = Ng::new(gw.ng);
     let mut d = Value::dict();
     d.insert("command", "offer");
@@ -96,7 +96,7 @@ fn retransmitted_request_gets_the_same_reply() {
 
 #[test]
 fn garbage_media_and_floods_do_not_stop_other_calls() {
-    let gw = Gateway::start(22200, 200, "");
+    let gw = Gateway::start(13200, 200, "");
     let mut ng = Ng::new(gw.ng);
     // A healthy call.
     let Call {
@@ -139,7 +139,7 @@ fn garbage_media_and_floods_do_not_stop_other_calls() {
             .unwrap();
     }
     // A flood to ports in the range that have no call (closed ports).
-    for port in 22300..22400u16 {
+    for port in 13300..13400u16 {
         for _ in 0..20 {
             let _ = flooder.send_to(&rtp(1, 1, 1), ("127.0.0.1", port));
         }

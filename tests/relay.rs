@@ -11,7 +11,7 @@ use kolokol::control::bencode::Value;
 
 #[test]
 fn offer_answer_then_rtp_both_ways() {
-    let gw = Gateway::start(21000, 100, "");
+    let gw = Gateway::start(12000, 100, "");
     let mut ng = Ng::new(gw.ng);
     let Call {
         a,
@@ -24,7 +24,7 @@ fn offer_answer_then_rtp_both_ways() {
     let (to_a_side, a_rtcp, _) = target(&answer);
     // Kolokol's own ports from its range, one pair per leg.
     for p in [to_a_side, to_b_side] {
-        assert!((21000..21100).contains(&p.port()), "port {p}");
+        assert!((12000..12100).contains(&p.port()), "port {p}");
         assert_eq!(p.ip().to_string(), "127.0.0.1");
     }
     assert_ne!(to_a_side.port(), to_b_side.port());
@@ -59,7 +59,7 @@ fn offer_answer_then_rtp_both_ways() {
 
 #[test]
 fn loss_and_query_figures() {
-    let gw = Gateway::start(21100, 100, "");
+    let gw = Gateway::start(12100, 100, "");
     let mut ng = Ng::new(gw.ng);
     let Call {
         a, b, to_a, offer, ..
@@ -85,7 +85,7 @@ fn loss_and_query_figures() {
 
 #[test]
 fn latching_learns_nat_source() {
-    let gw = Gateway::start(21200, 100, "");
+    let gw = Gateway::start(12200, 100, "");
     let mut ng = Ng::new(gw.ng);
     let (a, b) = (udp(), udp());
     // A's SDP claims an address it does not send from (NAT).
@@ -117,7 +117,7 @@ fn latching_learns_nat_source() {
 
 #[test]
 fn strict_source_drops_strangers() {
-    let gw = Gateway::start(21300, 100, "");
+    let gw = Gateway::start(12300, 100, "");
     let mut ng = Ng::new(gw.ng);
     let (a, b, stranger) = (udp(), udp(), udp());
     let flags = [("flags", Value::List(vec![s("strict-source")]))];
@@ -142,7 +142,7 @@ fn strict_source_drops_strangers() {
 
 #[test]
 fn rtcp_on_port_plus_one_and_rtcp_mux() {
-    let gw = Gateway::start(21400, 100, "");
+    let gw = Gateway::start(12400, 100, "");
     let mut ng = Ng::new(gw.ng);
     // Call 1: no mux. A's RTCP socket is at A's port+1 per SDP convention,
     // so give A an explicit a=rtcp line pointing at its RTCP socket.
@@ -197,7 +197,7 @@ fn rtcp_on_port_plus_one_and_rtcp_mux() {
 
 #[test]
 fn media_timeout_ends_call() {
-    let gw = Gateway::start(21500, 100, "timeout_s = 1\n");
+    let gw = Gateway::start(12500, 100, "timeout_s = 1\n");
     let mut ng = Ng::new(gw.ng);
     let Call { a, b, to_a, .. } = call(&mut ng, "c-silent", "", "", &[]);
     let q = ng.cmd("query", &[("call-id", s("c-silent"))]);
@@ -216,7 +216,7 @@ fn media_timeout_ends_call() {
 
 #[test]
 fn active_call_survives_timeout_window() {
-    let gw = Gateway::start(21600, 100, "timeout_s = 1\n");
+    let gw = Gateway::start(12600, 100, "timeout_s = 1\n");
     let mut ng = Ng::new(gw.ng);
     let Call { a, b, to_a, .. } = call(&mut ng, "c-busy", "", "", &[]);
     for seq in 0..40u16 {
@@ -230,7 +230,7 @@ fn active_call_survives_timeout_window() {
 
 #[test]
 fn delete_frees_the_ports() {
-    let gw = Gateway::start(21700, 100, "");
+    let gw = Gateway::start(12700, 100, "");
     let mut ng = Ng::new(gw.ng);
     let Call { to_a, to_b, .. } = call(&mut ng, "c-del", "", "", &[]);
     // While the call is up its ports are taken.
@@ -261,7 +261,7 @@ fn delete_frees_the_ports() {
 
 #[test]
 fn ipv6_call() {
-    let gw = Gateway::start(21800, 100, "");
+    let gw = Gateway::start(12800, 100, "");
     let mut ng = Ng::new(gw.ng);
     let a = UdpSocket::bind("[::1]:0").unwrap();
     let b = UdpSocket::bind("[::1]:0").unwrap();
@@ -288,7 +288,7 @@ fn ipv6_call() {
 
 #[test]
 fn per_call_port_mode_shares_one_port() {
-    let gw = Gateway::start(21900, 100, "port_mode = \"per-call\"\n");
+    let gw = Gateway::start(12900, 100, "port_mode = \"per-call\"\n");
     let mut ng = Ng::new(gw.ng);
     let Call {
         a, b, to_a, to_b, ..
@@ -302,7 +302,7 @@ fn per_call_port_mode_shares_one_port() {
 
 #[test]
 fn mux_offered_to_b_and_rejected() {
-    let gw = Gateway::start(22400, 100, "");
+    let gw = Gateway::start(13400, 100, "");
     let mut ng = Ng::new(gw.ng);
     let (a, b, b_rtcp) = (udp(), udp(), udp());
     let b_extra = format!("a=rtcp:{}\r\n", b_rtcp.local_addr().unwrap().port());
@@ -376,7 +376,7 @@ fn recv_tos(s: &UdpSocket) -> Option<(Vec<u8>, u8)> {
 #[test]
 fn dscp_marks_relayed_media() {
     // EF (46) is the default; the TOS byte carries DSCP << 2.
-    let gw = Gateway::start(22500, 100, "dscp = 46\n");
+    let gw = Gateway::start(13500, 100, "dscp = 46\n");
     let mut ng = Ng::new(gw.ng);
     let Call { a, b, to_a, .. } = call(&mut ng, "c-dscp", "", "", &[]);
     a.send_to(&rtp(1, 1, 1), to_a).unwrap();
@@ -385,7 +385,7 @@ fn dscp_marks_relayed_media() {
     assert_eq!(tos >> 2, 46, "DSCP EF on relayed media (TOS {tos:#x})");
 
     // dscp = 0 leaves the TOS byte alone.
-    let gw0 = Gateway::start(22600, 100, "dscp = 0\n");
+    let gw0 = Gateway::start(13600, 100, "dscp = 0\n");
     let mut ng0 = Ng::new(gw0.ng);
     let Call {
         a: c,

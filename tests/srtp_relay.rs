@@ -67,7 +67,7 @@ fn recv_srtp(on: &UdpSocket, c: &mut SrtpContext) -> Vec<u8> {
 
 #[test]
 fn srtp_to_rtp_call() {
-    let gw = Gateway::start(23000, 100, "");
+    let gw = Gateway::start(14000, 100, "");
     let mut ng = Ng::new(gw.ng);
     let (a, b) = (udp(), udp());
     let a_key = key(1);
@@ -130,7 +130,7 @@ fn srtp_to_rtp_call() {
 
 #[test]
 fn srtp_to_srtp_with_different_keys_and_bad_packets() {
-    let gw = Gateway::start(23100, 100, "");
+    let gw = Gateway::start(14100, 100, "");
     let mut ng = Ng::new(gw.ng);
     let (a, b) = (udp(), udp());
     let (a_key, b_key) = (key(1), key(2));
@@ -210,7 +210,7 @@ fn srtp_to_srtp_with_different_keys_and_bad_packets() {
 
 #[test]
 fn srtp_offer_errors_are_replies() {
-    let gw = Gateway::start(23200, 100, "");
+    let gw = Gateway::start(14200, 100, "");
     let mut ng = Ng::new(gw.ng);
     let a: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
     // SAVP without a usable key.

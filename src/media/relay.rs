@@ -126,8 +126,13 @@ pub struct Leg {
     pub remote_rtp: Option<SocketAddr>,
     /// Remote RTCP address (port+1 or `a=rtcp`), or the RTP one if muxed.
     pub remote_rtcp: Option<SocketAddr>,
-    /// Whether the remote address has been learned from a packet.
+    /// Whether the remote address has been learned from a packet (RTP, and
+    /// RTCP when it shares the RTP socket).
     pub latched: bool,
+    /// Whether the remote RTCP address has been learned from a packet on
+    /// the leg's own RTCP socket. RTP and RTCP latch separately: NAT maps
+    /// the two ports independently.
+    pub rtcp_latched: bool,
     /// Source checking.
     pub on_mismatch: OnMismatch,
     /// RTP clock rate of the leg's codec (for jitter), Hz.
@@ -156,6 +161,7 @@ impl Leg {
             remote_rtp: None,
             remote_rtcp: None,
             latched: false,
+            rtcp_latched: false,
             on_mismatch: OnMismatch::Learn,
             clock_rate: 8000,
             stats: LegStats::default(),
@@ -178,6 +184,7 @@ impl Leg {
             }
         }));
         self.latched = false;
+        self.rtcp_latched = false;
     }
 }
 
@@ -370,9 +377,16 @@ impl RelayTable {
         } else {
             leg.remote_rtp
         };
+        // The latch of the socket the packet came in on.
+        let own_rtcp_socket = component == Component::Rtcp;
+        let latched = if own_rtcp_socket {
+            leg.rtcp_latched
+        } else {
+            leg.latched
+        };
         if expected != Some(src)
             && leg.on_mismatch == OnMismatch::Drop
-            && (leg.latched || expected.is_some())
+            && (latched || expected.is_some())
         {
             return self.drop(DropReason::SourceMismatch, Some(id));
         }
@@ -408,16 +422,23 @@ impl RelayTable {
             .and_then(|p| p.last_sr);
         // Latching: the first acceptable packet fixes the remote address.
         let leg = self.leg_mut(id);
-        if expected != Some(src) && !leg.latched {
-            // RTCP latches its own address; muxed legs share one.
-            if is_rtcp || leg.rtcp_sock.is_none() {
+        if own_rtcp_socket {
+            if expected != Some(src) && !latched {
                 leg.remote_rtcp = Some(src);
             }
-            if !is_rtcp || leg.rtcp_sock.is_none() {
-                leg.remote_rtp = Some(src);
+            leg.rtcp_latched = true;
+        } else {
+            if expected != Some(src) && !latched {
+                // A muxed leg has one address for both.
+                if is_rtcp || leg.rtcp_sock.is_none() {
+                    leg.remote_rtcp = Some(src);
+                }
+                if !is_rtcp || leg.rtcp_sock.is_none() {
+                    leg.remote_rtp = Some(src);
+                }
             }
+            leg.latched = true;
         }
-        leg.latched = true;
         // Account on the ingress leg.
         if is_rtcp {
             if pkt.len() < super::rtp::RTCP_HEADER_LEN {
@@ -607,6 +628,31 @@ mod test {
             fwd(&mut t, now, 0, addr("192.0.2.9:7777"), &rtp(4)),
             Verdict::Send { .. }
         ));
+    }
+
+    #[test]
+    fn rtp_and_rtcp_latch_separately() {
+        let (mut t, a, b, now) = table();
+        // B gave no usable address (NAT): both of its ports are learned.
+        let rtp_src = addr("192.0.2.7:30000");
+        let rtcp_src = addr("192.0.2.7:30517");
+        assert!(matches!(
+            fwd(&mut t, now, 2, rtp_src, &rtp(1)),
+            Verdict::Drop(_) | Verdict::Send { .. }
+        ));
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        let _ = fwd(&mut t, now, 3, rtcp_src, &rr);
+        assert_eq!(t.leg(b).remote_rtp, Some(rtp_src));
+        assert_eq!(t.leg(b).remote_rtcp, Some(rtcp_src));
+        // A's RTCP now reaches B's learned RTCP port.
+        assert_eq!(
+            fwd(&mut t, now, 1, addr("10.0.0.1:4001"), &rr),
+            Verdict::Send {
+                sock: 3,
+                dst: rtcp_src
+            }
+        );
+        let _ = a;
     }
 
     #[test]

@@ -419,7 +419,7 @@ impl Sdp {
             m.port = port;
             m.proto = proto;
             m.address = ep.address;
-            m.rtcp_mux = ep.offer_mux;
+            m.rtcp_mux = port != 0 && ep.offer_mux;
             m.rtcp = if port == 0 {
                 None
             } else {
