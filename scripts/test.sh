@@ -29,6 +29,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== fuzz: every cargo-fuzz target, 10 s each (fuzz/README.md)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
