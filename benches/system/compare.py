@@ -18,12 +18,17 @@ Scenarios:
 
 Usage: benches/system/compare.py SCENARIO [--runs 3] [--calls N]
           [--relays kolokol,rtpengine,bare] [--duration 20] [--out FILE.json]
+          [--loadgen-extra "ARGS"]
+--loadgen-extra is passed to every loadgen call, e.g.
+  --loadgen-extra "--srtp AES_CM_128_HMAC_SHA1_80"  (leg A SRTP, leg B RTP;
+  ng relays only, so not with bare)
 Build first: cargo build --release
 """
 
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -38,6 +43,8 @@ NG = ("127.0.0.1", 2223)
 PORT_MIN, PORT_MAX = 20000, 59999
 BARE_BASE = 30000
 RELAY_CPU, GEN_CPU = 0, 1
+LOADGEN_EXTRA = []  # --loadgen-extra, split
+IDLE_WAIT = [120.0]  # --idle-wait
 
 
 def log(*a):
@@ -59,6 +66,31 @@ def ng_ping(timeout=5.0):
         return False
     finally:
         s.close()
+
+
+def cpu_times():
+    """(busy, total) jiffies over all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def wait_host_idle(max_wait=120.0, busy_max=0.10):
+    """Wait (up to max_wait s) until the host is idle over 1 s: other
+    people's compiles or fuzzers on the relay's or generator's core make
+    CPU figures meaningless. Returns the busy share last seen."""
+    end = time.time() + max_wait
+    while True:
+        b0, t0 = cpu_times()
+        time.sleep(1.0)
+        b1, t1 = cpu_times()
+        busy = (b1 - b0) / max(t1 - t0, 1)
+        if busy <= busy_max or time.time() >= end:
+            if busy > busy_max:
+                log(f"host still {busy:.0%} busy after {max_wait:.0f} s; measuring anyway")
+            return busy
+        log(f"host {busy:.0%} busy (not ours); waiting")
 
 
 def wait_port_free(port, proto=socket.SOCK_DGRAM, timeout=10.0):
@@ -169,7 +201,7 @@ def loadgen(relay, calls, duration, flat=False, pps=50, warmup=2, extra=()):
     else:
         cmd += ["--ng", f"{NG[0]}:{NG[1]}"]
     cmd += ["--flat"] if flat else ["--pps", str(pps)]
-    cmd += list(extra)
+    cmd += list(extra) + LOADGEN_EXTRA
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode not in (0,) or not os.path.exists(out):
         log(f"loadgen failed ({r.returncode}): {r.stderr[-2000:]}")
@@ -194,6 +226,8 @@ def summary(j):
         "gen_kept_schedule": j["generator"]["kept_schedule"],
         "gen_problems": j["generator"]["schedule_problems"],
         "udp_rcvbuf_errors": j["system_udp_rcvbuf_errors"],
+        "srtp": j.get("srtp"),
+        "srtp_errors": j.get("srtp_errors", 0),
     }
 
 
@@ -205,10 +239,19 @@ def med(xs):
 
 
 def run_one(kind, calls, duration, flat, min_wait=None, port_mode="per-leg"):
+    idle_before = wait_host_idle(IDLE_WAIT[0])
     r = Relay(kind, calls, min_wait=min_wait, port_mode=port_mode)
     try:
+        b0, t0 = cpu_times()
         j = loadgen(r, calls, duration, flat=flat)
-        return summary(j)
+        b1, t1 = cpu_times()
+        s = summary(j)
+        if s is not None:
+            # All CPUs' busy share during the run (relay + generator + anything
+            # else); with 2 CPUs, relay_cpu + gen_cpu ~ 2 x this on a quiet host.
+            s["host_busy_pct_before"] = round(idle_before * 100, 1)
+            s["host_busy_pct"] = round((b1 - b0) / max(t1 - t0, 1) * 100, 1)
+        return s
     finally:
         r.stop()
 
@@ -223,8 +266,9 @@ def scenario_efficiency(a):
                 s = run_one(kind, a.rtpengine_calls, a.duration, flat=False)
             else:
                 s = run_one(kind, a.flat_calls, a.duration, flat=True)
-            log(f"efficiency run {i} {kind}: {s and s['pps_per_core']:.0f} pkt/s/core "
-                f"cpu {s and s['relay_cpu_pct']}% loss {s and s['loss_pct']}%")
+            log(f"efficiency run {i} {kind}: {s and s['pps_per_core']} pkt/s/core "
+                f"cpu {s and s['relay_cpu_pct']}% loss {s and s['loss_pct']}% "
+                f"gen {s and s['gen_cpu_pct']}% srtp_errors {s and s['srtp_errors']}")
             res.setdefault(kind, []).append(s)
     return res
 
@@ -235,7 +279,9 @@ def scenario_fixed(a, key="cpu"):
         for kind in a.relays:
             s = run_one(kind, a.calls, a.duration, flat=False)
             log(f"{key} run {i} {kind}: cpu {s and s['relay_cpu_pct']}% loss "
-                f"{s and s['loss_pct']}% p50 {s and s['p50_us']} p99 {s and s['p99_us']}")
+                f"{s and s['loss_pct']}% p50 {s and s['p50_us']} p99 {s and s['p99_us']} "
+                f"gen {s and s['gen_cpu_pct']}% kept {s and s['gen_kept_schedule']} "
+                f"srtp_errors {s and s['srtp_errors']}")
             res.setdefault(kind, []).append(s)
     return res
 
@@ -286,7 +332,13 @@ def main():
     p.add_argument("--steps-rtpengine", default="700,800,875,950,1000,1100")
     p.add_argument("--min-waits", default="0,50,200,500")
     p.add_argument("--out")
+    p.add_argument("--loadgen-extra", default="",
+                   help='extra loadgen arguments for every run, e.g. "--srtp AES_CM_128_HMAC_SHA1_80"')
+    p.add_argument("--idle-wait", type=float, default=120.0,
+                   help="before each run wait up to this many s for the host to be idle")
     a = p.parse_args()
+    LOADGEN_EXTRA[:] = shlex.split(a.loadgen_extra)
+    IDLE_WAIT[0] = a.idle_wait
     a.relays = a.relays.split(",")
     a.steps = [int(x) for x in a.steps.split(",")]
     a.steps_rtpengine = [int(x) for x in a.steps_rtpengine.split(",")]
@@ -310,7 +362,7 @@ def main():
         report["median"] = {
             k: {f: med([r[f] if r else None for r in v])
                 for f in ("relay_cpu_pct", "pps_per_core", "relayed_pps", "loss_pct",
-                          "p50_us", "p99_us", "gen_cpu_pct")}
+                          "p50_us", "p99_us", "gen_cpu_pct", "srtp_errors")}
             for k, v in res.items()
         }
     text = json.dumps(report, indent=1)

@@ -55,6 +55,18 @@
 //!    received on the 2-core test host, so on a core of its own it keeps a
 //!    schedule up to roughly 100k–150k packets/s each way (1,000–1,500
 //!    G.711 calls); beyond that it says so.
+//! 6. **SRTP** (`--srtp SUITE`, ng mode only). Leg A (the offerer) speaks
+//!    SRTP and leg B plain RTP: A's offer is `RTP/SAVP` with
+//!    `a=crypto:1 SUITE inline:<key||salt>` (a fresh key per call from the
+//!    OS CSPRNG) and the request carries `transport-protocol: RTP/AVP`, so
+//!    the relay offers B plain RTP; the answer reply's `a=crypto` (which must
+//!    use SUITE) is the relay's key toward A. A protects what it sends with
+//!    its own key (after the send stamp is written, in place, in the send
+//!    buffer) and unprotects what arrives for it with the relay's key, in
+//!    place in the receive buffer; one `SrtpContext` per leg and direction,
+//!    nothing allocated per packet. Packets at A that fail to unprotect are
+//!    counted (`srtp_errors`) and otherwise ignored (so they count as lost).
+//!    The same command works against Kolokol and rtpengine (SDES).
 //!
 //! The sent timestamp of the k-th packet of a `sendmmsg` batch is
 //! interpolated from the measured cost per packet (small batches, 16 by
@@ -100,6 +112,8 @@
 //! measured (no call set up, or nothing came back).
 
 use kolokol::control::bencode;
+use kolokol::media::srtp::{SrtpContext, SrtpSuite};
+use kolokol::sdp::crypto::CryptoAttr;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -122,6 +136,8 @@ const MAGIC: [u8; 4] = *b"KLKG";
 const FLAG_MEASURED: u8 = 1;
 const FLAG_PRIME: u8 = 2;
 const RECV_BUF: usize = 2048;
+/// Room after each send buffer for an SRTP auth tag (at most 16 bytes).
+const SRTP_ROOM: usize = 16;
 /// Sequence window for telling duplicates from reordering, per leg direction.
 const SEQ_WINDOW: u64 = 128;
 /// Share of the estimated per-packet sendmmsg cost used to stamp the later
@@ -168,6 +184,7 @@ struct Args {
     relay_pid: Option<u32>,
     rt_prio: Option<i32>,
     quiet: bool,
+    srtp: Option<SrtpSuite>,
 }
 
 const USAGE: &str = "\
@@ -198,6 +215,8 @@ usage: loadgen (--ng ADDR:PORT | --bare-base-port P) --calls N --duration-s S [o
   --rt-prio P           run the generator SCHED_FIFO at priority P (root), so
                         neighbours on its CPU cannot delay its schedule
   --quiet               no progress lines
+  --srtp SUITE          leg A speaks SRTP (SDES suite, e.g. AES_CM_128_HMAC_SHA1_80),
+                        leg B plain RTP (offer asks transport-protocol RTP/AVP); ng only
 
 Exit status: 0 measured, 1 could not run, 2 bad arguments, 3 nothing measured
 (no call set up or nothing came back).
@@ -229,6 +248,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         relay_pid: None,
         rt_prio: None,
         quiet: false,
+        srtp: None,
     };
     let mut saw_duration = false;
     let mut i = 0;
@@ -298,6 +318,12 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--ng-timeout-ms" => a.ng_timeout_ms = num(key, &val)?,
             "--ng-retries" => a.ng_retries = num(key, &val)?,
             "--relay-pid" => a.relay_pid = Some(num(key, &val)?),
+            "--srtp" => {
+                a.srtp = Some(
+                    SrtpSuite::from_sdes_name(val.trim())
+                        .ok_or_else(|| format!("--srtp: unknown suite {val:?}"))?,
+                )
+            }
             "--rt-prio" => {
                 let p: i32 = num(key, &val)?;
                 if !(1..=99).contains(&p) {
@@ -310,6 +336,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if a.ng.is_none() == a.bare_base_port.is_none() {
         return Err("give exactly one of --ng and --bare-base-port".into());
+    }
+    if a.srtp.is_some() && a.ng.is_none() {
+        return Err("--srtp needs --ng (keys are exchanged in SDP)".into());
     }
     if let Some(SocketAddr::V6(_)) = a.ng {
         return Err("--ng: IPv4 only".into());
@@ -386,6 +415,15 @@ fn leg_ip(src_net: u8, j: usize) -> Ipv4Addr {
     let hi = (j / 254) as u8;
     let lo = (j % 254) as u8 + 1;
     Ipv4Addr::new(127, src_net, hi, lo)
+}
+
+/// Inverse of [`leg_ip`]: the leg index of address `ip` (host order).
+fn leg_index(src_net: u8, ip: u32) -> Option<usize> {
+    let [a, b, hi, lo] = ip.to_be_bytes();
+    if a != 127 || b != src_net || lo == 0 || lo == 255 {
+        return None;
+    }
+    Some(hi as usize * 254 + lo as usize - 1)
 }
 
 // ------------------------------------------------------------------- clocks
@@ -577,6 +615,8 @@ struct TxLeg {
     next_seq: u64,
     sent_measured: u64,
     sent_total: u64,
+    /// SRTP context that protects what this leg direction sends (leg A).
+    srtp: Option<SrtpContext>,
 }
 
 /// Sink state of one leg direction.
@@ -665,6 +705,13 @@ struct SendBatch {
     hdrs: Vec<libc::mmsghdr>,
     legdir: Vec<u32>,
     measured: Vec<bool>,
+    /// Bytes between buffers: the packet plus room for an SRTP tag.
+    stride: usize,
+    /// Already SRTP-protected (a partial sendmmsg retries the rest; a
+    /// protected packet must not be stamped or protected again).
+    protected: Vec<bool>,
+    /// SRTP protect failures (none expected).
+    protect_errors: u64,
     /// Running estimate of ns per packet inside one sendmmsg, to stamp the
     /// i-th packet of a batch with when it really went.
     est_ns_per_pkt: f64,
@@ -673,11 +720,12 @@ struct SendBatch {
 impl SendBatch {
     fn new(cap: usize, pkt_len: usize) -> SendBatch {
         let stride = cmsg_space(std::mem::size_of::<libc::in_pktinfo>());
+        let buf_stride = pkt_len + SRTP_ROOM;
         let mut b = SendBatch {
             cap,
             n: 0,
             pkt_len,
-            bufs: vec![0xff; cap * pkt_len],
+            bufs: vec![0xff; cap * buf_stride],
             // SAFETY: plain C structs, all-zero is valid.
             iov: vec![unsafe { std::mem::zeroed() }; cap],
             addrs: vec![unsafe { std::mem::zeroed() }; cap],
@@ -685,13 +733,16 @@ impl SendBatch {
             hdrs: vec![unsafe { std::mem::zeroed() }; cap],
             legdir: vec![0; cap],
             measured: vec![false; cap],
+            stride: buf_stride,
+            protected: vec![false; cap],
+            protect_errors: 0,
             est_ns_per_pkt: 2000.0,
         };
         let ctrl_base = b.ctrl.as_mut_ptr() as *mut u8;
         for i in 0..cap {
             b.iov[i] = libc::iovec {
                 // SAFETY: within bufs.
-                iov_base: unsafe { b.bufs.as_mut_ptr().add(i * pkt_len) } as *mut libc::c_void,
+                iov_base: unsafe { b.bufs.as_mut_ptr().add(i * buf_stride) } as *mut libc::c_void,
                 iov_len: pkt_len,
             };
             let h = &mut b.hdrs[i].msg_hdr;
@@ -720,7 +771,9 @@ impl SendBatch {
     /// Queue the next packet of leg direction `d`.
     fn push(&mut self, d: u32, leg: &mut TxLeg, run_id: u32, flags: u8, ts_step: u32) {
         let i = self.n;
-        let buf = &mut self.bufs[i * self.pkt_len..(i + 1) * self.pkt_len];
+        let buf = &mut self.bufs[i * self.stride..i * self.stride + self.pkt_len];
+        self.iov[i].iov_len = self.pkt_len;
+        self.protected[i] = false;
         let seq = leg.next_seq;
         leg.next_seq += 1;
         buf[0] = 0x80;
@@ -771,9 +824,28 @@ impl SendBatch {
             // negative; the remaining error is a few µs per packet.
             let t = mono();
             for k in start..self.n {
+                if self.protected[k] {
+                    continue;
+                }
                 let at = t + ((k - start) as f64 * self.est_ns_per_pkt * STAMP_SHARE) as u64;
-                let off = k * self.pkt_len + RTP_HDR + pl::SENT_NS;
+                let off = k * self.stride + RTP_HDR + pl::SENT_NS;
                 self.bufs[off..off + 8].copy_from_slice(&at.to_be_bytes());
+            }
+            // SRTP after stamping (the stamp is inside the encrypted payload).
+            for k in start..self.n {
+                if self.protected[k] {
+                    continue;
+                }
+                if let Some(ctx) = tx[self.legdir[k] as usize].srtp.as_mut() {
+                    let buf = &mut self.bufs[k * self.stride..(k + 1) * self.stride];
+                    match ctx.protect_rtp(buf, self.pkt_len) {
+                        Ok(len) => {
+                            self.iov[k].iov_len = len;
+                            self.protected[k] = true;
+                        }
+                        Err(_) => self.protect_errors += 1,
+                    }
+                }
             }
             let want = self.n - start;
             // SAFETY: hdrs[start..n] point at live buffers owned by self.
@@ -907,7 +979,7 @@ impl RecvBatch {
         }
     }
 
-    fn packet(&self, i: usize) -> (&[u8], RxMeta) {
+    fn packet(&mut self, i: usize) -> (&mut [u8], RxMeta) {
         let h = &self.hdrs[i];
         let len = (h.msg_len as usize).min(RECV_BUF);
         let mut meta = RxMeta {
@@ -943,7 +1015,7 @@ impl RecvBatch {
                 c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
             }
         }
-        (&self.bufs[i * RECV_BUF..i * RECV_BUF + len], meta)
+        (&mut self.bufs[i * RECV_BUF..i * RECV_BUF + len], meta)
     }
 }
 
@@ -968,6 +1040,12 @@ struct Sink {
     ovfl_last: u32,
     rt_offset: i128,
     received_total: u64,
+    src_net: u8,
+    /// Per leg (j = 2·call + side), the SRTP context that unprotects what
+    /// arrives at it (leg A with --srtp); empty without SRTP.
+    rx_srtp: Vec<Option<SrtpContext>>,
+    /// SRTP packets that failed to unprotect (auth, replay, malformed).
+    srtp_errors: u64,
 }
 
 impl Sink {
@@ -994,12 +1072,29 @@ impl Sink {
         (got, true)
     }
 
-    fn account(&mut self, pkt: &[u8], meta: &RxMeta, now: u64) {
+    fn account(&mut self, pkt: &mut [u8], meta: &RxMeta, now: u64) {
         self.received_total += 1;
         if let Some(o) = meta.ovfl {
             self.ovfl_last = self.ovfl_last.max(o);
         }
-        let Some(p) = parse_packet(pkt, self.run_id) else {
+        let mut len = pkt.len();
+        if !self.rx_srtp.is_empty() {
+            if let Some(ctx) = meta
+                .dst
+                .and_then(|ip| leg_index(self.src_net, ip))
+                .and_then(|j| self.rx_srtp.get_mut(j))
+                .and_then(Option::as_mut)
+            {
+                match ctx.unprotect_rtp(pkt, len) {
+                    Ok(l) => len = l,
+                    Err(_) => {
+                        self.srtp_errors += 1;
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(p) = parse_packet(&pkt[..len], self.run_id) else {
             self.foreign += 1;
             return;
         };
@@ -1213,18 +1308,67 @@ fn interpret_reply(body: &[u8]) -> Result<Value, String> {
     }
 }
 
-fn make_sdp(ip: Ipv4Addr, port: u16, sess: u64, rtcp_mux: bool) -> String {
-    let mut s = String::with_capacity(256);
+/// A leg's SDP; with `crypto` (an `a=crypto` line without line end) the
+/// stream is `RTP/SAVP` and carries that line.
+fn make_sdp(ip: Ipv4Addr, port: u16, sess: u64, rtcp_mux: bool, crypto: Option<&str>) -> String {
+    let mut s = String::with_capacity(320);
+    let proto = if crypto.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
     let _ = write!(
         s,
         "v=0\r\no=- {sess} 1 IN IP4 {ip}\r\ns=loadgen\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
+         m=audio {port} {proto} 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
     );
     if rtcp_mux {
         s.push_str("a=rtcp-mux\r\n");
     }
+    if let Some(c) = crypto {
+        s.push_str(c);
+        s.push_str("\r\n");
+    }
     s
 }
+
+/// The key||salt of the first `a=crypto` line of the first audio stream of
+/// `sdp`, which must use `suite`.
+fn sdp_crypto_key(sdp: &str, suite: SrtpSuite) -> Result<Vec<u8>, String> {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio {
+                break;
+            }
+            in_audio = m.starts_with("audio ");
+        } else if let Some(v) = line.strip_prefix("a=crypto:") {
+            if !in_audio {
+                continue;
+            }
+            let c = CryptoAttr::parse(v).map_err(|e| format!("bad a=crypto: {e:?}"))?;
+            if c.suite != suite.sdes_name() {
+                return Err(format!("answer chose suite {} not {}", c.suite, suite));
+            }
+            if c.key_salt.len() != suite.master_key_len() + suite.master_salt_len() {
+                return Err(format!("a=crypto key of {} bytes", c.key_salt.len()));
+            }
+            return Ok(c.key_salt);
+        }
+    }
+    Err("no a=crypto in the SRTP leg's SDP".into())
+}
+
+/// An SRTP context for `suite` from key||salt.
+fn srtp_context(suite: SrtpSuite, key_salt: &[u8]) -> Result<SrtpContext, String> {
+    let (k, salt) = key_salt.split_at(suite.master_key_len());
+    SrtpContext::new(suite, k, salt).map_err(|e| format!("srtp context: {e:?}"))
+}
+
+/// Per call: (where A sends, where B sends, the relay's key||salt toward A
+/// when SRTP).
+type CallDests = Result<(SocketAddrV4, SocketAddrV4, Option<Vec<u8>>), String>;
 
 /// Where to send for the first audio stream of an SDP: its media-level
 /// `c=` (else the session-level one) and the `m=audio` port.
@@ -1282,11 +1426,8 @@ fn call_id(run_id: u32, i: usize) -> String {
 
 /// Offer then answer every call. Returns, per call, (A's destination,
 /// B's destination) or the error.
-fn setup_calls(
-    ng: &mut Ng,
-    a: &Args,
-    run_id: u32,
-) -> Vec<Result<(SocketAddrV4, SocketAddrV4), String>> {
+/// `offer_keys[i]` is leg A's key||salt of call i (empty without SRTP).
+fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32, offer_keys: &[Vec<u8>]) -> Vec<CallDests> {
     let n = a.calls;
     let replace = || {
         Value::List(vec![
@@ -1300,6 +1441,15 @@ fn setup_calls(
             v.insert("command", "offer");
             v.insert("call-id", call_id(run_id, i));
             v.insert("from-tag", format!("a{i}"));
+            let crypto = a.srtp.map(|suite| {
+                CryptoAttr {
+                    tag: 1,
+                    suite: suite.sdes_name().to_string(),
+                    key_salt: offer_keys[i].clone(),
+                    lifetime: None,
+                }
+                .to_line()
+            });
             v.insert(
                 "sdp",
                 make_sdp(
@@ -1307,9 +1457,14 @@ fn setup_calls(
                     a.port,
                     1000 + 2 * i as u64,
                     a.rtcp_mux,
+                    crypto.as_deref(),
                 ),
             );
             v.insert("replace", replace());
+            if a.srtp.is_some() {
+                // Leg B gets plain RTP.
+                v.insert("transport-protocol", "RTP/AVP");
+            }
             v
         })
         .collect();
@@ -1338,6 +1493,7 @@ fn setup_calls(
                     a.port,
                     1001 + 2 * i as u64,
                     a.rtcp_mux,
+                    None,
                 ),
             );
             v.insert("replace", replace());
@@ -1345,17 +1501,23 @@ fn setup_calls(
         })
         .collect();
     let answer_replies = ng.batch(&answers);
-    let mut out: Vec<Result<(SocketAddrV4, SocketAddrV4), String>> =
-        (0..n).map(|_| Err("not answered".to_string())).collect();
+    let mut out: Vec<CallDests> = (0..n).map(|_| Err("not answered".to_string())).collect();
     for (k, r) in answer_replies.into_iter().enumerate() {
         let i = answer_idx[k];
         let b = std::mem::replace(&mut b_dst[i], Err(String::new()));
-        out[i] = match (
-            r.and_then(|v| reply_sdp_addr(&v))
-                .map_err(|e| format!("answer: {e}")),
-            b,
-        ) {
-            (Ok(a_dst), Ok(b_dst)) => Ok((a_dst, b_dst)),
+        let answered = r.and_then(|v| {
+            let dst = reply_sdp_addr(&v)?;
+            let key = match a.srtp {
+                Some(suite) => {
+                    let sdp = v.get("sdp").and_then(Value::as_str).unwrap_or("");
+                    Some(sdp_crypto_key(sdp, suite)?)
+                }
+                None => None,
+            };
+            Ok((dst, key))
+        });
+        out[i] = match (answered.map_err(|e| format!("answer: {e}")), b) {
+            (Ok((a_dst, key)), Ok(b_dst)) => Ok((a_dst, b_dst, key)),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
     }
@@ -1590,6 +1752,12 @@ struct Report {
     pps_per_leg_dir: Option<u32>,
     payload: usize,
     rtcp_mux: bool,
+    /// SRTP suite of leg A (leg B plain), if any.
+    srtp: Option<&'static str>,
+    /// SRTP packets received at leg A that failed to unprotect.
+    srtp_errors: u64,
+    /// SRTP packets the generator failed to protect (none expected).
+    srtp_protect_errors: u64,
     warmup_s: f64,
     duration_s: f64,
     sent: u64,
@@ -1623,11 +1791,14 @@ fn render_table(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "loadgen → {}   mode {}   payload {} B{}",
+        "loadgen → {}   mode {}   payload {} B{}{}",
         r.target,
         r.mode,
         r.payload,
-        if r.rtcp_mux { "   rtcp-mux" } else { "" }
+        if r.rtcp_mux { "   rtcp-mux" } else { "" },
+        r.srtp
+            .map(|x| format!("   leg A SRTP {x}, leg B RTP"))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         s,
@@ -1705,6 +1876,13 @@ fn render_table(r: &Report) -> String {
     }
     if let Some(e) = r.system_udp_rcvbuf_errors {
         let _ = writeln!(s, "system UDP RcvbufErrors during the run: {e}");
+    }
+    if r.srtp.is_some() {
+        let _ = writeln!(
+            s,
+            "SRTP: unprotect failures {}, protect failures {}",
+            r.srtp_errors, r.srtp_protect_errors
+        );
     }
     let k = &r.sink;
     if k.foreign + k.misrouted + k.clock_anomalies > 0 {
@@ -1826,7 +2004,18 @@ fn run(a: &Args) -> Result<Report, String> {
     // ---- set-up
     let setup_start = Instant::now();
     let mut ng = None;
-    let dests: Vec<Result<(SocketAddrV4, SocketAddrV4), String>> = if let Some(addr) = a.ng {
+    // Leg A's SRTP key||salt per call: fresh from the OS CSPRNG.
+    let offer_keys: Vec<Vec<u8>> = match a.srtp {
+        Some(suite) => (0..n)
+            .map(|_| {
+                let mut k = vec![0u8; suite.master_key_len() + suite.master_salt_len()];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+                k
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let dests: Vec<CallDests> = if let Some(addr) = a.ng {
         let mut c = Ng::new(addr, a, run_id).map_err(|e| format!("ng socket: {e}"))?;
         let mut ping = Value::dict();
         ping.insert("command", "ping");
@@ -1836,7 +2025,7 @@ fn run(a: &Args) -> Result<Report, String> {
             return Err(format!("ng {addr} does not answer ping: {e}"));
         }
         c.retries = saved;
-        let d = setup_calls(&mut c, a, run_id);
+        let d = setup_calls(&mut c, a, run_id, &offer_keys);
         ng = Some(c);
         d
     } else {
@@ -1846,6 +2035,7 @@ fn run(a: &Args) -> Result<Report, String> {
                 Ok((
                     SocketAddrV4::new(a.relay_addr, base + 2 * i as u16),
                     SocketAddrV4::new(a.relay_addr, base + 2 * i as u16 + 1),
+                    None,
                 ))
             })
             .collect()
@@ -1857,21 +2047,30 @@ fn run(a: &Args) -> Result<Report, String> {
     let mut tx: Vec<TxLeg> = Vec::with_capacity(legdirs);
     let mut expect_dst = Vec::with_capacity(legdirs);
     let unroutable = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
-    for (i, d) in dests.iter().enumerate() {
-        let (a_dst, b_dst) = match d {
+    let mut rx_srtp: Vec<Option<SrtpContext>> = Vec::new();
+    if a.srtp.is_some() {
+        rx_srtp.resize_with(legdirs, || None);
+    }
+    for (i, d) in dests.into_iter().enumerate() {
+        let (a_dst, b_dst, relay_key) = match d {
             Ok(p) => {
                 active_calls.push(i);
-                *p
+                p
             }
             Err(e) => {
                 setup_failures += 1;
-                first_setup_error.get_or_insert_with(|| e.clone());
-                (unroutable, unroutable)
+                first_setup_error.get_or_insert(e);
+                (unroutable, unroutable, None)
             }
         };
+        let mut a_tx_ctx = None;
+        if let (Some(suite), Some(rk)) = (a.srtp, relay_key) {
+            a_tx_ctx = Some(srtp_context(suite, &offer_keys[i])?);
+            rx_srtp[2 * i] = Some(srtp_context(suite, &rk)?);
+        }
         let ip_a = leg_ip(a.src_net, 2 * i);
         let ip_b = leg_ip(a.src_net, 2 * i + 1);
-        for (dst, src, rcv) in [(a_dst, ip_a, ip_b), (b_dst, ip_b, ip_a)] {
+        for (dst, src, rcv, ctx) in [(a_dst, ip_a, ip_b, a_tx_ctx), (b_dst, ip_b, ip_a, None)] {
             tx.push(TxLeg {
                 dst: sockaddr_in(dst),
                 src: in_addr(src),
@@ -1880,6 +2079,7 @@ fn run(a: &Args) -> Result<Report, String> {
                 next_seq: 0,
                 sent_measured: 0,
                 sent_total: 0,
+                srtp: ctx,
             });
             expect_dst.push(u32::from(rcv));
         }
@@ -1917,6 +2117,9 @@ fn run(a: &Args) -> Result<Report, String> {
         ovfl_last: 0,
         rt_offset: realtime_offset(),
         received_total: 0,
+        src_net: a.src_net,
+        rx_srtp,
+        srtp_errors: 0,
     };
     let mut sb = SendBatch::new(a.batch, RTP_HDR + a.payload);
     let mut rb = RecvBatch::new(64);
@@ -2182,6 +2385,9 @@ fn run(a: &Args) -> Result<Report, String> {
         pps_per_leg_dir: if a.flat { None } else { Some(a.pps) },
         payload: a.payload,
         rtcp_mux: a.rtcp_mux,
+        srtp: a.srtp.map(SrtpSuite::sdes_name),
+        srtp_errors: sink.srtp_errors,
+        srtp_protect_errors: sb.protect_errors,
         warmup_s: a.warmup_s,
         duration_s: (measured_s * 1000.0).round() / 1000.0,
         sent,
@@ -2241,6 +2447,7 @@ fn run(a: &Args) -> Result<Report, String> {
 #[cfg(test)]
 mod test {
     use super::*;
+    use kolokol::sdp::crypto::base64_encode;
 
     fn args(s: &str) -> Result<Args, String> {
         parse_args(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
@@ -2298,12 +2505,48 @@ mod test {
         assert!(sdp_audio_addr("v=0\r\nm=audio 5 RTP/AVP 0\r\n").is_err());
         assert!(sdp_audio_addr("garbage").is_err());
         assert!(sdp_audio_addr("c=IN IP6 ::1\r\nm=audio 5 RTP/AVP 0\r\n").is_err());
-        let mine = make_sdp(Ipv4Addr::new(127, 1, 0, 1), 16000, 5, true);
+        let mine = make_sdp(Ipv4Addr::new(127, 1, 0, 1), 16000, 5, true, None);
         assert_eq!(
             sdp_audio_addr(&mine),
             Ok("127.1.0.1:16000".parse().unwrap())
         );
         assert!(mine.contains("a=rtcp-mux"));
+    }
+
+    #[test]
+    fn srtp_sdp_and_leg_index() {
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let key: Vec<u8> = (0..30).collect();
+        let line = CryptoAttr {
+            tag: 1,
+            suite: suite.sdes_name().into(),
+            key_salt: key.clone(),
+            lifetime: None,
+        }
+        .to_line();
+        let sdp = make_sdp(Ipv4Addr::new(127, 1, 0, 1), 16000, 5, false, Some(&line));
+        assert!(sdp.contains("m=audio 16000 RTP/SAVP 0 8\r\n"));
+        assert!(sdp.contains(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            base64_encode(&key)
+        )));
+        assert_eq!(sdp_crypto_key(&sdp, suite), Ok(key));
+        assert!(sdp_crypto_key(&sdp, SrtpSuite::AesCm128HmacSha1_32).is_err());
+        assert!(sdp_crypto_key("m=audio 5 RTP/AVP 0\r\n", suite).is_err());
+        for j in [0usize, 1, 253, 254, 1000, 65_023] {
+            assert_eq!(leg_index(1, u32::from(leg_ip(1, j))), Some(j));
+        }
+        assert_eq!(leg_index(2, u32::from(leg_ip(1, 3))), None);
+        // A packet protected by one context unprotects with the same key.
+        let mut tx = srtp_context(suite, &(0..30).collect::<Vec<u8>>()).unwrap();
+        let mut rx = srtp_context(suite, &(0..30).collect::<Vec<u8>>()).unwrap();
+        let mut buf = [0u8; 200];
+        buf[0] = 0x80;
+        buf[12..16].copy_from_slice(b"KLKG");
+        let n = tx.protect_rtp(&mut buf, 172).unwrap();
+        assert_eq!(n, 182);
+        assert_eq!(rx.unprotect_rtp(&mut buf, n), Ok(172));
+        assert_eq!(&buf[12..16], b"KLKG");
     }
 
     #[test]
@@ -2358,6 +2601,7 @@ mod test {
             next_seq: 41,
             sent_measured: 0,
             sent_total: 0,
+            srtp: None,
         }];
         let mut sb = SendBatch::new(4, RTP_HDR + 160);
         sb.push(0, &mut tx[0], 0xabcd, FLAG_MEASURED, 160);
