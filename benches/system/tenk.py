@@ -25,14 +25,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import compare  # noqa: E402
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -50,7 +42,7 @@ def main():
     samples = []
     try:
         time.sleep(1)
-        base = rss_kib(relay.pid)
+        base = relay.rss_kib()
         compare.log(f"baseline RSS {base} KiB, fds {fds(relay.pid)}")
         out = os.path.join(relay.dir, "lg.json")
         cmd = [
@@ -76,7 +68,7 @@ def main():
             while not stop.wait(a.sample if samples else 10):
                 s = {
                     "t_s": round(time.time() - t0, 1),
-                    "rss_kib": rss_kib(relay.pid),
+                    "rss_kib": relay.rss_kib(),
                     "fds": fds(relay.pid),
                 }
                 samples.append(s)
