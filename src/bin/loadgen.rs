@@ -1564,22 +1564,9 @@ fn delete_calls(ng: &mut Ng, run_id: u32, calls: &[usize]) -> (u64, Option<Strin
 
 // -------------------------------------------------------------- /proc bits
 
-/// Sum of the first schedstat field (ns on CPU) over a process's threads.
+/// CPU time of a process from schedstat (shared with the gateway's tools).
 fn schedstat_ns(pid: u32) -> Option<u64> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut sum = 0u64;
-    for e in dir.flatten() {
-        let mut p = e.path();
-        p.push("schedstat");
-        if let Ok(s) = std::fs::read_to_string(&p) {
-            sum += s
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Some(sum)
+    kolokol::sys::process_cpu_ns(pid).ok()
 }
 
 /// System-wide UDP RcvbufErrors from /proc/net/snmp.
@@ -1760,12 +1747,9 @@ struct Report {
     srtp_protect_errors: u64,
     warmup_s: f64,
     duration_s: f64,
-    sent: u64,
-    received: u64,
-    lost: i64,
-    loss_pct: f64,
-    reordered: u64,
-    duplicates: u64,
+    /// Both directions together (same keys as each direction's figures).
+    #[serde(flatten)]
+    total: DirReport,
     relayed_pps: f64,
     latency_us: LatencyUs,
     /// Send to the generator's read (includes the generator's own delay).
@@ -1827,18 +1811,7 @@ fn render_table(r: &Report) -> String {
     };
     row(&mut s, "A->B", &r.a_to_b);
     row(&mut s, "B->A", &r.b_to_a);
-    row(
-        &mut s,
-        "total",
-        &DirReport {
-            sent: r.sent,
-            received: r.received,
-            lost: r.lost,
-            loss_pct: r.loss_pct,
-            reordered: r.reordered,
-            duplicates: r.duplicates,
-        },
-    );
+    row(&mut s, "total", &r.total);
     let _ = writeln!(s, "relayed {:.0} pkt/s", r.relayed_pps);
     let l = &r.latency_us;
     let _ = writeln!(
@@ -1908,7 +1881,7 @@ fn render_table(r: &Report) -> String {
             );
         }
     }
-    if r.sent > 0 && r.received == 0 {
+    if r.total.sent > 0 && r.total.received == 0 {
         let _ = writeln!(
             s,
             "WARNING: nothing came back: is the relay running, on these ports, and reading?"
@@ -1949,7 +1922,7 @@ fn main() {
             print!("{}", render_table(&report));
             // Exit 3 when the run measured nothing (no call set up, or
             // nothing came back), so scripts notice; the report still stands.
-            let failed = report.calls_active == 0 || (report.sent > 0 && report.received == 0);
+            let failed = report.calls_active == 0 || (report.total.sent > 0 && report.total.received == 0);
             if let Some(path) = &a.json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(j) => {
@@ -2390,12 +2363,14 @@ fn run(a: &Args) -> Result<Report, String> {
         srtp_protect_errors: sb.protect_errors,
         warmup_s: a.warmup_s,
         duration_s: (measured_s * 1000.0).round() / 1000.0,
-        sent,
-        received,
-        lost,
-        loss_pct: pct(lost, sent),
-        reordered: dirs[0].reordered + dirs[1].reordered,
-        duplicates: dirs[0].duplicates + dirs[1].duplicates,
+        total: DirReport {
+            sent,
+            received,
+            lost,
+            loss_pct: pct(lost, sent),
+            reordered: dirs[0].reordered + dirs[1].reordered,
+            duplicates: dirs[0].duplicates + dirs[1].duplicates,
+        },
         relayed_pps: relayed_pps.round(),
         latency_us: sink.lat.summary(),
         latency_user_us: sink.lat_user.summary(),
