@@ -1922,7 +1922,8 @@ fn main() {
             print!("{}", render_table(&report));
             // Exit 3 when the run measured nothing (no call set up, or
             // nothing came back), so scripts notice; the report still stands.
-            let failed = report.calls_active == 0 || (report.total.sent > 0 && report.total.received == 0);
+            let failed =
+                report.calls_active == 0 || (report.total.sent > 0 && report.total.received == 0);
             if let Some(path) = &a.json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(j) => {
