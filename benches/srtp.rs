@@ -313,6 +313,70 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// HMAC-SHA1 alone over an SRTP authentication input (the 172-byte packet
+/// plus the 4-byte ROC), per tag: one at a time with RustCrypto and ring,
+/// and through Kolokol's multi-buffer `MacBatch` (eight lanes of AVX2) in
+/// batches of 64, the shard's completion batch. The AWS-LC single-buffer
+/// figure is the HMAC share of `srtp_protect/.../aws-lc` above; the perf
+/// profile in BENCHMARKS.md puts it at ~70% of that.
+fn bench_hmac(c: &mut Criterion) {
+    use hmac::{Hmac, Mac};
+    use kolokol::media::srtp::mbsha1::{HmacKey, MacBatch, MacInput, Simd};
+    const BATCH: usize = 64;
+    let key = [0x5au8; 20];
+    let pkts: Vec<Vec<u8>> = (0..BATCH as u16)
+        .map(|s| packet(s)[..PACKET_LEN].to_vec())
+        .collect();
+    let mut g = c.benchmark_group("hmac_sha1_176B");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let rc = Hmac::<sha1::Sha1>::new_from_slice(&key).unwrap();
+    g.bench_function("rustcrypto_single", |b| {
+        b.iter(|| {
+            for p in &pkts {
+                let mut m = rc.clone();
+                m.update(p);
+                m.update(&7u32.to_be_bytes());
+                black_box(m.finalize().into_bytes());
+            }
+        })
+    });
+    let rk = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key);
+    g.bench_function("ring_single", |b| {
+        b.iter(|| {
+            for p in &pkts {
+                let mut m = ring::hmac::Context::with_key(&rk);
+                m.update(p);
+                m.update(&7u32.to_be_bytes());
+                black_box(m.sign());
+            }
+        })
+    });
+    let hk = HmacKey::new(&key);
+    let inputs: Vec<MacInput> = pkts
+        .iter()
+        .map(|p| MacInput {
+            key: &hk,
+            msg: p,
+            roc: 7,
+        })
+        .collect();
+    let mut out = vec![[0u8; 20]; BATCH];
+    for (name, simd) in [
+        ("kolokol_scalar", Simd::Scalar),
+        ("kolokol_x8_avx2", Simd::Avx2),
+        ("kolokol_x8_avx512vl", Simd::Avx512Vl),
+    ] {
+        let mut batch = MacBatch::with_simd(simd);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                batch.run(black_box(&inputs), &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     // Short runs: the machine is shared and has two cores.
     Criterion::default()
@@ -324,6 +388,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench
+    targets = bench, bench_hmac
 }
 criterion_main!(benches);

@@ -24,7 +24,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::rtp::{classify, rtcp_summary, PacketKind, RtpHeader};
-use super::srtp::{SrtpContext, SrtpError};
+use super::srtp::mbsha1::MacInput;
+use super::srtp::{DeferredTag, PreTag, SrtpContext, SrtpError};
 use super::stats::LegStats;
 
 /// Index of a local socket in the shard (its io_uring fixed-file slot).
@@ -347,6 +348,53 @@ impl RelayTable {
         buf: &mut [u8],
         len: &mut usize,
     ) -> Verdict {
+        self.forward_with(now, sock, src, buf, len, None, None)
+    }
+
+    /// For batched SRTP authentication (a shard's completion batch): the
+    /// key, bytes and ROC of the tag [`RelayTable::forward_with`] will check
+    /// for this packet, if it will arrive on an AES-CM SRTP leg as RTP.
+    /// Changes nothing; a wrong guess only costs the batch its shortcut.
+    pub fn auth_input<'a>(
+        &'a self,
+        sock: SockId,
+        src: SocketAddr,
+        pkt: &'a [u8],
+    ) -> Option<MacInput<'a>> {
+        let owners = self.sockets.get(sock as usize)?.legs;
+        let (id, component) = match owners {
+            [Some(o), None] | [None, Some(o)] => o,
+            [Some(a), Some(b)] => self.pick_by_source(a, b, src)?,
+            [None, None] => return None,
+        };
+        if component != Component::Rtp || classify(pkt) != PacketKind::Rtp {
+            return None;
+        }
+        self.legs
+            .get(id.0 as usize)?
+            .as_ref()?
+            .srtp_in
+            .as_deref()?
+            .rtp_auth_input(pkt)
+    }
+
+    /// [`RelayTable::forward`] with the two SRTP batching shortcuts:
+    /// `pre` is this packet's tag computed in a batch from
+    /// [`RelayTable::auth_input`] (used when it still applies), and with
+    /// `deferred` given, an AES-CM SRTP tag on egress RTP is left to the
+    /// caller ([`DeferredTag`]), who must write it before sending.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_with(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        src: SocketAddr,
+        buf: &mut [u8],
+        len: &mut usize,
+        pre: Option<&PreTag>,
+        deferred: Option<&mut Option<DeferredTag>>,
+    ) -> Verdict {
         self.counters.rx += 1;
         let Some(owners) = self.sockets.get(sock as usize).map(|s| s.legs) else {
             return self.drop(DropReason::NoLeg, None);
@@ -396,7 +444,7 @@ impl RelayTable {
             let r = if is_rtcp {
                 ctx.unprotect_rtcp(buf, *len)
             } else {
-                ctx.unprotect_rtp(buf, *len)
+                ctx.unprotect_rtp_with(buf, *len, pre)
             };
             match r {
                 Ok(n) => *len = n,
@@ -487,10 +535,13 @@ impl RelayTable {
             return self.drop(DropReason::NoPeerAddress, Some(id));
         };
         if let Some(ctx) = peer.srtp_out.as_deref_mut() {
-            let r = if is_rtcp {
-                ctx.protect_rtcp(buf, *len)
-            } else {
-                ctx.protect_rtp(buf, *len)
+            let r = match (is_rtcp, deferred) {
+                (true, _) => ctx.protect_rtcp(buf, *len),
+                (false, None) => ctx.protect_rtp(buf, *len),
+                (false, Some(slot)) => ctx.protect_rtp_deferred(buf, *len).map(|(n, d)| {
+                    *slot = d;
+                    n
+                }),
             };
             match r {
                 Ok(n) => *len = n,
@@ -914,6 +965,69 @@ mod srtp_test {
         let a = t.leg(LegId(0));
         assert_eq!(a.stats.rtp_received(), 1);
         assert_eq!(a.stats.errors, 3);
+    }
+    /// The batched path (tags precomputed in a `MacBatch` from
+    /// `auth_input`, egress tags deferred) gives the same bytes and verdicts
+    /// as `forward` on a second, identical table, across a ROC wrap and for
+    /// a tampered packet; a stale precomputed tag (wrong ROC) is ignored.
+    #[test]
+    fn batched_tags_match_inline() {
+        use crate::media::srtp::mbsha1::MacBatch;
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let (mut inline, now) = table(suite);
+        let (mut batched, _) = table(suite);
+        let mut macs = MacBatch::new();
+        let mut a_tx = ctx(suite, 1);
+        let a_src: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let b_src: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        for (i, seq) in [65533u16, 65534, 65535, 0, 1, 2].into_iter().enumerate() {
+            let plain = rtp(seq);
+            // A -> B.
+            let mut pkt = [0u8; 2048];
+            pkt[..plain.len()].copy_from_slice(&plain);
+            let n = a_tx.protect_rtp(&mut pkt, plain.len()).unwrap();
+            if i == 4 {
+                pkt[30] ^= 0x40;
+            }
+            let (mut b1, mut b2) = (pkt, pkt);
+            let (mut l1, mut l2) = (n, n);
+            let v1 = inline.forward(now, 0, a_src, &mut b1, &mut l1);
+            let inp = batched.auth_input(0, a_src, &b2[..n]).unwrap();
+            macs.clear();
+            let slot = macs.push(inp.key, inp.msg, inp.roc);
+            macs.finish();
+            let mut pre = PreTag {
+                key: *inp.key,
+                roc: inp.roc,
+                tag: *macs.tag(slot),
+            };
+            if i == 5 {
+                // A stale guess: the relay recomputes and still accepts.
+                pre.roc ^= 1;
+                pre.tag = [0; 20];
+            }
+            let v2 = batched.forward_with(now, 0, a_src, &mut b2, &mut l2, Some(&pre), None);
+            assert_eq!(v1, v2, "seq {seq}");
+            assert_eq!(b1[..l1], b2[..l2], "seq {seq}");
+            // B -> A: the deferred tag, written by the caller.
+            let (mut b1, mut b2) = ([0u8; 2048], [0u8; 2048]);
+            b1[..plain.len()].copy_from_slice(&plain);
+            b2[..plain.len()].copy_from_slice(&plain);
+            let (mut l1, mut l2) = (plain.len(), plain.len());
+            let v1 = inline.forward(now, 1, b_src, &mut b1, &mut l1);
+            let mut d = None;
+            let v2 = batched.forward_with(now, 1, b_src, &mut b2, &mut l2, None, Some(&mut d));
+            assert_eq!(v1, v2);
+            let d = d.expect("AES-CM egress defers its tag");
+            assert_eq!(l2, d.msg_len + d.tag_len);
+            macs.clear();
+            let slot = macs.push(&d.key, &b2[..d.msg_len], d.roc);
+            macs.finish();
+            b2[d.msg_len..l2].copy_from_slice(&macs.tag(slot)[..d.tag_len]);
+            assert_eq!(b1[..l1], b2[..l2], "seq {seq}");
+        }
+        assert_eq!(inline.counters.drops, batched.counters.drops);
+        assert_eq!(batched.counters.drops[DropReason::SrtpAuth as usize], 1);
     }
 }
 

@@ -35,6 +35,8 @@ use super::{
 };
 use crate::config::{Config, PortMode};
 use crate::media::relay::{DropReason, Leg, LegId, OnMismatch, RelayTable, SockId, Verdict};
+use crate::media::srtp::mbsha1::{MacBatch, Simd};
+use crate::media::srtp::{DeferredTag, PreTag};
 
 /// Most completions handled per reap. Bounds the time between clock reads
 /// and command checks; 256 packets are ~1.5 ms of kernel work at worst.
@@ -199,6 +201,27 @@ impl PortPool {
     }
 }
 
+/// A received datagram waiting for the batch it came in with to be
+/// relayed (see `Shard::flush_rx`).
+struct RxPkt {
+    sock: u32,
+    src: SocketAddr,
+    bid: u16,
+    off: usize,
+    len: usize,
+    pre: Option<PreTag>,
+}
+
+/// A relayed datagram waiting for its batched SRTP tag before it is sent.
+struct TxPkt {
+    bid: u16,
+    off: usize,
+    len: usize,
+    sock: SockId,
+    dst: SocketAddr,
+    deferred: Option<DeferredTag>,
+}
+
 struct SendSlot {
     msg: libc::msghdr,
     iov: libc::iovec,
@@ -230,6 +253,13 @@ pub(super) struct Shard {
     wake: OwnedFd,
     cfg: ShardLoopConfig,
     relay: RelayTable,
+    /// Received datagrams of the current completion batch.
+    rx: Vec<RxPkt>,
+    /// Relayed datagrams of the batch being flushed.
+    tx_batch: Vec<TxPkt>,
+    /// Multi-buffer HMAC-SHA1 for the batch's SRTP tags; `None` on CPUs
+    /// without AVX2, where each tag is computed inline by the backend.
+    macs: Option<MacBatch>,
     socks: Vec<SockSlot>,
     free_socks: Vec<u32>,
     rearm: Vec<u32>,
@@ -299,6 +329,9 @@ impl Shard {
             wake_buf: Box::new(0),
             wake,
             relay: RelayTable::new(legs_max, cfg.sockets_max, Instant::now()),
+            rx: Vec::with_capacity(CQE_BATCH_MAX),
+            tx_batch: Vec::with_capacity(CQE_BATCH_MAX),
+            macs: (Simd::detect() != Simd::Scalar).then(MacBatch::new),
             socks: vec![
                 SockSlot {
                     state: SockState::Free,
@@ -438,9 +471,11 @@ impl Shard {
             }
             for &(ud, res, flags) in &batch[..n] {
                 match ud >> KIND_SHIFT {
-                    KIND_RECV => self.on_recv(now, ud, res, flags),
+                    KIND_RECV => self.on_recv(ud, res, flags),
                     KIND_SEND => self.on_send(ud, res),
                     KIND_WAKE => {
+                        // Commands may remove legs: relay what came before.
+                        self.flush_rx(now);
                         self.arm_wake();
                         self.run_commands(now);
                     }
@@ -448,6 +483,7 @@ impl Shard {
                     _ => debug_assert!(false, "unknown completion {ud:#x}"),
                 }
             }
+            self.flush_rx(now);
             self.bufs.commit();
             if n < CQE_BATCH_MAX {
                 break;
@@ -456,7 +492,7 @@ impl Shard {
     }
 
     #[inline]
-    fn on_recv(&mut self, now: Instant, ud: u64, res: i32, flags: u32) {
+    fn on_recv(&mut self, ud: u64, res: i32, flags: u32) {
         let sock = (ud & 0xffff_ffff) as u32;
         let gen = ((ud >> 32) & 0x0fff_ffff) as u32;
         let more = cqueue::more(flags);
@@ -499,16 +535,122 @@ impl Shard {
             return;
         };
         let off = payload.as_ptr() as usize - buf.as_ptr() as usize;
-        let mut len = payload.len();
-        // The relay works in place on the rest of the buffer, which leaves
-        // room after the datagram for an SRTP tag.
-        let room = &mut self.bufs.buf_mut(bid)[off..];
-        match self.relay.forward(now, sock, src, room, &mut len) {
-            Verdict::Send {
-                sock: out_sock,
-                dst,
-            } => self.send(bid, off, len, out_sock, dst),
-            Verdict::Drop(_) => self.bufs.push(bid),
+        let len = payload.len();
+        self.rx.push(RxPkt {
+            sock,
+            src,
+            bid,
+            off,
+            len,
+            pre: None,
+        });
+    }
+
+    /// Relays the datagrams received in this batch, in order, in three
+    /// passes so that SRTP tags are hashed eight at a time
+    /// ([`MacBatch`]): (1) the tags of packets arriving on AES-CM SRTP legs,
+    /// (2) [`RelayTable::forward_with`] on each packet, which leaves the
+    /// egress tags of AES-CM SRTP legs to us, (3) those tags, then the
+    /// sends. The relay re-checks every precomputed tag's key and ROC, so a
+    /// packet earlier in the batch that changes a leg (a ROC step) only
+    /// costs a later one its shortcut. Re-entrant: a full SQ while sending
+    /// reaps completions, which may flush again.
+    fn flush_rx(&mut self, now: Instant) {
+        if self.rx.is_empty() {
+            return;
+        }
+        let mut rx = std::mem::take(&mut self.rx);
+        let mut tx = std::mem::take(&mut self.tx_batch);
+        tx.clear();
+        let batching = self.macs.is_some();
+        if let Some(macs) = self.macs.as_mut() {
+            macs.clear();
+            let mut slots = [usize::MAX; CQE_BATCH_MAX];
+            for (p, slot) in rx.iter_mut().zip(slots.iter_mut()) {
+                let pkt = &self.bufs.buf(p.bid)[p.off..p.off + p.len];
+                if !macs.has_room() {
+                    break;
+                }
+                if let Some(inp) = self.relay.auth_input(p.sock, p.src, pkt) {
+                    *slot = macs.push(inp.key, inp.msg, inp.roc);
+                    p.pre = Some(PreTag {
+                        key: *inp.key,
+                        roc: inp.roc,
+                        tag: [0; 20],
+                    });
+                }
+            }
+            macs.finish();
+            for (p, &slot) in rx.iter_mut().zip(slots.iter()) {
+                if let Some(pre) = p.pre.as_mut() {
+                    pre.tag = *macs.tag(slot);
+                }
+            }
+        }
+        for p in rx.drain(..) {
+            let mut len = p.len;
+            let mut deferred = None;
+            // The relay works in place on the rest of the buffer, which
+            // leaves room after the datagram for an SRTP tag.
+            let room = &mut self.bufs.buf_mut(p.bid)[p.off..];
+            let v = self.relay.forward_with(
+                now,
+                p.sock,
+                p.src,
+                room,
+                &mut len,
+                p.pre.as_ref(),
+                batching.then_some(&mut deferred),
+            );
+            match v {
+                Verdict::Send { sock, dst } => tx.push(TxPkt {
+                    bid: p.bid,
+                    off: p.off,
+                    len,
+                    sock,
+                    dst,
+                    deferred,
+                }),
+                Verdict::Drop(_) => self.bufs.push(p.bid),
+            }
+        }
+        if let Some(macs) = self.macs.as_mut() {
+            if tx.iter().any(|t| t.deferred.is_some()) {
+                macs.clear();
+                let mut slots = [usize::MAX; CQE_BATCH_MAX];
+                for (i, t) in tx.iter().enumerate() {
+                    let Some(d) = &t.deferred else { continue };
+                    if i < CQE_BATCH_MAX && macs.has_room() {
+                        let msg = &self.bufs.buf(t.bid)[t.off..t.off + d.msg_len];
+                        slots[i] = macs.push(&d.key, msg, d.roc);
+                    }
+                }
+                macs.finish();
+                for (i, t) in tx.iter().enumerate() {
+                    let Some(d) = &t.deferred else { continue };
+                    let buf = &mut self.bufs.buf_mut(t.bid)[t.off..];
+                    match slots.get(i) {
+                        Some(&slot) if slot != usize::MAX => {
+                            buf[d.msg_len..d.msg_len + d.tag_len]
+                                .copy_from_slice(&macs.tag(slot)[..d.tag_len]);
+                        }
+                        // Past the batch's room (cannot happen: tx <=
+                        // CQE_BATCH_MAX <= BATCH_MAX), but a packet must
+                        // never leave without its tag.
+                        _ => d.write(buf),
+                    }
+                }
+            }
+        }
+        for t in tx.drain(..) {
+            self.send(t.bid, t.off, t.len, t.sock, t.dst);
+        }
+        // Keep the allocations unless a re-entrant flush replaced them.
+        if self.rx.capacity() == 0 {
+            self.rx = rx;
+        }
+        if self.tx_batch.capacity() == 0 {
+            self.tx_batch = tx;
         }
     }
 

@@ -21,6 +21,7 @@
 #[cfg(feature = "aws-lc-sys")]
 mod awslc;
 mod backend;
+pub mod mbsha1;
 mod stream;
 
 pub use backend::CryptoBackend;
@@ -253,6 +254,8 @@ enum SessionCrypto {
     Cm {
         cipher: AesCtr,
         mac: HmacSha1,
+        /// The same key folded for [`mbsha1::MacBatch`] (batched tags).
+        mbkey: mbsha1::HmacKey,
         salt: [u8; 14],
     },
     /// AES-GCM. `salt` is the 96-bit session salt.
@@ -290,6 +293,7 @@ impl SessionCrypto {
         SessionCrypto::Cm {
             cipher: AesCtr::new(backend, key),
             mac: HmacSha1::new(backend, auth),
+            mbkey: mbsha1::HmacKey::new(auth),
             salt,
         }
     }
@@ -395,6 +399,44 @@ fn window_result(check: WindowCheck) -> Result<(), SrtpError> {
         WindowCheck::Fresh => Ok(()),
         WindowCheck::Replayed => Err(SrtpError::Replayed),
         WindowCheck::TooOld => Err(SrtpError::TooOld),
+    }
+}
+
+/// An SRTP tag computed ahead of [`SrtpContext::unprotect_rtp_with`], in a
+/// batch ([`mbsha1::MacBatch`]): the key and ROC it was computed with, so
+/// the context can tell whether it still applies.
+#[derive(Clone, Copy, Debug)]
+pub struct PreTag {
+    /// Key the tag was computed with.
+    pub key: mbsha1::HmacKey,
+    /// ROC appended to the packet for the tag.
+    pub roc: u32,
+    /// The full HMAC-SHA1 output.
+    pub tag: [u8; SHA1_LEN],
+}
+
+/// A tag left to compute after [`SrtpContext::protect_rtp_deferred`]: HMAC
+/// of `buf[..msg_len] || roc` with `key`, truncated to `tag_len` bytes and
+/// written at `buf[msg_len..]`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeferredTag {
+    /// The session's folded auth key.
+    pub key: mbsha1::HmacKey,
+    /// ROC to append.
+    pub roc: u32,
+    /// Bytes of the packet authenticated (header and encrypted payload);
+    /// the tag goes right after them.
+    pub msg_len: usize,
+    /// Tag length (10 or 4).
+    pub tag_len: usize,
+}
+
+impl DeferredTag {
+    /// Computes the tag one at a time and writes it (no batch at hand).
+    pub fn write(&self, buf: &mut [u8]) {
+        let n = self.msg_len;
+        let tag = self.key.compute(&buf[..n], self.roc);
+        buf[n..n + self.tag_len].copy_from_slice(&tag[..self.tag_len]);
     }
 }
 
@@ -535,6 +577,31 @@ impl SrtpContext {
         stream.rtp_rx.highest().map(|i| (i >> 16) as u32)
     }
 
+    /// For batched authentication of a received SRTP packet: the key, the
+    /// authenticated bytes and the ROC the tag will be checked with, or
+    /// `None` for AEAD suites and packets [`SrtpContext::unprotect_rtp`]
+    /// will refuse anyway. Changes nothing.
+    pub fn rtp_auth_input<'a>(&'a self, pkt: &'a [u8]) -> Option<mbsha1::MacInput<'a>> {
+        let SessionCrypto::Cm { mbkey, .. } = &*self.rtp else {
+            return None;
+        };
+        let body_len = pkt.len().checked_sub(self.suite.rtp_auth_tag_len())?;
+        rtp_header_len(&pkt[..body_len]).ok()?;
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ssrc = be_u32(&pkt[8..12]);
+        let window = self
+            .streams
+            .peek(ssrc)
+            .map(|s| s.rtp_rx)
+            .unwrap_or_default();
+        let index = window.estimate_index(seq)?;
+        Some(mbsha1::MacInput {
+            key: mbkey,
+            msg: &pkt[..body_len],
+            roc: (index >> 16) as u32,
+        })
+    }
+
     /// Protects the RTP packet `buf[..len]` in place (RFC 3711 §3.3):
     /// encrypts the payload, appends the auth tag, and returns the SRTP
     /// packet's length. `buf` must have [`SrtpSuite::rtp_auth_tag_len`]
@@ -545,6 +612,28 @@ impl SrtpContext {
     /// ROC); an index already protected is refused with
     /// [`SrtpError::Replayed`].
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.protect_rtp_impl(buf, len, false).map(|(n, _)| n)
+    }
+
+    /// Like [`SrtpContext::protect_rtp`], but for AES-CM suites leaves the
+    /// tag to the caller, to compute in a batch: returns the SRTP length and
+    /// what to hash ([`DeferredTag`]); the packet must not go out before the
+    /// tag is written. AEAD suites seal at once and return `None`.
+    pub fn protect_rtp_deferred(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<(usize, Option<DeferredTag>), SrtpError> {
+        self.protect_rtp_impl(buf, len, true)
+    }
+
+    #[inline]
+    fn protect_rtp_impl(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        defer: bool,
+    ) -> Result<(usize, Option<DeferredTag>), SrtpError> {
         let tag_len = self.suite.rtp_auth_tag_len();
         check_room(buf, len, tag_len)?;
         let hdr_len = rtp_header_len(&buf[..len])?;
@@ -557,21 +646,37 @@ impl SrtpContext {
             .ok_or(SrtpError::IndexExhausted)?;
         window_result(stream.rtp_tx.check(index))?;
         let roc = (index >> 16) as u32;
-        match &*self.rtp {
-            SessionCrypto::Cm { cipher, mac, salt } => {
+        let deferred = match &*self.rtp {
+            SessionCrypto::Cm {
+                cipher,
+                mac,
+                mbkey,
+                salt,
+            } => {
                 cipher.apply(&cm_iv(salt, ssrc, index), &mut buf[hdr_len..len]);
-                let tag = mac.compute(&buf[..len], &roc.to_be_bytes());
-                buf[len..len + tag_len].copy_from_slice(&tag[..tag_len]);
+                if defer {
+                    Some(DeferredTag {
+                        key: *mbkey,
+                        roc,
+                        msg_len: len,
+                        tag_len,
+                    })
+                } else {
+                    let tag = mac.compute(&buf[..len], &roc.to_be_bytes());
+                    buf[len..len + tag_len].copy_from_slice(&tag[..tag_len]);
+                    None
+                }
             }
             SessionCrypto::Gcm { aead, salt } => {
                 let (header, rest) = buf.split_at_mut(hdr_len);
                 let (payload, tail) = rest.split_at_mut(len - hdr_len);
                 let tag = aead.seal(&gcm_nonce(salt, ssrc, index), header, payload);
                 tail[..GCM_TAG_LEN].copy_from_slice(&tag);
+                None
             }
-        }
+        };
         stream.rtp_tx.accept(index);
-        Ok(len + tag_len)
+        Ok((len + tag_len, deferred))
     }
 
     /// Unprotects the SRTP packet `buf[..len]` in place (RFC 3711 §3.3):
@@ -579,6 +684,18 @@ impl SrtpContext {
     /// RTP packet's length. State changes only for packets that
     /// authenticate. On error the contents of `buf[..len]` are unspecified.
     pub fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.unprotect_rtp_with(buf, len, None)
+    }
+
+    /// Like [`SrtpContext::unprotect_rtp`], using `pre` (computed in a
+    /// batch from [`SrtpContext::rtp_auth_input`] on the same bytes) instead
+    /// of hashing again when its key and ROC are the ones this packet needs.
+    pub fn unprotect_rtp_with(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        pre: Option<&PreTag>,
+    ) -> Result<usize, SrtpError> {
         check_len(buf, len)?;
         let tag_len = self.suite.rtp_auth_tag_len();
         let body_len = len.checked_sub(tag_len).ok_or(SrtpError::Truncated)?;
@@ -596,9 +713,17 @@ impl SrtpContext {
         window_result(window.check(index))?;
         let roc = (index >> 16) as u32;
         match &*self.rtp {
-            SessionCrypto::Cm { cipher, mac, salt } => {
+            SessionCrypto::Cm {
+                cipher,
+                mac,
+                mbkey,
+                salt,
+            } => {
                 let (body, tag) = buf[..len].split_at_mut(body_len);
-                let computed = mac.compute(body, &roc.to_be_bytes());
+                let computed = match pre {
+                    Some(p) if p.roc == roc && p.key == *mbkey => p.tag,
+                    _ => mac.compute(body, &roc.to_be_bytes()),
+                };
                 if !tags_equal(tag, &computed[..tag_len]) {
                     return Err(SrtpError::AuthenticationFailed);
                 }
@@ -637,7 +762,9 @@ impl SrtpContext {
         let index = stream.rtcp_tx_index + 1;
         let trailer = (SRTCP_E_FLAG | index).to_be_bytes();
         match &*self.rtcp {
-            SessionCrypto::Cm { cipher, mac, salt } => {
+            SessionCrypto::Cm {
+                cipher, mac, salt, ..
+            } => {
                 let tag_len = self.suite.rtcp_auth_tag_len();
                 cipher.apply(
                     &cm_iv(salt, ssrc, u64::from(index)),
@@ -697,7 +824,9 @@ impl SrtpContext {
             .unwrap_or_default();
         window_result(window.check(u64::from(index)))?;
         match &*self.rtcp {
-            SessionCrypto::Cm { cipher, mac, salt } => {
+            SessionCrypto::Cm {
+                cipher, mac, salt, ..
+            } => {
                 let (body, tag) = buf[..len].split_at_mut(len - tag_len);
                 let computed = mac.compute(body, &[]);
                 if !tags_equal(tag, &computed[..tag_len]) {

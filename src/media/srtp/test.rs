@@ -5,7 +5,7 @@ use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
     let clean: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    assert!(clean.len() % 2 == 0, "odd hex length");
+    assert!(clean.len().is_multiple_of(2), "odd hex length");
     clean
         .chunks(2)
         .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
