@@ -366,7 +366,7 @@ fn bench_hmac(c: &mut Criterion) {
         ("kolokol_x8_avx2", Simd::Avx2),
         ("kolokol_x8_avx512vl", Simd::Avx512Vl),
     ] {
-        let mut batch = MacBatch::with_simd(simd);
+        let batch = MacBatch::with_simd(simd);
         g.bench_function(name, |b| {
             b.iter(|| {
                 batch.run(black_box(&inputs), &mut out);

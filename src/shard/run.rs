@@ -35,7 +35,7 @@ use super::{
 };
 use crate::config::{Config, PortMode};
 use crate::media::relay::{DropReason, Leg, LegId, OnMismatch, RelayTable, SockId, Verdict};
-use crate::media::srtp::mbsha1::{MacBatch, Simd};
+use crate::media::srtp::mbsha1::{MacBatch, MacInput, Simd, LANES};
 use crate::media::srtp::{DeferredTag, PreTag};
 
 /// Most completions handled per reap. Bounds the time between clock reads
@@ -220,6 +220,8 @@ struct TxPkt {
     sock: SockId,
     dst: SocketAddr,
     deferred: Option<DeferredTag>,
+    /// The deferred tag, once computed.
+    tag: [u8; 20],
 }
 
 struct SendSlot {
@@ -563,27 +565,30 @@ impl Shard {
         let mut tx = std::mem::take(&mut self.tx_batch);
         tx.clear();
         let batching = self.macs.is_some();
-        if let Some(macs) = self.macs.as_mut() {
-            macs.clear();
-            let mut slots = [usize::MAX; CQE_BATCH_MAX];
-            for (p, slot) in rx.iter_mut().zip(slots.iter_mut()) {
+        if let Some(macs) = self.macs {
+            // Pass 1, eight packets at a time, straight from the buffers.
+            let mut group = [MacInput::EMPTY; LANES];
+            let mut which = [0usize; LANES];
+            let mut tags = [[0u8; 20]; LANES];
+            let mut n = 0;
+            for i in 0..rx.len() {
+                let p = &rx[i];
                 let pkt = &self.bufs.buf(p.bid)[p.off..p.off + p.len];
-                if !macs.has_room() {
-                    break;
-                }
                 if let Some(inp) = self.relay.auth_input(p.sock, p.src, pkt) {
-                    *slot = macs.push(inp.key, inp.msg, inp.roc);
-                    p.pre = Some(PreTag {
-                        key: *inp.key,
-                        roc: inp.roc,
-                        tag: [0; 20],
-                    });
+                    group[n] = inp;
+                    which[n] = i;
+                    n += 1;
                 }
-            }
-            macs.finish();
-            for (p, &slot) in rx.iter_mut().zip(slots.iter()) {
-                if let Some(pre) = p.pre.as_mut() {
-                    pre.tag = *macs.tag(slot);
+                if n == LANES || (n > 0 && i + 1 == rx.len()) {
+                    macs.run(&group[..n], &mut tags);
+                    for k in 0..n {
+                        rx[which[k]].pre = Some(PreTag {
+                            key: *group[k].key,
+                            roc: group[k].roc,
+                            tag: tags[k],
+                        });
+                    }
+                    n = 0;
                 }
             }
         }
@@ -610,35 +615,45 @@ impl Shard {
                     sock,
                     dst,
                     deferred,
+                    tag: [0; 20],
                 }),
                 Verdict::Drop(_) => self.bufs.push(p.bid),
             }
         }
-        if let Some(macs) = self.macs.as_mut() {
-            if tx.iter().any(|t| t.deferred.is_some()) {
-                macs.clear();
-                let mut slots = [usize::MAX; CQE_BATCH_MAX];
-                for (i, t) in tx.iter().enumerate() {
-                    let Some(d) = &t.deferred else { continue };
-                    if i < CQE_BATCH_MAX && macs.has_room() {
-                        let msg = &self.bufs.buf(t.bid)[t.off..t.off + d.msg_len];
-                        slots[i] = macs.push(&d.key, msg, d.roc);
-                    }
+        if let Some(macs) = self.macs {
+            // Pass 3: the deferred egress tags, eight at a time.
+            let mut which = [0usize; LANES];
+            let mut tags = [[0u8; 20]; LANES];
+            let mut n = 0;
+            for i in 0..tx.len() {
+                if tx[i].deferred.is_some() {
+                    which[n] = i;
+                    n += 1;
                 }
-                macs.finish();
-                for (i, t) in tx.iter().enumerate() {
-                    let Some(d) = &t.deferred else { continue };
-                    let buf = &mut self.bufs.buf_mut(t.bid)[t.off..];
-                    match slots.get(i) {
-                        Some(&slot) if slot != usize::MAX => {
-                            buf[d.msg_len..d.msg_len + d.tag_len]
-                                .copy_from_slice(&macs.tag(slot)[..d.tag_len]);
+                if n == LANES || (n > 0 && i + 1 == tx.len()) {
+                    let mut group = [MacInput::EMPTY; LANES];
+                    for (g, &w) in group.iter_mut().zip(&which[..n]) {
+                        let t = &tx[w];
+                        if let Some(d) = &t.deferred {
+                            *g = MacInput {
+                                key: &d.key,
+                                msg: &self.bufs.buf(t.bid)[t.off..t.off + d.msg_len],
+                                roc: d.roc,
+                            };
                         }
-                        // Past the batch's room (cannot happen: tx <=
-                        // CQE_BATCH_MAX <= BATCH_MAX), but a packet must
-                        // never leave without its tag.
-                        _ => d.write(buf),
                     }
+                    macs.run(&group[..n], &mut tags);
+                    for k in 0..n {
+                        tx[which[k]].tag = tags[k];
+                    }
+                    n = 0;
+                }
+            }
+            for t in &tx {
+                if let Some(d) = &t.deferred {
+                    let at = t.off + d.msg_len;
+                    self.bufs.buf_mut(t.bid)[at..at + d.tag_len]
+                        .copy_from_slice(&t.tag[..d.tag_len]);
                 }
             }
         }
