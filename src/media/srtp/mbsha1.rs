@@ -425,18 +425,30 @@ macro_rules! lanes_x8 {
                 let k1 = _mm256_set1_epi32(K[1] as i32);
                 let k2 = _mm256_set1_epi32(K[2] as i32);
                 let k3 = _mm256_set1_epi32(K[3] as i32);
-                for t in 0..20 {
-                    round!(t, ch, k0);
+                // Fully unrolled: with constant round numbers the message
+                // schedule lives in registers instead of a stack array, and
+                // the a..e shuffle is register renaming, not moves.
+                macro_rules! r4 {
+                    ($t:expr, $f:ident, $k:expr) => {
+                        round!($t, $f, $k);
+                        round!($t + 1, $f, $k);
+                        round!($t + 2, $f, $k);
+                        round!($t + 3, $f, $k);
+                    };
                 }
-                for t in 20..40 {
-                    round!(t, parity, k1);
+                macro_rules! r20 {
+                    ($t:expr, $f:ident, $k:expr) => {
+                        r4!($t, $f, $k);
+                        r4!($t + 4, $f, $k);
+                        r4!($t + 8, $f, $k);
+                        r4!($t + 12, $f, $k);
+                        r4!($t + 16, $f, $k);
+                    };
                 }
-                for t in 40..60 {
-                    round!(t, maj, k2);
-                }
-                for t in 60..80 {
-                    round!(t, parity, k3);
-                }
+                r20!(0, ch, k0);
+                r20!(20, parity, k1);
+                r20!(40, maj, k2);
+                r20!(60, parity, k3);
                 st[0] = _mm256_add_epi32(st[0], a);
                 st[1] = _mm256_add_epi32(st[1], b);
                 st[2] = _mm256_add_epi32(st[2], c);
