@@ -477,6 +477,22 @@ impl ClientTransaction {
         Ok(())
     }
 
+    /// The TU sent a CANCEL for this INVITE (§9.1). In Proceeding an INVITE
+    /// client transaction has no timer of its own (§17.1.1.2: Timer B only
+    /// guards Calling), so a peer that never sends a final response would
+    /// pin it; §9.1 lets the UAC give up 64*T1 after the CANCEL. This re-arms
+    /// Timer B for that: if no final response arrives by then the
+    /// transaction reports [`TxEvent::Timeout`] and terminates. Ignored in
+    /// other states and for non-INVITE transactions.
+    pub fn handle_cancel_sent(&mut self, now: Instant) {
+        self.last_now = now;
+        if self.kind == TxKind::Invite
+            && matches!(self.state, ClientState::Calling | ClientState::Proceeding)
+        {
+            self.timers[ClientTimer::B as usize] = Some(now + self.cfg.timeout());
+        }
+    }
+
     /// The transport could not send the request (§17.1.4): inform the TU and
     /// terminate.
     pub fn handle_transport_error(&mut self, now: Instant) {
@@ -518,7 +534,7 @@ impl ClientTransaction {
             (ClientTimer::E, ClientState::Proceeding) => {
                 self.retransmit(now, self.cfg.t2, ClientTimer::E);
             }
-            (ClientTimer::B, ClientState::Calling)
+            (ClientTimer::B, ClientState::Calling | ClientState::Proceeding)
             | (ClientTimer::F, ClientState::Trying | ClientState::Proceeding) => {
                 self.events.push(TxEvent::Timeout);
                 self.terminate();
@@ -937,6 +953,23 @@ impl ServerTransaction {
 // ---------------------------------------------------------------------------
 // Matching (§17.1.3, §17.2.3)
 // ---------------------------------------------------------------------------
+
+/// Random hex characters after the magic cookie in a new branch: 64 bits,
+/// so branches are unique over space and time as §8.1.1.7 requires.
+const BRANCH_RANDOM_BYTES: usize = 8;
+
+/// A fresh branch parameter for a new client transaction (§8.1.1.7):
+/// `z9hG4bK` followed by 16 hex digits from the injected RNG.
+pub fn new_branch<R: rand::RngCore + ?Sized>(rng: &mut R) -> String {
+    let mut bytes = [0u8; BRANCH_RANDOM_BYTES];
+    rng.fill_bytes(&mut bytes);
+    let mut s = String::with_capacity(BRANCH_MAGIC_COOKIE.len() + 2 * BRANCH_RANDOM_BYTES);
+    s.push_str(BRANCH_MAGIC_COOKIE);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
 
 /// Which side of the transaction layer a key belongs to. Client and server
 /// keys live in one table but never match each other: our branches are ours,
@@ -1444,6 +1477,31 @@ mod test {
     }
 
     #[test]
+    fn invite_client_cancel_bounds_proceeding() {
+        let t0 = Instant::now();
+        let mut t = ClientTransaction::new(t0, TxKind::Invite, vec![1], false, cfg());
+        drain_tx(&mut t);
+        t.handle_response(t0 + 100 * MS, 180);
+        assert_eq!(t.poll_timeout(), None);
+        t.handle_cancel_sent(t0 + Duration::from_secs(60));
+        let at = t0 + Duration::from_secs(92);
+        assert_eq!(t.poll_timeout(), Some(at));
+        t.handle_timeout(at);
+        assert_eq!(
+            drain_ev(&mut t),
+            vec![
+                TxEvent::Provisional(180),
+                TxEvent::Timeout,
+                TxEvent::Terminated
+            ]
+        );
+        assert!(
+            drain_tx(&mut t).is_empty(),
+            "no retransmission in Proceeding"
+        );
+    }
+
+    #[test]
     fn invite_client_2xx_directly_from_calling() {
         let t0 = Instant::now();
         let mut t = ClientTransaction::new(t0, TxKind::Invite, vec![1], false, cfg());
@@ -1801,6 +1859,103 @@ mod test {
             drain_sev(&mut s),
             vec![TxEvent::TransportError, TxEvent::Terminated]
         );
+    }
+
+    /// Random input sequences (seeded): the machines never panic, never
+    /// produce output after Terminated (other than transmits queued by the
+    /// input that terminated them), and always terminate once time runs
+    /// far enough (STYLE §7 properties).
+    #[test]
+    fn random_inputs_are_safe() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3261);
+        let statuses = [100, 180, 183, 200, 202, 302, 404, 486, 503, 603, 0, 999];
+        for round in 0..2000 {
+            let t0 = Instant::now();
+            let kind = if round % 2 == 0 {
+                TxKind::Invite
+            } else {
+                TxKind::NonInvite
+            };
+            let reliable = rng.gen_bool(0.3);
+            let mut now = t0;
+            let mut c = ClientTransaction::new(now, kind, vec![1], reliable, cfg());
+            let mut s = ServerTransaction::new(now, kind, reliable, cfg());
+            if kind == TxKind::Invite && rng.gen_bool(0.5) {
+                s.set_auto_trying(vec![100]).unwrap();
+            }
+            for _ in 0..30 {
+                now += Duration::from_millis(rng.gen_range(0..3000));
+                let c_was_done = c.is_terminated();
+                let s_was_done = s.is_terminated();
+                match rng.gen_range(0..6) {
+                    0 => c.handle_response(now, statuses[rng.gen_range(0..statuses.len())]),
+                    1 => {
+                        let _ = c.set_ack(now, vec![2]);
+                    }
+                    2 => {
+                        let st = statuses[rng.gen_range(0..statuses.len())];
+                        let _ = s.send_response(now, st, &[3]);
+                    }
+                    3 => {
+                        s.handle_request_retransmit(now);
+                    }
+                    4 => {
+                        s.handle_ack(now);
+                    }
+                    _ => {
+                        c.handle_timeout(now);
+                        s.handle_timeout(now);
+                    }
+                }
+                let (ctx, cev) = (drain_tx(&mut c), drain_ev(&mut c));
+                let (stx, sev) = (drain_stx(&mut s), drain_sev(&mut s));
+                if c_was_done {
+                    assert!(
+                        ctx.is_empty() && cev.is_empty(),
+                        "client output after Terminated"
+                    );
+                }
+                if s_was_done {
+                    assert!(
+                        stx.is_empty() && sev.is_empty(),
+                        "server output after Terminated"
+                    );
+                }
+                assert!(cev.len() <= EVENTS_MAX && sev.len() <= EVENTS_MAX);
+                assert_eq!(c.events_dropped() + s.events_dropped(), 0);
+            }
+            // Everything ends: at most 64*T1 + T4 after the last input, a
+            // TU that supplies the ACK and sends a final response.
+            c.handle_cancel_sent(now);
+            let _ = c.set_ack(now, vec![2]);
+            let _ = s.send_response(now, 500, &[3]);
+            for _ in 0..100 {
+                let next = [c.poll_timeout(), s.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(at) = next else { break };
+                c.handle_timeout(at);
+                s.handle_timeout(at);
+                drain_tx(&mut c);
+                drain_stx(&mut s);
+            }
+            assert!(c.is_terminated(), "client {:?} stuck", c.state());
+            assert!(s.is_terminated(), "server {:?} stuck", s.state());
+        }
+    }
+
+    #[test]
+    fn branches_are_fresh() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let a = new_branch(&mut rng);
+        let b = new_branch(&mut rng);
+        assert!(a.starts_with(BRANCH_MAGIC_COOKIE));
+        assert_eq!(a.len(), 7 + 16);
+        assert_ne!(a, b);
+        assert!(TransactionKey::client(&a, "INVITE").is_ok());
     }
 
     // --- keys ---
