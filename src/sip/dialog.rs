@@ -24,6 +24,17 @@
 /// they can grow.
 pub const CSEQ_MAX: u32 = u32::MAX;
 
+/// Random bytes in a new tag: 64 bits, twice the 32 bits of randomness
+/// RFC 3261 §19.3 asks for, so tags stay globally unique.
+const TAG_RANDOM_BYTES: usize = 8;
+
+/// A fresh From/To tag (§19.3) from the injected RNG: 16 hex digits.
+pub fn new_tag<R: rand::RngCore + ?Sized>(rng: &mut R) -> String {
+    let mut bytes = [0u8; TAG_RANDOM_BYTES];
+    rng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The identity of a dialog (§12: Call-ID, local tag, remote tag).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DialogId {
@@ -679,6 +690,15 @@ mod test {
         assert_eq!(fb.cseq, 2);
         assert_eq!(fb.request_uri, "sip:trunk@198.51.100.1:5060");
         assert!(fb.route.is_empty());
+    }
+
+    #[test]
+    fn tags_are_fresh() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (a, b) = (new_tag(&mut rng), new_tag(&mut rng));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
     }
 
     #[test]
