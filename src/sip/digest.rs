@@ -5,7 +5,7 @@
 //! * [`parse_challenge`] reads one `WWW-Authenticate` / `Proxy-Authenticate`
 //!   value (a 401 / 407 challenge).
 //! * [`select_challenge`] picks the first challenge with a supported
-//!   algorithm among several header values (RFC 7616 §3.7, RFC 8760 §2.4).
+//!   algorithm among several header values (RFC 7616 §3.8, RFC 8760 §2.4).
 //! * [`DigestSession`] keeps the nonce count for one nonce and produces an
 //!   [`Authorization`]; its `Display` is the `Authorization` /
 //!   `Proxy-Authorization` value.
@@ -31,7 +31,7 @@ pub const VALUE_LEN_MAX: usize = 4096;
 /// Most auth-params accepted in one value (RFC 7616 defines eleven).
 pub const PARAMS_MAX: usize = 32;
 
-/// Digest algorithms (RFC 7616 §3.3 / §6.1, RFC 8760 §2.2).
+/// Digest algorithms (RFC 7616 §3.3, RFC 8760).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
     /// `MD5`, the RFC 2617 default when `algorithm` is absent.
@@ -340,7 +340,7 @@ pub fn parse_challenge(value: &str) -> Result<Challenge, DigestError> {
 
 /// The first challenge with a supported algorithm: servers list challenges
 /// in preference order and the client uses the first it supports (RFC 7616
-/// §3.7, RFC 8760 §2.4). Values that fail to parse are skipped; the last
+/// §3.8, RFC 8760 §2.4). Values that fail to parse are skipped; the last
 /// error is returned if none is usable.
 pub fn select_challenge<'a>(
     values: impl IntoIterator<Item = &'a str>,

@@ -2,12 +2,12 @@
 //! corrections (the INVITE "Accepted" states and Timers L and M).
 //!
 //! * [`ClientTransaction`] with [`TxKind::Invite`]: §17.1.1 (Figure 5 as
-//!   amended by RFC 6026 §8.4): Calling, Proceeding, Accepted, Completed,
+//!   amended by RFC 6026 (amending §17.1.1.2)): Calling, Proceeding, Accepted, Completed,
 //!   Terminated; Timers A, B, D, M.
 //! * [`ClientTransaction`] with [`TxKind::NonInvite`]: §17.1.2 (Figure 6):
 //!   Trying, Proceeding, Completed, Terminated; Timers E, F, K.
 //! * [`ServerTransaction`] with [`TxKind::Invite`]: §17.2.1 (Figure 7 as
-//!   amended by RFC 6026 §8.7): Proceeding, Accepted, Completed, Confirmed,
+//!   amended by RFC 6026 (amending §17.2.1)): Proceeding, Accepted, Completed, Confirmed,
 //!   Terminated; Timers G, H, I, L (and the 200 ms 100 Trying rule).
 //! * [`ServerTransaction`] with [`TxKind::NonInvite`]: §17.2.2 (Figure 8):
 //!   Trying, Proceeding, Completed, Terminated; Timer J.
@@ -106,7 +106,7 @@ pub enum TxEvent {
     /// (§17.1.1.2, §17.1.2.2).
     Provisional(u16),
     /// A final response was received. On an INVITE client transaction every
-    /// 2xx is passed up, retransmissions included (RFC 6026 §8.4), since the
+    /// 2xx is passed up, retransmissions included (RFC 6026 (amending §17.1.1.2)), since the
     /// TU acknowledges 2xx itself (§13.2.2.4).
     Final(u16),
     /// INVITE client, 3xx–6xx: the TU must build the ACK (§17.1.1.3) and hand
@@ -220,7 +220,7 @@ pub enum ClientTimer {
     /// Wait for response retransmits in Completed: T4 unreliable, 0 reliable
     /// (§17.1.2.2).
     K = 5,
-    /// Wait for 2xx retransmits in Accepted, 64*T1 (RFC 6026 §8.4).
+    /// Wait for 2xx retransmits in Accepted, 64*T1 (RFC 6026 (amending §17.1.1.2)).
     M = 6,
 }
 
@@ -384,7 +384,7 @@ impl ClientTransaction {
         }
     }
 
-    /// §17.1.1.2 with RFC 6026 §8.4.
+    /// §17.1.1.2 with RFC 6026 (amending §17.1.1.2).
     fn invite_response(&mut self, now: Instant, status: u16) {
         match (self.state, status) {
             (ClientState::Calling | ClientState::Proceeding, 100..=199) => {
@@ -398,7 +398,7 @@ impl ClientTransaction {
             (ClientState::Calling | ClientState::Proceeding, 200..=299) => {
                 self.timers[ClientTimer::A as usize] = None;
                 self.timers[ClientTimer::B as usize] = None;
-                // RFC 6026 §8.4: Accepted, Timer M = 64*T1, on any transport.
+                // RFC 6026 (amending §17.1.1.2): Accepted, Timer M = 64*T1, on any transport.
                 self.timers[ClientTimer::M as usize] = Some(now + self.cfg.timeout());
                 self.state = ClientState::Accepted;
                 self.final_status = Some(status);
@@ -422,7 +422,7 @@ impl ClientTransaction {
                 self.events.push(TxEvent::Final(status));
                 self.events.push(TxEvent::AckRequired);
             }
-            // RFC 6026 §8.4: every 2xx in Accepted goes to the TU, which
+            // RFC 6026 (amending §17.1.1.2): every 2xx in Accepted goes to the TU, which
             // re-sends its ACK; anything else is discarded.
             (ClientState::Accepted, 200..=299) => self.events.push(TxEvent::Final(status)),
             // §17.1.1.2: a retransmitted final response in Completed makes
@@ -610,7 +610,7 @@ pub enum ServerTimer {
     /// unreliable, 0 reliable (§17.2.2).
     J = 3,
     /// Wait in Accepted for INVITE retransmits and TU 2xx retransmits,
-    /// 64*T1 (RFC 6026 §8.7).
+    /// 64*T1 (RFC 6026 (amending §17.2.1)).
     L = 4,
     /// Send the TU-supplied 100 Trying if nothing was sent within 200 ms
     /// (§17.2.1).
@@ -760,7 +760,7 @@ impl ServerTransaction {
 
     /// The TU sends a response (§17.2.1, §17.2.2). Errors are TU misuse:
     /// a bad status, or a response the state does not allow (the TU may only
-    /// re-send 2xx in Accepted, RFC 6026 §8.7).
+    /// re-send 2xx in Accepted, RFC 6026 (amending §17.2.1)).
     pub fn send_response(
         &mut self,
         now: Instant,
@@ -784,7 +784,7 @@ impl ServerTransaction {
                 }
                 self.timers[ServerTimer::H as usize] = Some(now + self.cfg.timeout());
             }
-            // RFC 6026 §8.7: the TU's 2xx retransmissions pass through.
+            // RFC 6026 (amending §17.2.1): the TU's 2xx retransmissions pass through.
             (TxKind::Invite, ServerState::Accepted, 200..=299) => {}
             (TxKind::NonInvite, ServerState::Trying | ServerState::Proceeding, 100..=199) => {
                 self.state = ServerState::Proceeding;
@@ -825,7 +825,7 @@ impl ServerTransaction {
             // Proceeding re-sends the last provisional, if any.
             ServerState::Proceeding => self.response_status.is_some(),
             ServerState::Completed => true,
-            // INVITE Accepted: the TU retransmits 2xx itself (RFC 6026 §8.7);
+            // INVITE Accepted: the TU retransmits 2xx itself (RFC 6026 (amending §17.2.1));
             // Trying (non-INVITE, nothing sent yet), Confirmed, Terminated
             // absorb.
             _ => false,
