@@ -42,4 +42,5 @@ pub mod control;
 pub mod media;
 pub mod sdp;
 pub mod shard;
+pub mod sip;
 pub mod sys;

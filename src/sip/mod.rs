@@ -1,0 +1,30 @@
+//! SIP signalling (RFC 3261), sans-IO.
+//!
+//! This module holds the message layer: [`msg::SipMessage`] parses one
+//! datagram without copying (start line, ordered header index, body framed
+//! by Content-Length) and validates what the transaction and dialog layers
+//! rely on; [`header`] has the value grammars (Via, name-addr, parameters,
+//! comma lists, compact header names); [`uri`] parses `sip:`/`sips:` URIs
+//! and keeps other schemes opaque; [`build`] writes requests, responses
+//! (RFC 3261 §8.2.6) and edited copies of received messages into a
+//! caller-supplied buffer.
+//!
+//! Malformed input is answered or dropped, never a panic: every refusal is
+//! a [`msg::SipParseError`] that says which status to answer with (400,
+//! 501, 505, 513) or that the message is to be discarded. The RFC 4475
+//! torture messages are the test vectors (`tests/sip_torture.rs`).
+//!
+//! Not here yet: stream framing for TCP/TLS, the transaction and dialog
+//! machines (RFC 3261 §17, §12).
+
+pub mod build;
+pub mod header;
+pub mod msg;
+pub mod uri;
+
+pub use build::{response_to, BuildError, HeaderAction, MessageWriter, Reemit};
+pub use header::{HeaderName, NameAddr, Params, Via};
+pub use msg::{
+    should_discard_response, Fault, Header, Method, SipMessage, SipParseError, StartLine,
+};
+pub use uri::{SipUri, Uri};
