@@ -38,20 +38,25 @@ pub enum BuildError {
     NotARequest,
 }
 
-/// Whether `v` has no CR/LF except as part of a fold, and no NUL.
+/// Whether `v` has no CR or LF except as part of a fold (CRLF, or the bare
+/// LF the parser also accepts, followed by SP/HT).
 fn is_safe_value(v: &str) -> bool {
     let b = v.as_bytes();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            0 => return false,
             b'\r' => {
                 if b.get(i + 1) != Some(&b'\n') || !matches!(b.get(i + 2), Some(b' ' | b'\t')) {
                     return false;
                 }
                 i += 3;
             }
-            b'\n' => return false,
+            b'\n' => {
+                if !matches!(b.get(i + 1), Some(b' ' | b'\t')) {
+                    return false;
+                }
+                i += 2;
+            }
             _ => i += 1,
         }
     }

@@ -439,18 +439,35 @@ impl<'a> SipMessage<'a> {
             }
         };
 
-        // Lines of the header section; `head` ends with '\n'.
-        let mut lines = head.split_inclusive('\n').map(|l| {
-            let l = l.strip_suffix('\n').unwrap_or(l);
-            l.strip_suffix('\r').unwrap_or(l)
-        });
-        let start_raw = lines.next().unwrap_or("");
+        // Lines of the header section as (start, end) offsets in `head`
+        // without the line ending; `head` ends with '\n'. Every offset is
+        // at an ASCII byte or the end, so slicing cannot split a char.
+        let hb = head.as_bytes();
+        let mut pos = 0;
+        let mut next_line = || -> Option<(usize, usize)> {
+            if pos >= hb.len() {
+                return None;
+            }
+            let start = pos;
+            let nl = hb[start..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(hb.len(), |o| start + o);
+            pos = nl + 1;
+            let end = if nl > start && hb[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            Some((start, end))
+        };
+        let (s0, e0) = next_line().unwrap_or((0, 0));
+        let start_raw = &head[s0..e0];
         let start = parse_start(start_raw)?;
 
         let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
         // The header being read: (line start, name, value start, value end).
         let mut cur: Option<(usize, &'a str, usize, usize)> = None;
-        let base = head.as_ptr() as usize;
         let finish = |headers: &mut Vec<Header<'a>>,
                       c: (usize, &'a str, usize, usize)|
          -> Result<(), SipParseError> {
@@ -467,14 +484,21 @@ impl<'a> SipMessage<'a> {
             });
             Ok(())
         };
-        for line in lines {
-            if line.is_empty() {
+        while let Some((ls, le)) = next_line() {
+            if ls == le {
                 break;
             }
-            // Offsets of this line within `head` (it is a sub-slice).
-            let ls = line.as_ptr() as usize - base;
-            let le = ls + line.len();
-            if line.starts_with([' ', '\t']) {
+            let line = &hb[ls..le];
+            let mut colon = None;
+            for (i, &c) in line.iter().enumerate() {
+                match c {
+                    // A CR that does not end a line has no meaning in SIP.
+                    b'\r' => return Err(fail(Fault::HeaderLine)),
+                    b':' if colon.is_none() => colon = Some(i),
+                    _ => {}
+                }
+            }
+            if matches!(line[0], b' ' | b'\t') {
                 match cur.as_mut() {
                     Some(c) => c.3 = le,
                     None => return Err(fail(Fault::HeaderLine)),
@@ -484,8 +508,8 @@ impl<'a> SipMessage<'a> {
             if let Some(c) = cur.take() {
                 finish(&mut headers, c)?;
             }
-            let colon = line.find(':').ok_or(fail(Fault::HeaderLine))?;
-            let name = line[..colon].trim_end_matches([' ', '\t']);
+            let colon = colon.ok_or(fail(Fault::HeaderLine))?;
+            let name = head[ls..ls + colon].trim_end_matches([' ', '\t']);
             if !is_token(name) {
                 return Err(fail(Fault::HeaderLine));
             }
@@ -980,6 +1004,10 @@ mod test {
         assert!(e.is_discard());
         let e = err(&format!("SIP/2.0 700 Odd\r\n{BASE}CSeq: 1 INVITE\r\n\r\n"));
         assert_eq!(e, SipParseError::Response(Fault::StatusCode));
+        assert_eq!(
+            r("CSeq: 1 OPTIONS\r\nX: a\rb\r\n").fault(),
+            Some(Fault::HeaderLine)
+        );
         for noise in [
             "",
             "\r\n\r\n",

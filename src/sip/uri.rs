@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::header::Params;
+use super::header::{byte_pos, Params};
 
 /// A URI as it appears in a Request-URI, a name-addr or an addr-spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl<'a> Uri<'a> {
     /// Parses an absolute URI. Surrounding whitespace is not accepted: the
     /// caller trims what its grammar allows.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
-        let colon = s.find(':').ok_or(UriError)?;
+        let colon = byte_pos(s, b':').ok_or(UriError)?;
         let scheme = &s[..colon];
         let rest = &s[colon + 1..];
         if !is_scheme(scheme) || rest.is_empty() {
@@ -114,10 +114,10 @@ impl<'a> SipUri<'a> {
         }
         // `@` appears only as the userinfo delimiter: user, password,
         // host, parameters and headers must all escape it.
-        let (user, password, hostpart) = match rest.find('@') {
+        let (user, password, hostpart) = match byte_pos(rest, b'@') {
             Some(at) => {
                 let userinfo = &rest[..at];
-                let (u, p) = match userinfo.find(':') {
+                let (u, p) = match byte_pos(userinfo, b':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
@@ -128,7 +128,7 @@ impl<'a> SipUri<'a> {
             }
             None => (None, None, rest),
         };
-        let (before_headers, headers) = match hostpart.find('?') {
+        let (before_headers, headers) = match byte_pos(hostpart, b'?') {
             Some(q) => {
                 let h = &hostpart[q + 1..];
                 if h.is_empty() {
@@ -138,7 +138,7 @@ impl<'a> SipUri<'a> {
             }
             None => (hostpart, None),
         };
-        let (hostport, params) = match before_headers.find(';') {
+        let (hostport, params) = match byte_pos(before_headers, b';') {
             Some(sc) => (&before_headers[..sc], &before_headers[sc..]),
             None => (before_headers, ""),
         };
@@ -181,7 +181,7 @@ impl<'a> SipUri<'a> {
 /// both. Used for URIs and Via sent-by.
 pub(crate) fn split_hostport(s: &str) -> Result<(&str, Option<u16>), UriError> {
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']').ok_or(UriError)?;
+        let close = byte_pos(s, b']').ok_or(UriError)?;
         let host = &s[..close + 1];
         let after = &s[close + 1..];
         let port = match after.strip_prefix(':') {
@@ -191,7 +191,7 @@ pub(crate) fn split_hostport(s: &str) -> Result<(&str, Option<u16>), UriError> {
         };
         (host, port)
     } else {
-        match s.find(':') {
+        match byte_pos(s, b':') {
             Some(c) => (&s[..c], Some(&s[c + 1..])),
             None => (s, None),
         }
