@@ -119,7 +119,7 @@ impl<'o> MessageWriter<'o> {
 
     /// Starts a message with a start line given as text (no CRLF).
     pub fn raw_start(out: &'o mut Vec<u8>, line: &str) -> Result<MessageWriter<'o>, BuildError> {
-        if line.is_empty() || line.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        if line.is_empty() || line.bytes().any(|b| b == b'\r' || b == b'\n') {
             return Err(BuildError::Value);
         }
         let start = out.len();

@@ -337,7 +337,12 @@ fn looks_like_version(v: &str) -> bool {
 }
 
 fn parse_start(line: &str) -> Result<StartLine<'_>, SipParseError> {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") && line.is_char_boundary(4) {
+    // Compared as bytes: the line may start with a multi-byte char.
+    if line
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         let bad = SipParseError::Response;
         let (version, rest) = line.split_once(' ').ok_or(bad(Fault::StartLine))?;
         if !is_sip_version(version) {
@@ -1008,6 +1013,8 @@ mod test {
             r("CSeq: 1 OPTIONS\r\nX: a\rb\r\n").fault(),
             Some(Fault::HeaderLine)
         );
+        // A multi-byte char across byte 4 of the first line.
+        assert!(err("ID:\u{5c8}x\r\n\r\n").is_discard());
         for noise in [
             "",
             "\r\n\r\n",
