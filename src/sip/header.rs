@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use super::uri::{self, Uri};
 
 /// Whether `b` is a `token` character (RFC 3261 §25.1).
+#[inline]
 pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
@@ -27,6 +28,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 /// Linear white space, with the CRLF of a fold counted in.
+#[inline]
 pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -39,10 +41,12 @@ pub(crate) fn byte_pos(s: &str, c: u8) -> Option<usize> {
 }
 
 /// `s` without leading and trailing linear white space.
+#[inline]
 pub(crate) fn trim_lws(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
 }
 
+#[inline]
 fn skip_lws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && is_lws(b[i]) {
         i += 1;
@@ -293,6 +297,7 @@ pub struct Params<'a> {
     raw: &'a str,
 }
 
+#[inline]
 fn is_pname_byte(b: u8) -> bool {
     is_token_byte(b)
         || matches!(
@@ -301,6 +306,7 @@ fn is_pname_byte(b: u8) -> bool {
         )
 }
 
+#[inline]
 fn is_pvalue_byte(b: u8) -> bool {
     b > b' ' && b != 0x7f && !matches!(b, b';' | b',' | b'"' | b'<' | b'>' | b'=' | b'?')
 }
