@@ -130,6 +130,35 @@ SRTP += [
 ]
 
 
+SIP_INVITE = (
+    "INVITE sip:+4930123456@trunk.example.net;user=phone SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-1a;rport\r\n"
+    "v: SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bK-2b;received=192.0.2.1;ttl=3\r\n"
+    "Max-Forwards: 70\r\n"
+    "m: <sip:gw@192.0.2.10:5060;transport=udp>;expires=60, \"A, B\" <sip:b@h>\r\n"
+    "t: <sip:+4930123456@trunk.example.net;user=phone>\r\n"
+    "f: \"Portal\" <sip:+4930999000@gw.example.org>;tag=8a1b2c3d\r\n"
+    "i: 3c26700d7b5e4f1a9b8c@192.0.2.10\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Route: <sip:p1.example.com;lr>,\r\n <sip:p2.example.com;lr>\r\n"
+    "k: 100rel, timer\r\nRequire: timer\r\nExpires: 30\r\n"
+    "X-Unknown:  kept ,, as is\r\n"
+    f"c: application/sdp\r\nl: {len(OFFER)}\r\n\r\n" + OFFER
+)
+SIP = [
+    SIP_INVITE,
+    "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+    "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\n"
+    "CSeq: 1 INVITE\r\nRecord-Route: <sip:rr;lr>\r\nContent-Length: 0\r\n\r\n",
+    "REGISTER sips:example.com SIP/2.0\nVia: SIP/2.0/TLS h\nFrom: sip:a@b;tag=1\n"
+    "To: sip:a@b\nCall-ID: r\nCSeq: 2 REGISTER\nContact: *\nExpires: 0\n\n",
+]
+TORTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "rfc4475")
+for name in ["wsinv.dat", "intmeth.dat", "esc01.dat", "mpart01.dat", "bcast.dat", "badinv01.dat", "inv2543.dat"]:
+    with open(os.path.join(TORTURE, name), "rb") as f:
+        SIP.append(f.read())
+
+
 def write(target, items):
     d = os.path.join(ROOT, target)
     os.makedirs(d, exist_ok=True)
@@ -146,3 +175,4 @@ write("sdp_parse", SDPS)
 write("bencode", BENCODE)
 write("relay_forward", RELAY)
 write("rtp_parse", [rtp(1), rtp(2, cc=3, ext=b"\x10\xaa\x00\x00", payload=4), bytes([0xA0]) + (rtp(3, payload=3) + b"\x02")[1:], SR, RR + SR, STUN])
+write("sip_parse", SIP)

@@ -1,10 +1,40 @@
-//! SIP signalling (issue 4, SPEC F-S2/F-S4), sans-IO.
+//! SIP signalling (RFC 3261), sans-IO (issue 4, SPEC F-S1 … F-S7).
 //!
-//! Nothing here parses SIP messages: the transaction, dialog and digest
-//! machines take the few fields they need as plain values and treat
-//! messages as opaque serialized bytes, so they are independent of the
-//! message parser.
+//! The message layer: [`msg::SipMessage`] parses one datagram without
+//! copying (start line, ordered header index, body framed by
+//! Content-Length) and validates what the transaction and dialog layers
+//! rely on; [`header`] has the value grammars (Via, name-addr, parameters,
+//! comma lists, compact header names); [`uri`] parses `sip:`/`sips:` URIs
+//! and keeps other schemes opaque; [`build`] writes requests, responses
+//! (RFC 3261 §8.2.6) and edited copies of received messages into a
+//! caller-supplied buffer.
+//!
+//! The machines: [`transaction`] has the four RFC 3261 §17 transaction
+//! state machines (with RFC 6026) and a bounded transaction table;
+//! [`dialog`] the §12 dialog state; [`digest`] HTTP digest authentication
+//! toward trunks (MD5, SHA-256). They take the few fields they need as
+//! plain values and treat messages as opaque bytes, so they do not depend
+//! on the parser.
+//!
+//! Malformed input is answered or dropped, never a panic: every refusal is
+//! a [`msg::SipParseError`] that says which status to answer with (400,
+//! 501, 505, 513) or that the message is to be discarded. The RFC 4475
+//! torture messages are the test vectors (`tests/sip_torture.rs`).
+//!
+//! Not here yet: stream framing for TCP/TLS, the endpoint that routes
+//! messages to transactions and dialogs, the B2BUA, trunks.
 
+pub mod build;
 pub mod dialog;
 pub mod digest;
+pub mod header;
+pub mod msg;
 pub mod transaction;
+pub mod uri;
+
+pub use build::{response_to, BuildError, HeaderAction, MessageWriter, Reemit};
+pub use header::{HeaderName, NameAddr, Params, Via};
+pub use msg::{
+    should_discard_response, Fault, Header, Method, SipMessage, SipParseError, StartLine,
+};
+pub use uri::{SipUri, Uri};
