@@ -16,7 +16,10 @@
 //!
 //! Checked: A's authenticated packets reach B as the plaintext that A
 //! protected; what the relay protects toward A unprotects with A's key to
-//! what B sent; `rx == forwarded + drops`.
+//! what B sent; `rx == forwarded + drops`; and a twin table driven the way
+//! a shard batches SRTP (tag precomputed with `MacBatch` from
+//! `auth_input`, egress tag deferred and written afterwards) gives the same
+//! verdicts, bytes and counters as `forward`.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -24,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use kolokol::media::relay::{Leg, LegId, OnMismatch, RelayTable, Verdict};
 use kolokol::media::rtp::{classify, PacketKind};
-use kolokol::media::srtp::{SrtpContext, SrtpSuite};
+use kolokol::media::srtp::mbsha1::{MacBatch, MacInput};
+use kolokol::media::srtp::{PreTag, SrtpContext, SrtpSuite};
 use libfuzzer_sys::fuzz_target;
 
 const BUF_LEN: usize = 2048;
@@ -61,26 +65,30 @@ fuzz_target!(|data: &[u8]| {
     ];
     let epoch = Instant::now();
     let mut now = epoch;
-    let mut t = RelayTable::new(8, 8, epoch);
-
-    let mut a = Leg::new(0, 0, None);
-    a.set_remote(sources[0], None);
-    a.srtp_in = Some(ctx(suite, 1));
-    a.srtp_out = Some(ctx(suite, 2));
-    let b = Leg::new(0, 1, Some(2));
-    let (a, b) = (t.insert(a).unwrap(), t.insert(b).unwrap());
-    t.pair(a, b);
+    let setup = || {
+        let mut t = RelayTable::new(8, 8, epoch);
+        let mut a = Leg::new(0, 0, None);
+        a.set_remote(sources[0], None);
+        a.srtp_in = Some(ctx(suite, 1));
+        a.srtp_out = Some(ctx(suite, 2));
+        let b = Leg::new(0, 1, Some(2));
+        let (a, b) = (t.insert(a).unwrap(), t.insert(b).unwrap());
+        t.pair(a, b);
+        let mut c = Leg::new(1, 3, Some(4));
+        c.set_remote(sources[4], None);
+        let mut d = Leg::new(1, 3, Some(4));
+        d.set_remote(sources[5], None);
+        d.on_mismatch = OnMismatch::Drop;
+        let (c, d) = (t.insert(c).unwrap(), t.insert(d).unwrap());
+        t.pair(c, d);
+        (t, a, b, c, d)
+    };
+    let (mut t, a, b, c, d) = setup();
+    let (mut twin, ..) = setup();
+    let macs = MacBatch::new();
     // What A sends with, and what A receives with.
     let mut a_tx = ctx(suite, 1);
     let mut a_rx = ctx(suite, 2);
-
-    let mut c = Leg::new(1, 3, Some(4));
-    c.set_remote(sources[4], None);
-    let mut d = Leg::new(1, 3, Some(4));
-    d.set_remote(sources[5], None);
-    d.on_mismatch = OnMismatch::Drop;
-    let (c, d) = (t.insert(c).unwrap(), t.insert(d).unwrap());
-    t.pair(c, d);
 
     for _ in 0..DATAGRAMS_MAX {
         let [op, dt, lo, hi, tail @ ..] = rest else {
@@ -95,6 +103,7 @@ fuzz_target!(|data: &[u8]| {
         let sock = u32::from(op & 0x0f);
         if sock == 15 {
             t.set_muxed(b);
+            twin.set_muxed(b);
             continue;
         }
         let src = sources[usize::from(op >> 4 & 7)];
@@ -112,7 +121,43 @@ fuzz_target!(|data: &[u8]| {
                 protected = true;
             }
         }
+        let mut buf2 = buf;
+        let mut len2 = len;
         let v = t.forward(now, sock, src, &mut buf, &mut len);
+        // The twin, the way a shard batches: two lanes so SIMD runs.
+        let mut tags = [[0u8; 20]; 2];
+        let pre = twin.auth_input(sock, src, &buf2[..len2]).map(|inp| {
+            macs.run(&[inp, inp], &mut tags);
+            PreTag {
+                key: *inp.key,
+                roc: inp.roc,
+                tag: tags[0],
+            }
+        });
+        let mut deferred = None;
+        let v2 = twin.forward_with(
+            now,
+            sock,
+            src,
+            &mut buf2,
+            &mut len2,
+            pre.as_ref(),
+            Some(&mut deferred),
+        );
+        if let Some(dt) = deferred {
+            let inp = MacInput {
+                key: &dt.key,
+                msg: &buf2[..dt.msg_len],
+                roc: dt.roc,
+            };
+            macs.run(&[inp, inp], &mut tags);
+            buf2[dt.msg_len..dt.msg_len + dt.tag_len].copy_from_slice(&tags[1][..dt.tag_len]);
+        }
+        assert_eq!(v, v2, "batched verdict ({suite:?})");
+        if matches!(v, Verdict::Send { .. }) {
+            assert_eq!(&buf[..len], &buf2[..len2], "batched bytes ({suite:?})");
+        }
+        assert_eq!(t.counters.drops, twin.counters.drops);
         if let Verdict::Send { sock: out, .. } = v {
             assert!(len <= BUF_LEN);
             assert!((out as usize) < t.sockets_max());
