@@ -42,6 +42,11 @@ pub enum CryptoBackend {
     /// AWS-LC (`aws-lc-sys`) for AES-CTR, HMAC-SHA1 and AES-GCM.
     #[cfg(feature = "aws-lc-sys")]
     AwsLc,
+    /// Kolokol's own AES-NI counter mode for the AES-CM keystream
+    /// ([`super::aesni`], built for SRTP's short payloads); HMAC-SHA1 from
+    /// AWS-LC and AES-GCM from ring when those are compiled in, RustCrypto
+    /// otherwise. On a CPU without AES-NI the keystream is RustCrypto's.
+    AesNi,
 }
 
 impl CryptoBackend {
@@ -52,17 +57,23 @@ impl CryptoBackend {
         CryptoBackend::Ring,
         #[cfg(feature = "aws-lc-sys")]
         CryptoBackend::AwsLc,
+        CryptoBackend::AesNi,
     ];
 
     /// The fastest compiled-in backend for `suite`, as measured by
-    /// `benches/srtp.rs` on the test host (BENCHMARKS.md): AWS-LC for the
-    /// AES-CM/HMAC-SHA1 suites (its SHA-1 is ~1.7x RustCrypto's on a CPU
-    /// without SHA instructions), ring for AES-GCM; RustCrypto otherwise.
+    /// `benches/srtp.rs` on the test host (BENCHMARKS.md): for the
+    /// AES-CM/HMAC-SHA1 suites Kolokol's AES-NI keystream with AWS-LC's
+    /// HMAC (its SHA-1 is ~1.7x RustCrypto's on a CPU without SHA
+    /// instructions), or AWS-LC alone without AES-NI; ring for AES-GCM;
+    /// RustCrypto otherwise.
     pub fn fastest_for(suite: super::SrtpSuite) -> CryptoBackend {
         if suite.is_aead() {
             #[cfg(feature = "ring")]
             return CryptoBackend::Ring;
         } else {
+            if super::aesni::AesNiCtr::available() {
+                return CryptoBackend::AesNi;
+            }
             #[cfg(feature = "aws-lc-sys")]
             return CryptoBackend::AwsLc;
         }
@@ -78,6 +89,7 @@ impl CryptoBackend {
             CryptoBackend::Ring => "ring",
             #[cfg(feature = "aws-lc-sys")]
             CryptoBackend::AwsLc => "aws-lc",
+            CryptoBackend::AesNi => "aes-ni",
         }
     }
 }
@@ -112,6 +124,7 @@ pub(crate) enum AesCtr {
     Aes256(Aes256Enc),
     #[cfg(feature = "aws-lc-sys")]
     AwsLc(super::awslc::AesCtr),
+    AesNi(super::aesni::AesNiCtr),
 }
 
 impl AesCtr {
@@ -121,7 +134,11 @@ impl AesCtr {
         if backend == CryptoBackend::AwsLc {
             return AesCtr::AwsLc(super::awslc::AesCtr::new(key));
         }
-        let _ = backend;
+        if backend == CryptoBackend::AesNi {
+            if let Some(k) = super::aesni::AesNiCtr::new(key) {
+                return AesCtr::AesNi(k);
+            }
+        }
         match key.len() {
             16 => AesCtr::Aes128(Aes128Enc::new(key.into())),
             32 => AesCtr::Aes256(Aes256Enc::new(key.into())),
@@ -148,6 +165,7 @@ impl Keystream for AesCtr {
             AesCtr::Aes256(c) => ctr_apply(c, iv, data),
             #[cfg(feature = "aws-lc-sys")]
             AesCtr::AwsLc(k) => k.apply(iv, data),
+            AesCtr::AesNi(k) => k.apply(iv, data),
         }
     }
 }
@@ -175,6 +193,10 @@ impl HmacSha1 {
             )),
             #[cfg(feature = "aws-lc-sys")]
             CryptoBackend::AwsLc => HmacSha1::AwsLc(super::awslc::HmacSha1::new(key)),
+            #[cfg(feature = "aws-lc-sys")]
+            CryptoBackend::AesNi => HmacSha1::AwsLc(super::awslc::HmacSha1::new(key)),
+            #[cfg(not(feature = "aws-lc-sys"))]
+            CryptoBackend::AesNi => HmacSha1::new(CryptoBackend::RustCrypto, key),
         }
     }
 }
@@ -238,6 +260,10 @@ impl AesGcm {
             }
             #[cfg(feature = "aws-lc-sys")]
             CryptoBackend::AwsLc => AesGcm::AwsLc(super::awslc::AesGcm::new(key)),
+            #[cfg(feature = "ring")]
+            CryptoBackend::AesNi => AesGcm::new(CryptoBackend::Ring, key),
+            #[cfg(not(feature = "ring"))]
+            CryptoBackend::AesNi => AesGcm::new(CryptoBackend::RustCrypto, key),
         }
     }
 }

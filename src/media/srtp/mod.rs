@@ -18,6 +18,7 @@
 //! extensions are authenticated, not encrypted), the null cipher/auth
 //! suites, and SRTCP sent without encryption (received ones are accepted).
 
+mod aesni;
 #[cfg(feature = "aws-lc-sys")]
 mod awslc;
 mod backend;
