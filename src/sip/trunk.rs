@@ -483,11 +483,12 @@ impl TrunkSet {
         })
     }
 
-    /// RFC 2782 weighted draw among the `eligible` members of one group:
-    /// zero-weight trunks first, a uniform number in `0..=sum`, the first
-    /// trunk whose running weight reaches it. Zero-weight trunks thus get
-    /// a small chance beside weighted ones; if all weights are zero the
-    /// draw is uniform.
+    /// Weighted draw among the `eligible` members of one group, RFC 2782
+    /// style. RFC 2782 draws in `0..=sum` with zero-weight entries first,
+    /// which gives zero-weight entries a small chance but also biases the
+    /// first weighted entry by one unit; here weighted trunks get exactly
+    /// `weight / (sum + z)` and the zero-weight ones together `z / (sum +
+    /// z)`, z being 1 if any is eligible and 0 otherwise. All zero: uniform.
     fn draw(
         &self,
         rng: &mut impl Rng,
@@ -496,28 +497,36 @@ impl TrunkSet {
         n: u32,
         sum: u64,
     ) -> TrunkId {
-        let members = || group.iter().copied().filter(|&id| eligible.contains(id));
+        let members = || {
+            group
+                .iter()
+                .copied()
+                .filter(move |&id| eligible.contains(id))
+        };
+        let weight = |id: TrunkId| u64::from(self.trunks[id.index()].cfg.weight);
+        let zeros = members().filter(|&id| weight(id) == 0).count();
         if sum == 0 {
             let k = rng.gen_range(0..n) as usize;
             // n counts exactly the members, so the k-th exists.
             return members().nth(k).expect("k < n eligible members");
         }
-        let weight = |id: TrunkId| u64::from(self.trunks[id.index()].cfg.weight);
-        let r = rng.gen_range(0..=sum);
+        let r = rng.gen_range(0..sum + u64::from(zeros > 0));
+        if r == sum {
+            let k = rng.gen_range(0..zeros);
+            // zeros > 0 here, and it counts exactly the zero-weight members.
+            return members()
+                .filter(|&id| weight(id) == 0)
+                .nth(k)
+                .expect("k < zero-weight members");
+        }
         let mut running = 0;
-        let zero_first = members()
-            .filter(|&id| weight(id) == 0)
-            .chain(members().filter(|&id| weight(id) > 0));
-        let mut last = None;
-        for id in zero_first {
+        for id in members() {
             running += weight(id);
-            last = Some(id);
-            if running >= r {
+            if running > r {
                 return id;
             }
         }
-        // The running sum ends at `sum` >= r, so the loop returned.
-        last.expect("a non-empty group")
+        unreachable!("the running sum ends at sum > r")
     }
 
     /// Counts a call on `id` that did not come from [`TrunkSet::select`]
@@ -830,5 +839,484 @@ pub fn transport_param(t: Transport) -> &'static str {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
         Transport::Tls => "tls",
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::sip::digest::{parse_challenge, verify};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn trunk(name: &str, priority: u16, weight: u16) -> TrunkConfig {
+        TrunkConfig {
+            name: name.into(),
+            address: "127.0.0.1:5090".into(),
+            priority,
+            weight,
+            max_calls: 1_000_000,
+            cps: 1_000_000,
+            ..TrunkConfig::default()
+        }
+    }
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(0x6b6f6c6f6b6f6c)
+    }
+
+    /// Draws `n` times (ending each call at once) and counts per trunk.
+    fn counts(set: &mut TrunkSet, now: Instant, n: usize, exclude: &[TrunkId]) -> Vec<u64> {
+        let mut rng = rng();
+        let mut c = vec![0u64; set.len()];
+        for _ in 0..n {
+            let id = set.select(now, &mut rng, set.all(), exclude).unwrap();
+            set.call_ended(id);
+            c[id.index()] += 1;
+        }
+        c
+    }
+
+    /// Pearson chi-square of observed counts against expected shares.
+    fn chi_square(observed: &[u64], shares: &[f64]) -> f64 {
+        let n: u64 = observed.iter().sum();
+        let total: f64 = shares.iter().sum();
+        observed
+            .iter()
+            .zip(shares)
+            .map(|(&o, &s)| {
+                let e = n as f64 * s / total;
+                (o as f64 - e).powi(2) / e
+            })
+            .sum()
+    }
+
+    #[test]
+    fn lowest_priority_group_then_weight() {
+        let now = Instant::now();
+        let cfgs = [
+            trunk("a", 1, 10),
+            trunk("b", 1, 30),
+            trunk("c", 2, 100),
+            trunk("d", 1, 60),
+        ];
+        let mut set = TrunkSet::new(&cfgs, now);
+        let c = counts(&mut set, now, 20_000, &[]);
+        assert_eq!(
+            c[2], 0,
+            "priority 2 is never used while priority 1 is eligible"
+        );
+        // 2 degrees of freedom: 13.8 is the p = 0.001 critical value.
+        let x2 = chi_square(&[c[0], c[1], c[3]], &[10.0, 30.0, 60.0]);
+        assert!(x2 < 13.8, "chi-square {x2} for {c:?}");
+    }
+
+    #[test]
+    fn zero_weights() {
+        let now = Instant::now();
+        // All zero: uniform.
+        let mut set = TrunkSet::new(&[trunk("a", 1, 0), trunk("b", 1, 0)], now);
+        let c = counts(&mut set, now, 10_000, &[]);
+        assert!(chi_square(&c, &[1.0, 1.0]) < 10.8, "{c:?}");
+        // Beside weight 9, a zero-weight trunk gets 1 in 10.
+        let mut set = TrunkSet::new(&[trunk("a", 1, 0), trunk("b", 1, 9)], now);
+        let c = counts(&mut set, now, 10_000, &[]);
+        assert!(chi_square(&c, &[1.0, 9.0]) < 10.8, "{c:?}");
+        // A lone zero-weight trunk is simply used.
+        let mut set = TrunkSet::new(&[trunk("a", 1, 0)], now);
+        assert_eq!(counts(&mut set, now, 10, &[]), [10]);
+    }
+
+    #[test]
+    fn failover_excludes_tried_trunks() {
+        let now = Instant::now();
+        let cfgs = [trunk("a", 1, 50), trunk("b", 1, 50), trunk("c", 2, 1)];
+        let mut set = TrunkSet::new(&cfgs, now);
+        let (a, b, c) = (TrunkId(0), TrunkId(1), TrunkId(2));
+        assert_eq!(counts(&mut set, now, 100, &[a]), [0, 100, 0]);
+        assert_eq!(counts(&mut set, now, 100, &[a, b]), [0, 0, 100]);
+        let e = set
+            .select(now, &mut rng(), set.all(), &[a, b, c])
+            .unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::AllTried);
+        assert_eq!(e.retry_after_s(), None);
+        assert_eq!(e.status(), 503);
+        // A route restricted to c uses only c; an empty route has none.
+        let mut only_c = TrunkMask::empty();
+        only_c.insert(c);
+        assert_eq!(set.select(now, &mut rng(), only_c, &[]), Ok(c));
+        let e = set
+            .select(now, &mut rng(), TrunkMask::empty(), &[])
+            .unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::NoTrunks);
+        assert_eq!(e.status(), 404);
+        // No trunks at all.
+        let mut none = TrunkSet::new(&[], now);
+        let e = none.select(now, &mut rng(), none.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::NoTrunks);
+    }
+
+    #[test]
+    fn max_calls_limit_and_spill_to_next_priority() {
+        let now = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.max_calls = 2;
+        let mut set = TrunkSet::new(&[a.clone()], now);
+        let mut r = rng();
+        let id = TrunkId(0);
+        assert_eq!(set.select(now, &mut r, set.all(), &[]), Ok(id));
+        assert_eq!(set.select(now, &mut r, set.all(), &[]), Ok(id));
+        assert_eq!(set.calls(id), 2);
+        let e = set.select(now, &mut r, set.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::CallsLimit);
+        assert_eq!(e.retry_after_s(), Some(RETRY_AFTER_CALLS_S));
+        assert!(
+            !set.call_started(id),
+            "inbound calls count against the same limit"
+        );
+        set.call_ended(id);
+        assert_eq!(set.select(now, &mut r, set.all(), &[]), Ok(id));
+        set.call_ended(id);
+        assert!(set.call_started(id));
+
+        // A full priority-1 trunk spills to priority 2.
+        let mut set = TrunkSet::new(&[a, trunk("b", 2, 1)], now);
+        let picks: Vec<_> = (0..4)
+            .map(|_| set.select(now, &mut r, set.all(), &[]).unwrap().0)
+            .collect();
+        assert_eq!(picks, [0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn cps_token_bucket_with_virtual_time() {
+        let t0 = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.cps = 2;
+        let mut set = TrunkSet::new(&[a], t0);
+        let mut r = rng();
+        let mut go = |set: &mut TrunkSet, now| {
+            let res = set.select(now, &mut r, set.all(), &[]);
+            if let Ok(id) = res {
+                set.call_ended(id);
+            }
+            res
+        };
+        // Burst of 2, then refused with Retry-After 1 s (next token 0.5 s).
+        assert!(go(&mut set, t0).is_ok());
+        assert!(go(&mut set, t0).is_ok());
+        let e = go(&mut set, t0).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::CpsLimit);
+        assert_eq!(e.retry_after_s(), Some(1));
+        assert!(go(&mut set, t0 + Duration::from_millis(499)).is_err());
+        assert!(go(&mut set, t0 + Duration::from_millis(500)).is_ok());
+        // Trying every millisecond for 10 s admits 2 per second.
+        let mut admitted = 0;
+        for ms in 501..=10_500 {
+            if go(&mut set, t0 + Duration::from_millis(ms)).is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 20);
+        // An idle bucket refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(100);
+        assert!(go(&mut set, later).is_ok());
+        assert!(go(&mut set, later).is_ok());
+        assert!(go(&mut set, later).is_err());
+    }
+
+    #[test]
+    fn cps_limited_trunk_spills_and_limits_outrank_down() {
+        let now = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.cps = 1;
+        let mut b = trunk("b", 2, 1);
+        b.down_after = 1;
+        let mut set = TrunkSet::new(&[a, b], now);
+        let mut r = rng();
+        assert_eq!(set.select(now, &mut r, set.all(), &[]), Ok(TrunkId(0)));
+        assert_eq!(set.select(now, &mut r, set.all(), &[]), Ok(TrunkId(1)));
+        set.handle_options_result(now, TrunkId(1), false);
+        assert_eq!(set.health(TrunkId(1)), Health::Down);
+        // a is out of tokens, b is down: the answer is the limit (503 +
+        // Retry-After), since waiting helps.
+        let e = set.select(now, &mut r, set.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::CpsLimit);
+        assert_eq!(e.retry_after_s(), Some(1));
+    }
+
+    #[test]
+    fn global_cps() {
+        let now = Instant::now();
+        let mut set =
+            TrunkSet::new(&[trunk("a", 1, 1), trunk("b", 1, 1)], now).with_global_cps(now, 3);
+        let mut r = rng();
+        for _ in 0..3 {
+            set.select(now, &mut r, set.all(), &[]).unwrap();
+        }
+        let e = set.select(now, &mut r, set.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::GlobalCps);
+        assert_eq!(e.retry_after_s(), Some(1));
+        let later = now + Duration::from_millis(334);
+        assert!(set.select(later, &mut r, set.all(), &[]).is_ok());
+    }
+
+    #[test]
+    fn token_bucket() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0, 10, 3);
+        assert!(b.try_take(t0) && b.try_take(t0) && b.try_take(t0));
+        assert!(!b.try_take(t0));
+        assert_eq!(b.wait(t0), Duration::from_millis(100));
+        assert!(b.try_take(t0 + Duration::from_millis(100)));
+        assert_eq!(ceil_s(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_s(Duration::ZERO), 1);
+        assert_eq!(ceil_s(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn health_hysteresis_and_events() {
+        let t0 = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.options_interval_s = 10;
+        let mut set = TrunkSet::new(&[a], t0);
+        let id = TrunkId(0);
+        let mut r = rng();
+        // Two failures: still up. A success resets the streak.
+        set.handle_options_result(t0, id, false);
+        set.handle_options_result(t0, id, false);
+        set.handle_options_result(t0, id, true);
+        set.handle_options_result(t0, id, false);
+        set.handle_options_result(t0, id, false);
+        assert_eq!(set.health(id), Health::Up);
+        assert_eq!(set.poll_event(), None);
+        // The third failure in a row is an INVITE timeout: down.
+        assert!(set.handle_invite_result(t0, id, None));
+        assert_eq!(set.health(id), Health::Down);
+        assert_eq!(
+            set.poll_event(),
+            Some(TrunkEvent::Down {
+                id,
+                name: "a".into()
+            })
+        );
+        let e = set.select(t0, &mut r, set.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::AllDown);
+        assert_eq!(e.retry_after_s(), None);
+        // Down: one success, a failure (resets), then two successes: up.
+        set.handle_options_result(t0, id, true);
+        set.handle_options_result(t0, id, false);
+        set.handle_options_result(t0, id, true);
+        // A late INVITE answer is not a probe.
+        set.handle_invite_result(t0, id, Some(200));
+        assert_eq!(set.health(id), Health::Down);
+        set.handle_options_result(t0, id, true);
+        assert_eq!(set.health(id), Health::Up);
+        assert_eq!(
+            set.poll_event(),
+            Some(TrunkEvent::Up {
+                id,
+                name: "a".into()
+            })
+        );
+        assert_eq!(set.poll_event(), None);
+        assert!(set.select(t0, &mut r, set.all(), &[]).is_ok());
+        // 408 counts as a failure, 486 is an answer that resets the streak.
+        assert!(set.handle_invite_result(t0, id, Some(408)));
+        assert!(set.handle_invite_result(t0, id, Some(408)));
+        assert!(!set.handle_invite_result(t0, id, Some(486)));
+        assert!(set.handle_invite_result(t0, id, Some(408)));
+        assert_eq!(set.health(id), Health::Up);
+    }
+
+    #[test]
+    fn without_health_checks_a_trunk_stays_up() {
+        let t0 = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.options_interval_s = 0;
+        let mut set = TrunkSet::new(&[a], t0);
+        for _ in 0..10 {
+            set.handle_invite_result(t0, TrunkId(0), None);
+        }
+        assert_eq!(set.health(TrunkId(0)), Health::Up);
+        assert_eq!(set.options_due(t0).count(), 0);
+        assert_eq!(set.poll_timeout(), None);
+    }
+
+    #[test]
+    fn options_schedule() {
+        let t0 = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.options_interval_s = 30;
+        let mut b = trunk("b", 1, 1);
+        b.options_interval_s = 0;
+        let mut c = trunk("c", 1, 1);
+        c.options_interval_s = 5;
+        let mut set = TrunkSet::new(&[a, b, c], t0);
+        assert_eq!(set.poll_timeout(), Some(t0));
+        let due: Vec<_> = set.options_due(t0).collect();
+        assert_eq!(due, [TrunkId(0), TrunkId(2)]);
+        // In flight: not due again, and no timer for them.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(set.options_due(t1).count(), 0);
+        assert_eq!(set.poll_timeout(), None);
+        set.handle_options_result(t1, TrunkId(2), true);
+        // The next probe is one interval after the last was sent.
+        assert_eq!(set.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        let t1 = t0 + Duration::from_secs(4);
+        assert_eq!(set.options_due(t1).count(), 0);
+        let t2 = t0 + Duration::from_secs(5);
+        assert_eq!(set.options_due(t2).collect::<Vec<_>>(), [TrunkId(2)]);
+        set.handle_options_result(t2, TrunkId(0), true);
+        set.handle_options_result(t2, TrunkId(2), true);
+        assert_eq!(set.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn failover_table() {
+        let cases: &[(Option<u16>, bool)] = &[
+            (None, true),
+            (Some(408), true),
+            (Some(500), true),
+            (Some(502), true),
+            (Some(503), true),
+            (Some(504), true),
+            (Some(599), true),
+            (Some(400), false),
+            (Some(403), false),
+            (Some(404), false),
+            (Some(480), false),
+            (Some(484), false),
+            (Some(486), false),
+            (Some(487), false),
+            (Some(488), false),
+            (Some(600), false),
+            (Some(603), false),
+            (Some(604), false),
+            (Some(200), false),
+            (Some(180), false),
+            (Some(302), false),
+        ];
+        for &(status, want) in cases {
+            assert_eq!(should_failover(status), want, "{status:?}");
+        }
+        assert!(!options_ok(None));
+        assert!(!options_ok(Some(408)));
+        assert!(!options_ok(Some(503)));
+        assert!(options_ok(Some(200)));
+        assert!(options_ok(Some(405)));
+        assert!(options_ok(Some(404)));
+    }
+
+    #[test]
+    fn caller_id_rotation_and_headers() {
+        let mut pool = CallerIdPool::new(&["+491".into(), "+492".into(), "+493".into()]);
+        let seq: Vec<String> = (0..7).map(|_| pool.next().unwrap().to_string()).collect();
+        assert_eq!(
+            seq,
+            ["+491", "+492", "+493", "+491", "+492", "+493", "+491"]
+        );
+        assert_eq!(CallerIdPool::new(&[]).next(), None);
+
+        let v = "<sip:+491@carrier.example;user=phone>".to_string();
+        let h = caller_id_headers(CallerIdMode::Pai, "+491", "carrier.example");
+        assert_eq!((h.pai.as_ref(), h.from.as_ref()), (Some(&v), None));
+        let h = caller_id_headers(CallerIdMode::From, "+491", "carrier.example");
+        assert_eq!((h.pai.as_ref(), h.from.as_ref()), (None, Some(&v)));
+        let h = caller_id_headers(CallerIdMode::Both, "+491", "carrier.example");
+        assert_eq!((h.pai.as_ref(), h.from.as_ref()), (Some(&v), Some(&v)));
+    }
+
+    #[test]
+    fn routes_longest_prefix() {
+        let now = Instant::now();
+        let set = TrunkSet::new(&[trunk("a", 1, 1), trunk("b", 1, 1)], now);
+        let route = |prefix: &str, to: &str, trunks: &[&str]| RouteConfig {
+            prefix: prefix.into(),
+            to: to.into(),
+            trunks: trunks.iter().map(|s| s.to_string()).collect(),
+        };
+        let routes = Routes::new(
+            &[
+                route("", "trunks", &[]),
+                route("+49", "trunks", &["b"]),
+                route("49800", "contact-centre", &[]),
+            ],
+            &set,
+        );
+        let mut only_b = TrunkMask::empty();
+        only_b.insert(TrunkId(1));
+        assert_eq!(
+            routes.lookup("+4930123"),
+            Some(&RouteTarget::Trunks(only_b))
+        );
+        assert_eq!(routes.lookup("4930123"), Some(&RouteTarget::Trunks(only_b)));
+        assert_eq!(
+            routes.lookup("+49800123"),
+            Some(&RouteTarget::ContactCentre)
+        );
+        assert_eq!(
+            routes.lookup("+1555"),
+            Some(&RouteTarget::Trunks(set.all()))
+        );
+        let routes = Routes::new(&[route("+49", "trunks", &[])], &set);
+        assert_eq!(routes.lookup("+1555"), None);
+        assert_eq!(set.id_of("b"), Some(TrunkId(1)));
+        assert_eq!(set.id_of("x"), None);
+    }
+
+    #[test]
+    fn trunk_mask() {
+        assert!(TrunkMask::all(0).is_empty());
+        assert!(TrunkMask::all(TRUNKS_MAX).contains(TrunkId(63)));
+        assert!(!TrunkMask::all(3).contains(TrunkId(3)));
+        assert!(!TrunkMask::all(TRUNKS_MAX).contains(TrunkId(64)));
+    }
+
+    #[test]
+    fn digest_pre_authentication() {
+        let now = Instant::now();
+        let mut a = trunk("a", 1, 1);
+        a.username = Some("kolokol".into());
+        a.password = Some("secret".into());
+        a.realm = Some("carrier".into());
+        let b = trunk("b", 1, 1);
+        let mut set = TrunkSet::new(&[a, b], now);
+        let (ta, tb) = (TrunkId(0), TrunkId(1));
+        let mut r = rng();
+        let req = RequestInfo {
+            method: "INVITE",
+            uri: "sip:+4930123@127.0.0.1:5090",
+            body: b"",
+        };
+        assert_eq!(set.authorize(ta, &mut r, &req), None, "no challenge yet");
+        let ch = |realm: &str| {
+            parse_challenge(&format!(
+                "Digest realm=\"{realm}\", nonce=\"n1\", qop=\"auth\", algorithm=SHA-256"
+            ))
+            .unwrap()
+        };
+        assert!(!set.handle_challenge(ta, 401, ch("other")), "wrong realm");
+        assert!(
+            !set.handle_challenge(tb, 401, ch("carrier")),
+            "no credentials"
+        );
+        assert_eq!(set.authorize(tb, &mut r, &req), None);
+        assert!(set.handle_challenge(ta, 407, ch("carrier")));
+        let (h, auth1) = set.authorize(ta, &mut r, &req).unwrap();
+        assert_eq!(h, AuthHeader::ProxyAuthorization);
+        assert_eq!(h.as_str(), "Proxy-Authorization");
+        assert!(verify(&auth1, "secret", &req));
+        assert_eq!(auth1.nc, Some(1));
+        assert_eq!(auth1.cnonce.as_ref().map(String::len), Some(16));
+        let (_, auth2) = set.authorize(ta, &mut r, &req).unwrap();
+        assert_eq!(auth2.nc, Some(2));
+        assert_ne!(auth1.cnonce, auth2.cnonce);
+        assert!(verify(&auth2, "secret", &req));
+        // A new challenge restarts the count; clearing forgets it.
+        assert!(set.handle_challenge(ta, 401, ch("carrier")));
+        let (h, auth3) = set.authorize(ta, &mut r, &req).unwrap();
+        assert_eq!((h, auth3.nc), (AuthHeader::Authorization, Some(1)));
+        set.clear_challenge(ta);
+        assert_eq!(set.authorize(ta, &mut r, &req), None);
     }
 }
