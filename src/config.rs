@@ -202,6 +202,12 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Whether the transport is reliable (no retransmit timers, RFC 3261
+    /// §17: the `reliable` argument of the transaction machines).
+    pub fn is_reliable(self) -> bool {
+        self != Transport::Udp
+    }
+
     /// The port used when an address has none (RFC 3261 §19.1.2).
     pub fn default_port(self) -> u16 {
         match self {
@@ -598,6 +604,15 @@ impl Config {
                 format!("{} is not in 1..=1000000", s.calls_max),
             );
         }
+        if s.calls_max > self.media.calls_max {
+            return invalid(
+                "sip.calls_max",
+                format!(
+                    "{} is above media.calls_max {}: every call needs a media slot",
+                    s.calls_max, self.media.calls_max
+                ),
+            );
+        }
         if s.cps_max == 0 || s.cps_max > 1_000_000 {
             return invalid(
                 "sip.cps_max",
@@ -911,6 +926,7 @@ mod test {
         assert_eq!((s.session_expires_s, s.min_se_s), (1800, 90));
         assert_eq!(s.codecs, ["PCMA", "PCMU", "telephone-event"]);
         assert!(s.user_agent.starts_with("Kolokol/"));
+        assert!(!Transport::Udp.is_reliable() && Transport::Tls.is_reliable());
         assert!(cfg.trunks.is_empty() && cfg.routes.is_empty());
         assert_eq!(cfg.caller_id.mode, CallerIdMode::Pai);
         assert_eq!(cfg.contact_centre.address, None);
@@ -1009,6 +1025,7 @@ mode = "both"
             ("[sip]\nt2_ms = 100\n", "sip.t2_ms"),
             ("[sip]\nt4_ms = 0\n", "sip.t4_ms"),
             ("[sip]\ncalls_max = 0\n", "sip.calls_max"),
+            ("[sip]\ncalls_max = 16001\n", "sip.calls_max"),
             ("[sip]\ncps_max = 0\n", "sip.cps_max"),
             ("[sip]\nmax_call_duration_s = 0\n", "sip.max_call_duration_s"),
             ("[sip]\nmin_se_s = 89\n", "sip.min_se_s"),

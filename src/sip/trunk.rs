@@ -561,7 +561,8 @@ impl TrunkSet {
 
     /// Trunks whose OPTIONS probe is due; each is marked in flight (not
     /// returned again until [`TrunkSet::handle_options_result`]) and its
-    /// next probe scheduled one interval from `now`.
+    /// next probe scheduled one interval from `now`. The iterator is lazy:
+    /// trunks it has not yielded when dropped stay due.
     pub fn options_due(&mut self, now: Instant) -> impl Iterator<Item = TrunkId> + '_ {
         self.advance(now);
         self.trunks
