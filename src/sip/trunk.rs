@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::config::{CallerIdMode, RouteConfig, Transport, TrunkConfig, TRUNKS_MAX};
+use crate::config::{CallerIdMode, Config, RouteConfig, Transport, TrunkConfig, TRUNKS_MAX};
 use crate::config::{ROUTE_TO_CONTACT_CENTRE, ROUTE_TO_TRUNKS};
 use crate::sip::digest::{Authorization, Challenge, Credentials, DigestSession, RequestInfo};
 
@@ -289,6 +289,8 @@ pub struct TrunkSet {
     /// Trunk ids sorted by priority (stable: config order within a group).
     by_priority: Vec<TrunkId>,
     global_cps: Option<TokenBucket>,
+    /// This shard's share of the global CPS is zero.
+    global_closed: bool,
     events: VecDeque<TrunkEvent>,
     events_dropped: u64,
     /// The latest `now` seen; time never goes backwards.
@@ -307,7 +309,13 @@ impl TrunkSet {
         let trunks: Vec<Trunk> = cfgs
             .iter()
             .map(|c| Trunk {
-                cfg: c.clone(),
+                // A zero CPS share (TrunkSet::for_shard) means no calls on
+                // this shard: max_calls 0 makes the trunk never eligible,
+                // and its bucket (at least 1/s) is never used.
+                cfg: TrunkConfig {
+                    max_calls: if c.cps == 0 { 0 } else { c.max_calls },
+                    ..c.clone()
+                },
                 health: Health::Up,
                 streak: 0,
                 calls: 0,
@@ -323,6 +331,7 @@ impl TrunkSet {
             trunks,
             by_priority,
             global_cps: None,
+            global_closed: false,
             events: VecDeque::with_capacity(EVENTS_MAX),
             events_dropped: 0,
             last_now: now,
@@ -330,10 +339,34 @@ impl TrunkSet {
     }
 
     /// Adds a global CPS limit (`sip.cps_max`, divided by the shard count)
-    /// over all trunks, burst the same size.
+    /// over all trunks, burst the same size. 0 (a shard whose share of a
+    /// small limit is nothing) refuses every outbound call with
+    /// [`NoTrunkReason::GlobalCps`].
     pub fn with_global_cps(mut self, now: Instant, cps: u32) -> Self {
         self.global_cps = Some(TokenBucket::new(now, cps.max(1), cps.max(1)));
+        self.global_closed = cps == 0;
         self
+    }
+
+    /// The trunk set of shard `k` of `cfg.shards.count`: every trunk's
+    /// `max_calls` and `cps` and the global `sip.cps_max` are divided
+    /// between the shards ([`shard_share`]) so that the shards together
+    /// never exceed the configured limits. A trunk whose share is zero
+    /// takes no calls on this shard ([`NoTrunkReason::CallsLimit`]).
+    pub fn for_shard(cfg: &Config, k: usize, now: Instant) -> Self {
+        let n = cfg.shards.count;
+        assert!(k < n);
+        let trunks: Vec<TrunkConfig> = cfg
+            .trunks
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.cps = shard_share(t.cps, n, k);
+                t.max_calls = shard_share(t.max_calls, n, k);
+                t
+            })
+            .collect();
+        TrunkSet::new(&trunks, now).with_global_cps(now, shard_share(cfg.sip.cps_max, n, k))
     }
 
     /// Records `now`; a caller's clock never goes backwards (Instant is
@@ -438,6 +471,12 @@ impl TrunkSet {
                 weight_sum += u64::from(t.cfg.weight);
             }
             if eligible_n > 0 {
+                if self.global_closed {
+                    return Err(NoTrunk {
+                        reason: NoTrunkReason::GlobalCps,
+                        retry_after_s: Some(RETRY_AFTER_CALLS_S),
+                    });
+                }
                 if let Some(g) = &self.global_cps {
                     let w = g.wait(now);
                     if !w.is_zero() {
@@ -708,6 +747,16 @@ impl TrunkSet {
         let _ = write!(cnonce, "{v:016x}");
         Some((*header, session.authorize(creds, req, &cnonce)))
     }
+}
+
+/// Shard `k`'s share of a limit `total` split over `shards`: `total /
+/// shards`, plus one for the first `total % shards` shards, so the shares
+/// add up to exactly `total` (and some are zero when `total < shards`).
+pub fn shard_share(total: u32, shards: usize, k: usize) -> u32 {
+    assert!(k < shards);
+    let n = u32::try_from(shards).unwrap_or(u32::MAX);
+    let k = k as u32;
+    total / n + u32::from(k < total % n)
 }
 
 /// Whole seconds, rounded up, at least 1 (a Retry-After of 0 invites an
@@ -1263,6 +1312,44 @@ mod test {
         assert_eq!(routes.lookup("+1555"), None);
         assert_eq!(set.id_of("b"), Some(TrunkId(1)));
         assert_eq!(set.id_of("x"), None);
+    }
+
+    #[test]
+    fn shard_shares_add_up() {
+        for total in [0, 1, 2, 3, 7, 50, 1000] {
+            for shards in 1..=5 {
+                let sum: u32 = (0..shards).map(|k| shard_share(total, shards, k)).sum();
+                assert_eq!(sum, total, "{total} over {shards}");
+            }
+        }
+        assert_eq!(shard_share(3, 2, 0), 2);
+        assert_eq!(shard_share(3, 2, 1), 1);
+    }
+
+    #[test]
+    fn for_shard_divides_limits() {
+        let now = Instant::now();
+        let text = "[shards]\ncount = 2\ncpus = []\n[sip]\ncps_max = 1\n\
+                    [[trunks]]\nname = \"a\"\naddress = \"h\"\nmax_calls = 3\ncps = 1000\n\
+                    [[trunks]]\nname = \"b\"\naddress = \"h\"\ncps = 1\npriority = 20\n";
+        let cfg = Config::parse(text).unwrap();
+        let mut r = rng();
+        let mut s0 = TrunkSet::for_shard(&cfg, 0, now);
+        let mut s1 = TrunkSet::for_shard(&cfg, 1, now);
+        assert_eq!(s0.config(TrunkId(0)).max_calls, 2);
+        assert_eq!(s1.config(TrunkId(0)).max_calls, 1);
+        // Trunk b's single CPS token is on shard 0; shard 1 has none.
+        assert_eq!(s0.config(TrunkId(1)).cps, 1);
+        assert_eq!(s1.config(TrunkId(1)).max_calls, 0);
+        // Shard 1 has no share of the global CPS of 1.
+        let e = s1.select(now, &mut r, s1.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::GlobalCps);
+        assert!(e.retry_after_s().is_some());
+        assert_eq!(s0.select(now, &mut r, s0.all(), &[]), Ok(TrunkId(0)));
+        // A trunk with a zero share is never eligible.
+        let mut b1 = TrunkSet::new(&[s1.config(TrunkId(1)).clone()], now);
+        let e = b1.select(now, &mut r, b1.all(), &[]).unwrap_err();
+        assert_eq!(e.reason, NoTrunkReason::CallsLimit);
     }
 
     #[test]
