@@ -18,9 +18,11 @@
 //! bucket gates every selection.
 //!
 //! Limits are per [`TrunkSet`]; with several shards each shard owns one
-//! set, so the shell divides `cps`, `max_calls` and the global CPS between
-//! shards (see [`TrunkSet::with_global_cps`]). Not here: DNS (NAPTR/SRV)
-//! resolution of trunk host names, STIR/SHAKEN Identity headers.
+//! set, and [`TrunkSet::for_shard`] divides `cps`, `max_calls` and the
+//! global `sip.cps_max` between shards so their sum is the configured
+//! limit. Health is also per shard: each shard probes its trunks itself.
+//! Not here: DNS (NAPTR/SRV) resolution of trunk host names, building or
+//! sending the OPTIONS/INVITE messages, STIR/SHAKEN Identity headers.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
