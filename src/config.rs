@@ -7,9 +7,12 @@
 //! offending key in its message.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::sip::transaction::TimerConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,16 @@ pub struct Config {
     pub ng: NgConfig,
     /// Logging.
     pub log: LogConfig,
+    /// SIP listeners, timers and call limits.
+    pub sip: SipConfig,
+    /// Outbound trunks (`[[trunks]]`), tried in priority then weight order.
+    pub trunks: Vec<TrunkConfig>,
+    /// Routes by prefix of the called number (`[[routes]]`).
+    pub routes: Vec<RouteConfig>,
+    /// The contact centre a route may name as its target.
+    pub contact_centre: ContactCentreConfig,
+    /// Caller identity presented on outbound calls (F-S5).
+    pub caller_id: CallerIdConfig,
 }
 
 /// `[shards]`
@@ -158,6 +171,273 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+/// Most `[[trunks]]` entries: trunk sets index trunks with a 64-bit mask
+/// ([`crate::sip::trunk::TrunkMask`]), and a gateway with more carriers
+/// than that is not the deployment this is built for.
+pub const TRUNKS_MAX: usize = 64;
+
+/// Most `[[routes]]` entries; routing is a linear longest-prefix scan per
+/// call, so the table is kept small enough that the scan is cheap.
+pub const ROUTES_MAX: usize = 4096;
+
+/// The route target that means "the trunk set" (`to = "trunks"`).
+pub const ROUTE_TO_TRUNKS: &str = "trunks";
+
+/// The route target that means the `[contact_centre]`.
+pub const ROUTE_TO_CONTACT_CENTRE: &str = "contact-centre";
+
+/// SIP transport toward a peer.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP (RFC 3261 §18).
+    #[default]
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP (`sips:` not implied).
+    Tls,
+}
+
+impl Transport {
+    /// Whether the transport is reliable (no retransmit timers, RFC 3261
+    /// §17: the `reliable` argument of the transaction machines).
+    pub fn is_reliable(self) -> bool {
+        self != Transport::Udp
+    }
+
+    /// The port used when an address has none (RFC 3261 §19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
+        }
+    }
+}
+
+/// `[sip]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP listen addresses.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listen address; none by default.
+    pub tls: Option<SocketAddr>,
+    /// PEM certificate chain for `tls`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls`.
+    pub tls_key: Option<PathBuf>,
+    /// RFC 3261 T1 (RTT estimate), milliseconds.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (retransmit interval cap), milliseconds.
+    pub t2_ms: u64,
+    /// RFC 3261 T4 (message lifetime in the network), milliseconds.
+    pub t4_ms: u64,
+    /// Concurrent calls per shard; beyond it new calls get 503.
+    pub calls_max: usize,
+    /// New outbound calls per second, whole gateway.
+    pub cps_max: u32,
+    /// A call is ended after this long however it is going, seconds (F-S6).
+    pub max_call_duration_s: u64,
+    /// Session interval offered (RFC 4028 Session-Expires), seconds.
+    pub session_expires_s: u32,
+    /// Smallest session interval accepted (RFC 4028 Min-SE), seconds.
+    pub min_se_s: u32,
+    /// `User-Agent` / `Server` header value.
+    pub user_agent: String,
+    /// Codecs (SDP encoding names) kept in offers, in preference order;
+    /// others are filtered out (F-S3).
+    pub codecs: Vec<String>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            udp: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5060))],
+            tcp: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5060))],
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            calls_max: 16000,
+            cps_max: 200,
+            max_call_duration_s: 3 * 3600,
+            session_expires_s: 1800,
+            min_se_s: 90,
+            user_agent: concat!("Kolokol/", env!("CARGO_PKG_VERSION")).into(),
+            codecs: vec!["PCMA".into(), "PCMU".into(), "telephone-event".into()],
+        }
+    }
+}
+
+impl SipConfig {
+    /// The transaction timers T1, T2, T4.
+    pub fn timers(&self) -> TimerConfig {
+        TimerConfig {
+            t1: Duration::from_millis(self.t1_ms),
+            t2: Duration::from_millis(self.t2_ms),
+            t4: Duration::from_millis(self.t4_ms),
+        }
+    }
+}
+
+/// One `[[trunks]]` entry: a carrier's SIP server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunkConfig {
+    /// Unique name, used by routes, metrics and CDRs.
+    pub name: String,
+    /// `host[:port]` (IPv6 in brackets); the port defaults by transport.
+    pub address: String,
+    /// Transport toward the trunk.
+    pub transport: Transport,
+    /// Priority group; lower is tried first (RFC 2782 style).
+    pub priority: u16,
+    /// Relative weight inside the priority group; 0 is only picked when
+    /// nothing weighted is eligible or rarely beside weighted trunks
+    /// (RFC 2782).
+    pub weight: u16,
+    /// Digest user name; set together with `password`.
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<String>,
+    /// Expected digest realm; challenges for another realm are not
+    /// answered. None answers any realm the trunk names.
+    pub realm: Option<String>,
+    /// Concurrent calls on this trunk.
+    pub max_calls: u32,
+    /// New calls per second on this trunk (burst of the same size).
+    pub cps: u32,
+    /// Seconds between OPTIONS health checks; 0 = no health checks (the
+    /// trunk is always considered up).
+    pub options_interval_s: u32,
+    /// Consecutive failures after which the trunk is down.
+    pub down_after: u32,
+    /// Consecutive successful checks after which a down trunk is up again.
+    pub up_after: u32,
+    /// Send `Require: 100rel` (RFC 3262) on INVITEs to this trunk.
+    pub require_100rel: bool,
+    /// No provisional or final answer to an INVITE within this long means
+    /// failover to the next trunk, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for TrunkConfig {
+    fn default() -> Self {
+        TrunkConfig {
+            name: String::new(),
+            address: String::new(),
+            transport: Transport::Udp,
+            priority: 10,
+            weight: 100,
+            username: None,
+            password: None,
+            realm: None,
+            max_calls: 1000,
+            cps: 50,
+            options_interval_s: 30,
+            down_after: 3,
+            up_after: 2,
+            require_100rel: false,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl TrunkConfig {
+    /// Host (as written, IPv6 with brackets) and port (the transport's
+    /// default when the address has none). None if `address` is invalid,
+    /// which [`Config::validate`] refuses.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        let (host, port) = crate::sip::uri::split_hostport(&self.address).ok()?;
+        Some((host, port.unwrap_or(self.transport.default_port())))
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Prefix of the called number (digits, optional leading `+`, which is
+    /// ignored when matching); the longest matching prefix wins and `""`
+    /// matches everything.
+    pub prefix: String,
+    /// `"trunks"` or `"contact-centre"`.
+    pub to: String,
+    /// With `to = "trunks"`: only these trunks (by name); empty = all.
+    pub trunks: Vec<String>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            prefix: String::new(),
+            to: ROUTE_TO_TRUNKS.into(),
+            trunks: Vec::new(),
+        }
+    }
+}
+
+/// `[contact_centre]`
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactCentreConfig {
+    /// `host[:port]`; none = no contact centre (routes may not name it).
+    pub address: Option<String>,
+    /// Transport toward the contact centre.
+    pub transport: Transport,
+}
+
+/// How the official number is presented (F-S5).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CallerIdMode {
+    /// P-Asserted-Identity only (RFC 3325); From is left as it is.
+    #[default]
+    Pai,
+    /// From only.
+    From,
+    /// Both P-Asserted-Identity and From.
+    Both,
+}
+
+/// `[caller_id]`
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerIdConfig {
+    /// Official E.164 numbers (`+` then digits), used round-robin; empty =
+    /// the caller's identity is passed through unchanged.
+    pub pool: Vec<String>,
+    /// Where the number is written.
+    pub mode: CallerIdMode,
+}
+
+/// Whether `s` is an E.164 number: `+`, a non-zero digit, at most 15
+/// digits in all (ITU-T E.164 §6).
+pub fn is_e164(s: &str) -> bool {
+    let Some(d) = s.strip_prefix('+') else {
+        return false;
+    };
+    (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+}
+
+/// Whether `s` can be an SDP encoding name (an RFC 4566 token).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                )
+        })
 }
 
 impl Config {
@@ -260,6 +540,319 @@ impl Config {
                 ),
             );
         }
+        self.validate_sip()?;
+        self.validate_trunks()
+    }
+
+    /// `[sip]` on its own.
+    fn validate_sip(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let s = &self.sip;
+        if s.udp.is_empty() && s.tcp.is_empty() && s.tls.is_none() {
+            return invalid(
+                "sip.udp",
+                "no SIP listener: give at least one of sip.udp, sip.tcp, sip.tls".into(),
+            );
+        }
+        if let Some(a) = s
+            .udp
+            .iter()
+            .chain(&s.tcp)
+            .chain(&s.tls)
+            .find(|a| a.port() == 0)
+        {
+            return invalid("sip.udp", format!("{a}: port 0 is not a listen port"));
+        }
+        for (key, list) in [("sip.udp", &s.udp), ("sip.tcp", &s.tcp)] {
+            if let Some((i, a)) = list
+                .iter()
+                .enumerate()
+                .find(|(i, a)| list[..*i].contains(a))
+            {
+                return invalid(key, format!("{a} is listed twice (entry {i})"));
+            }
+        }
+        if s.tls.is_some() {
+            if s.tls_cert.is_none() {
+                return invalid("sip.tls_cert", "required when sip.tls is set".into());
+            }
+            if s.tls_key.is_none() {
+                return invalid("sip.tls_key", "required when sip.tls is set".into());
+            }
+            if s.tcp.iter().any(|a| Some(*a) == s.tls) {
+                return invalid(
+                    "sip.tls",
+                    "is also a sip.tcp address; TLS needs its own port".into(),
+                );
+            }
+        }
+        if s.t1_ms == 0 || s.t1_ms > 10_000 {
+            return invalid("sip.t1_ms", format!("{} is not in 1..=10000", s.t1_ms));
+        }
+        if s.t2_ms < s.t1_ms || s.t2_ms > 60_000 {
+            return invalid(
+                "sip.t2_ms",
+                format!("{} is not in sip.t1_ms ({})..=60000", s.t2_ms, s.t1_ms),
+            );
+        }
+        if s.t4_ms == 0 || s.t4_ms > 60_000 {
+            return invalid("sip.t4_ms", format!("{} is not in 1..=60000", s.t4_ms));
+        }
+        if s.calls_max == 0 || s.calls_max > 1_000_000 {
+            return invalid(
+                "sip.calls_max",
+                format!("{} is not in 1..=1000000", s.calls_max),
+            );
+        }
+        if s.calls_max > self.media.calls_max {
+            return invalid(
+                "sip.calls_max",
+                format!(
+                    "{} is above media.calls_max {}: every call needs a media slot",
+                    s.calls_max, self.media.calls_max
+                ),
+            );
+        }
+        if s.cps_max == 0 || s.cps_max > 1_000_000 {
+            return invalid(
+                "sip.cps_max",
+                format!("{} is not in 1..=1000000", s.cps_max),
+            );
+        }
+        if s.max_call_duration_s == 0 || s.max_call_duration_s > 7 * 86_400 {
+            return invalid(
+                "sip.max_call_duration_s",
+                format!("{} is not in 1..=604800 (7 days)", s.max_call_duration_s),
+            );
+        }
+        // RFC 4028 §4: Min-SE is never below 90 seconds.
+        if s.min_se_s < 90 {
+            return invalid(
+                "sip.min_se_s",
+                format!("{} is below the RFC 4028 minimum of 90", s.min_se_s),
+            );
+        }
+        if s.session_expires_s < s.min_se_s || s.session_expires_s > 86_400 {
+            return invalid(
+                "sip.session_expires_s",
+                format!(
+                    "{} is not in sip.min_se_s ({})..=86400",
+                    s.session_expires_s, s.min_se_s
+                ),
+            );
+        }
+        if s.user_agent.is_empty()
+            || s.user_agent.len() > 128
+            || !s.user_agent.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            return invalid(
+                "sip.user_agent",
+                "must be 1..=128 printable ASCII characters".into(),
+            );
+        }
+        if s.codecs.is_empty() {
+            return invalid("sip.codecs", "must name at least one codec".into());
+        }
+        for (i, c) in s.codecs.iter().enumerate() {
+            if !is_token(c) {
+                return invalid("sip.codecs", format!("{c:?} is not an SDP encoding name"));
+            }
+            if s.codecs[..i].iter().any(|d| d.eq_ignore_ascii_case(c)) {
+                return invalid("sip.codecs", format!("{c:?} is listed twice"));
+            }
+        }
+        if s.codecs
+            .iter()
+            .all(|c| c.eq_ignore_ascii_case("telephone-event"))
+        {
+            return invalid(
+                "sip.codecs",
+                "telephone-event alone carries no audio; add a codec".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[[trunks]]`, `[[routes]]`, `[contact_centre]`, `[caller_id]`.
+    fn validate_trunks(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.trunks.len() > TRUNKS_MAX {
+            return invalid(
+                "trunks",
+                format!("{} trunks; at most {TRUNKS_MAX}", self.trunks.len()),
+            );
+        }
+        for (i, t) in self.trunks.iter().enumerate() {
+            let n = &t.name;
+            if n.is_empty()
+                || n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return invalid(
+                    "trunks.name",
+                    format!("trunk #{i}: {n:?} must be 1..=64 of A-Z a-z 0-9 - _ ."),
+                );
+            }
+            if self.trunks[..i].iter().any(|u| u.name == *n) {
+                return invalid("trunks.name", format!("duplicate trunk name {n:?}"));
+            }
+            if t.host_port().is_none() {
+                return invalid(
+                    "trunks.address",
+                    format!("trunk {n:?}: {:?} is not host[:port]", t.address),
+                );
+            }
+            if t.username.is_some() != t.password.is_some() {
+                let key = if t.username.is_some() {
+                    "trunks.password"
+                } else {
+                    "trunks.username"
+                };
+                return invalid(
+                    key,
+                    format!("trunk {n:?}: username and password go together"),
+                );
+            }
+            if t.username.as_deref() == Some("") {
+                return invalid("trunks.username", format!("trunk {n:?}: is empty"));
+            }
+            if t.realm.is_some() && t.username.is_none() {
+                return invalid(
+                    "trunks.realm",
+                    format!("trunk {n:?}: a realm without username/password is unused"),
+                );
+            }
+            if t.max_calls == 0 {
+                return invalid(
+                    "trunks.max_calls",
+                    format!("trunk {n:?}: must be at least 1"),
+                );
+            }
+            if t.cps == 0 || t.cps > 1_000_000 {
+                return invalid(
+                    "trunks.cps",
+                    format!("trunk {n:?}: {} is not in 1..=1000000", t.cps),
+                );
+            }
+            if t.options_interval_s > 3600 {
+                return invalid(
+                    "trunks.options_interval_s",
+                    format!("trunk {n:?}: {} is not in 0..=3600", t.options_interval_s),
+                );
+            }
+            if t.down_after == 0 || t.down_after > 100 {
+                return invalid(
+                    "trunks.down_after",
+                    format!("trunk {n:?}: {} is not in 1..=100", t.down_after),
+                );
+            }
+            if t.up_after == 0 || t.up_after > 100 {
+                return invalid(
+                    "trunks.up_after",
+                    format!("trunk {n:?}: {} is not in 1..=100", t.up_after),
+                );
+            }
+            // Past Timer B (64*T1) the transaction itself has timed out, so a
+            // longer failover timeout would never fire.
+            let timer_b_ms = self.sip.t1_ms * 64;
+            if t.timeout_ms < 100 || t.timeout_ms > timer_b_ms {
+                return invalid(
+                    "trunks.timeout_ms",
+                    format!(
+                        "trunk {n:?}: {} is not in 100..={timer_b_ms} (Timer B = 64*sip.t1_ms)",
+                        t.timeout_ms
+                    ),
+                );
+            }
+        }
+        if let Some(a) = &self.contact_centre.address {
+            if crate::sip::uri::split_hostport(a).is_err() {
+                return invalid(
+                    "contact_centre.address",
+                    format!("{a:?} is not host[:port]"),
+                );
+            }
+        }
+        if self.routes.len() > ROUTES_MAX {
+            return invalid(
+                "routes",
+                format!("{} routes; at most {ROUTES_MAX}", self.routes.len()),
+            );
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let p = &r.prefix;
+            let digits = p.strip_prefix('+').unwrap_or(p);
+            if p.len() > 32 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(
+                    "routes.prefix",
+                    format!("{p:?} is not digits with an optional leading +"),
+                );
+            }
+            if self.routes[..i]
+                .iter()
+                .any(|q| q.prefix.strip_prefix('+').unwrap_or(&q.prefix) == digits)
+            {
+                return invalid("routes.prefix", format!("prefix {p:?} is listed twice"));
+            }
+            match r.to.as_str() {
+                ROUTE_TO_TRUNKS => {
+                    if self.trunks.is_empty() {
+                        return invalid(
+                            "routes.to",
+                            format!("route {p:?} goes to trunks but no [[trunks]] are configured"),
+                        );
+                    }
+                    for (j, name) in r.trunks.iter().enumerate() {
+                        if !self.trunks.iter().any(|t| t.name == *name) {
+                            return invalid(
+                                "routes.trunks",
+                                format!("route {p:?}: unknown trunk {name:?}"),
+                            );
+                        }
+                        if r.trunks[..j].contains(name) {
+                            return invalid(
+                                "routes.trunks",
+                                format!("route {p:?}: trunk {name:?} is listed twice"),
+                            );
+                        }
+                    }
+                }
+                ROUTE_TO_CONTACT_CENTRE => {
+                    if self.contact_centre.address.is_none() {
+                        return invalid(
+                            "routes.to",
+                            format!("route {p:?} goes to the contact centre but contact_centre.address is not set"),
+                        );
+                    }
+                    if !r.trunks.is_empty() {
+                        return invalid(
+                            "routes.trunks",
+                            format!("route {p:?}: only meaningful with to = \"trunks\""),
+                        );
+                    }
+                }
+                other => {
+                    return invalid(
+                        "routes.to",
+                        format!("route {p:?}: {other:?} is not \"trunks\" or \"contact-centre\""),
+                    )
+                }
+            }
+        }
+        let pool = &self.caller_id.pool;
+        for (i, n) in pool.iter().enumerate() {
+            if !is_e164(n) {
+                return invalid(
+                    "caller_id.pool",
+                    format!("{n:?} is not an E.164 number (+ and up to 15 digits)"),
+                );
+            }
+            if pool[..i].contains(n) {
+                return invalid("caller_id.pool", format!("{n:?} is listed twice"));
+            }
+        }
         Ok(())
     }
 
@@ -308,6 +901,212 @@ mod test {
         assert!(e.to_string().contains("media.dscp"), "{e}");
         let e = Config::parse("[media]\nport_mode = \"per-call\"\n").unwrap();
         assert_eq!(e.media.port_mode, PortMode::PerCall);
+    }
+
+    #[test]
+    fn example_config_has_sip_trunk_route_and_pool() {
+        let cfg = Config::parse(include_str!("../config/kolokol.toml")).unwrap();
+        assert_eq!(cfg.sip.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
+        assert_eq!(cfg.sip.tcp, vec!["127.0.0.1:5060".parse().unwrap()]);
+        assert_eq!(cfg.sip.tls, None);
+        assert_eq!(cfg.trunks.len(), 1);
+        assert_eq!(cfg.trunks[0].host_port(), Some(("127.0.0.1", 5090)));
+        assert_eq!(cfg.routes[0].to, ROUTE_TO_TRUNKS);
+        assert_eq!(cfg.caller_id.pool.len(), 2);
+    }
+
+    #[test]
+    fn sip_and_trunk_defaults() {
+        let cfg = Config::parse("").unwrap();
+        let s = &cfg.sip;
+        assert_eq!(s.udp, vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5060))]);
+        assert_eq!((s.t1_ms, s.t2_ms, s.t4_ms), (500, 4000, 5000));
+        assert_eq!(s.timers().timeout(), Duration::from_secs(32));
+        assert_eq!(s.max_call_duration_s, 10800);
+        assert_eq!((s.session_expires_s, s.min_se_s), (1800, 90));
+        assert_eq!(s.codecs, ["PCMA", "PCMU", "telephone-event"]);
+        assert!(s.user_agent.starts_with("Kolokol/"));
+        assert!(!Transport::Udp.is_reliable() && Transport::Tls.is_reliable());
+        assert!(cfg.trunks.is_empty() && cfg.routes.is_empty());
+        assert_eq!(cfg.caller_id.mode, CallerIdMode::Pai);
+        assert_eq!(cfg.contact_centre.address, None);
+
+        let cfg = Config::parse(
+            "[[trunks]]\nname = \"a\"\naddress = \"sip.example\"\ntransport = \"tls\"\n",
+        )
+        .unwrap();
+        let t = &cfg.trunks[0];
+        assert_eq!(t.host_port(), Some(("sip.example", 5061)));
+        assert_eq!(
+            (t.priority, t.weight, t.max_calls, t.cps),
+            (10, 100, 1000, 50)
+        );
+        assert_eq!((t.options_interval_s, t.down_after, t.up_after), (30, 3, 2));
+        assert_eq!(t.timeout_ms, 5000);
+        assert!(!t.require_100rel);
+        assert_eq!(t.username, None);
+    }
+
+    #[test]
+    fn parses_everything() {
+        let text = r#"
+[sip]
+udp = ["127.0.0.1:5060", "[::1]:5060"]
+tcp = []
+tls = "127.0.0.1:5061"
+tls_cert = "c.pem"
+tls_key = "k.pem"
+codecs = ["PCMU"]
+[[trunks]]
+name = "a"
+address = "[2001:db8::1]:5080"
+transport = "tcp"
+priority = 1
+weight = 0
+username = "u"
+password = "p"
+realm = "r"
+require_100rel = true
+[[trunks]]
+name = "b"
+address = "10.0.0.1"
+[[routes]]
+prefix = "+49"
+to = "trunks"
+trunks = ["b"]
+[[routes]]
+prefix = "800"
+to = "contact-centre"
+[contact_centre]
+address = "cc.example:5070"
+transport = "tcp"
+[caller_id]
+pool = ["+15551230000"]
+mode = "both"
+"#;
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(cfg.sip.udp.len(), 2);
+        assert_eq!(cfg.sip.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert_eq!(cfg.trunks[0].transport, Transport::Tcp);
+        assert_eq!(cfg.trunks[0].host_port(), Some(("[2001:db8::1]", 5080)));
+        assert_eq!(cfg.trunks[1].host_port(), Some(("10.0.0.1", 5060)));
+        assert_eq!(cfg.routes[0].trunks, ["b"]);
+        assert_eq!(cfg.contact_centre.transport, Transport::Tcp);
+        assert_eq!(cfg.caller_id.mode, CallerIdMode::Both);
+    }
+
+    /// Parses `text` and returns the key the error names.
+    fn bad_key(text: &str) -> &'static str {
+        match Config::parse(text) {
+            Err(ConfigError::Invalid { key, reason }) => {
+                assert!(!reason.is_empty());
+                key
+            }
+            other => panic!("expected Invalid for {text:?}, got {other:?}"),
+        }
+    }
+
+    const T: &str = "[[trunks]]\nname = \"a\"\naddress = \"127.0.0.1:5090\"\n";
+
+    #[test]
+    fn sip_errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[sip]\nudp = []\ntcp = []\n", "sip.udp"),
+            ("[sip]\nudp = [\"127.0.0.1:0\"]\n", "sip.udp"),
+            ("[sip]\nudp = [\"127.0.0.1:5\", \"127.0.0.1:5\"]\n", "sip.udp"),
+            ("[sip]\ntcp = [\"127.0.0.1:5\", \"127.0.0.1:5\"]\n", "sip.tcp"),
+            ("[sip]\ntls = \"127.0.0.1:5061\"\n", "sip.tls_cert"),
+            ("[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"c\"\n", "sip.tls_key"),
+            (
+                "[sip]\ntcp = [\"127.0.0.1:5061\"]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+                "sip.tls",
+            ),
+            ("[sip]\nt1_ms = 0\n", "sip.t1_ms"),
+            ("[sip]\nt2_ms = 100\n", "sip.t2_ms"),
+            ("[sip]\nt4_ms = 0\n", "sip.t4_ms"),
+            ("[sip]\ncalls_max = 0\n", "sip.calls_max"),
+            ("[sip]\ncalls_max = 16001\n", "sip.calls_max"),
+            ("[sip]\ncps_max = 0\n", "sip.cps_max"),
+            ("[sip]\nmax_call_duration_s = 0\n", "sip.max_call_duration_s"),
+            ("[sip]\nmin_se_s = 89\n", "sip.min_se_s"),
+            ("[sip]\nsession_expires_s = 60\n", "sip.session_expires_s"),
+            ("[sip]\nsession_expires_s = 100\nmin_se_s = 120\n", "sip.session_expires_s"),
+            ("[sip]\nuser_agent = \"\"\n", "sip.user_agent"),
+            ("[sip]\nuser_agent = \"a\\nb\"\n", "sip.user_agent"),
+            ("[sip]\ncodecs = []\n", "sip.codecs"),
+            ("[sip]\ncodecs = [\"PC MA\"]\n", "sip.codecs"),
+            ("[sip]\ncodecs = [\"PCMA\", \"pcma\"]\n", "sip.codecs"),
+            ("[sip]\ncodecs = [\"telephone-event\"]\n", "sip.codecs"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(bad_key(text), *key, "{text}");
+        }
+        // Unknown keys are parse errors that name the key.
+        let e = Config::parse("[sip]\nt1 = 5\n").unwrap_err();
+        assert!(e.to_string().contains("t1"), "{e}");
+        let e = Config::parse(&format!("{T}prio = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("prio"), "{e}");
+        let e = Config::parse(&format!("{T}transport = \"sctp\"\n")).unwrap_err();
+        assert!(e.to_string().contains("sctp"), "{e}");
+    }
+
+    #[test]
+    fn trunk_route_caller_id_errors_name_the_key() {
+        let many: String = (0..=TRUNKS_MAX)
+            .map(|i| format!("[[trunks]]\nname = \"t{i}\"\naddress = \"h\"\n"))
+            .collect();
+        let cases: Vec<(String, &str)> = vec![
+            (many, "trunks"),
+            ("[[trunks]]\naddress = \"h\"\n".into(), "trunks.name"),
+            ("[[trunks]]\nname = \"a b\"\naddress = \"h\"\n".into(), "trunks.name"),
+            (format!("{T}{T}"), "trunks.name"),
+            ("[[trunks]]\nname = \"a\"\n".into(), "trunks.address"),
+            ("[[trunks]]\nname = \"a\"\naddress = \"h:99999\"\n".into(), "trunks.address"),
+            ("[[trunks]]\nname = \"a\"\naddress = \"[::1\"\n".into(), "trunks.address"),
+            ("[[trunks]]\nname = \"a\"\naddress = \"sip:h\"\n".into(), "trunks.address"),
+            (format!("{T}username = \"u\"\n"), "trunks.password"),
+            (format!("{T}password = \"p\"\n"), "trunks.username"),
+            (format!("{T}username = \"\"\npassword = \"p\"\n"), "trunks.username"),
+            (format!("{T}realm = \"r\"\n"), "trunks.realm"),
+            (format!("{T}max_calls = 0\n"), "trunks.max_calls"),
+            (format!("{T}cps = 0\n"), "trunks.cps"),
+            (format!("{T}options_interval_s = 3601\n"), "trunks.options_interval_s"),
+            (format!("{T}down_after = 0\n"), "trunks.down_after"),
+            (format!("{T}up_after = 0\n"), "trunks.up_after"),
+            (format!("{T}timeout_ms = 50\n"), "trunks.timeout_ms"),
+            (format!("{T}timeout_ms = 32001\n"), "trunks.timeout_ms"),
+            ("[contact_centre]\naddress = \"a b\"\n".into(), "contact_centre.address"),
+            ("[[routes]]\nprefix = \"\"\n".into(), "routes.to"),
+            (format!("{T}[[routes]]\nprefix = \"49x\"\n"), "routes.prefix"),
+            (format!("{T}[[routes]]\nprefix = \"+49\"\n[[routes]]\nprefix = \"49\"\n"), "routes.prefix"),
+            (format!("{T}[[routes]]\nto = \"pstn\"\n"), "routes.to"),
+            (format!("{T}[[routes]]\ntrunks = [\"b\"]\n"), "routes.trunks"),
+            (format!("{T}[[routes]]\ntrunks = [\"a\", \"a\"]\n"), "routes.trunks"),
+            (format!("{T}[[routes]]\nto = \"contact-centre\"\n"), "routes.to"),
+            (
+                format!("{T}[contact_centre]\naddress = \"h\"\n[[routes]]\nto = \"contact-centre\"\ntrunks = [\"a\"]\n"),
+                "routes.trunks",
+            ),
+            ("[caller_id]\npool = [\"4930123\"]\n".into(), "caller_id.pool"),
+            ("[caller_id]\npool = [\"+0301\"]\n".into(), "caller_id.pool"),
+            ("[caller_id]\npool = [\"+1234567890123456\"]\n".into(), "caller_id.pool"),
+            ("[caller_id]\npool = [\"+49\", \"+49\"]\n".into(), "caller_id.pool"),
+        ];
+        for (text, key) in &cases {
+            assert_eq!(bad_key(text), *key, "{text}");
+        }
+        // A lone trunk with weight 0 is fine: it is the whole group.
+        Config::parse(&format!("{T}weight = 0\n[[routes]]\n")).unwrap();
+    }
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+493012345670"));
+        assert!(is_e164("+1"));
+        assert!(!is_e164("+"));
+        assert!(!is_e164("493012345670"));
+        assert!(!is_e164("+49 30"));
+        assert!(!is_e164("+0123"));
     }
 
     #[test]

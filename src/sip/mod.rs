@@ -30,6 +30,7 @@ pub mod digest;
 pub mod header;
 pub mod msg;
 pub mod transaction;
+pub mod trunk;
 pub mod uri;
 
 pub use build::{response_to, BuildError, HeaderAction, MessageWriter, Reemit};
