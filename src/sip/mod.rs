@@ -27,6 +27,7 @@
 pub mod build;
 pub mod dialog;
 pub mod digest;
+pub mod endpoint;
 pub mod header;
 pub mod msg;
 pub mod transaction;
