@@ -415,8 +415,9 @@ struct Call {
     /// UAC: the TU asked to cancel.
     cancel_requested: bool,
     cancel_sent: bool,
-    /// UAC: the ACK for the 2xx, re-sent for each retransmitted 2xx.
-    ack: Option<Vec<u8>>,
+    /// UAC: the ACK for the 2xx (and the INVITE's CSeq), re-sent for each
+    /// retransmitted 2xx.
+    ack: Option<(u32, Vec<u8>)>,
     ok: Option<OkRetransmit>,
     pending: Option<PendingServer>,
 }
@@ -905,7 +906,7 @@ impl SipEndpoint {
         let call = CallHandle(owner.idx);
         let dst = {
             let c = self.call_of(owner).expect("checked by on_tx_event");
-            if let Some(ack) = c.ack.clone() {
+            if let Some((_, ack)) = c.ack.clone() {
                 // A retransmitted 2xx: re-send the ACK (§13.2.2.4).
                 let peer = c.peer;
                 self.push_transmit(peer, ack);
@@ -966,7 +967,7 @@ impl SipEndpoint {
             Ok(ack) => {
                 self.push_transmit(dst, ack.clone());
                 if let Some(c) = self.call_of(owner) {
-                    c.ack = Some(ack);
+                    c.ack = Some((fields.cseq, ack));
                 }
             }
             Err(_) => self.counters.build_failed += 1,
@@ -1163,7 +1164,7 @@ impl SipEndpoint {
                 .tag()
                 .and_then(|t| self.call_by_tag(msg.call_id(), t));
             if let Some(c) = idx.and_then(|i| self.calls[i as usize].as_ref()) {
-                if let Some(ack) = c.ack.clone() {
+                if let Some((_, ack)) = c.ack.clone().filter(|a| a.0 == msg.cseq().0) {
                     let peer = c.peer;
                     self.push_transmit(peer, ack);
                     return;
@@ -2004,5 +2005,698 @@ impl SipEndpoint {
             .map_err(|_| EndpointError::TransactionsFull)?;
         self.drain_tx(now, h, None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use rand::Rng;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// One-way delay of the simulated link.
+    const DELAY: Duration = Duration::from_millis(10);
+    const OFFER: &[u8] = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    const ANSWER: &[u8] = b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+    const SDP: &str = "application/sdp";
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 5060)
+    }
+
+    type DropFn = Box<dyn FnMut(usize, &[u8]) -> bool>;
+
+    /// Two endpoints (0 = UAC at 10.0.0.1, 1 = UAS at 10.0.0.2) on a link
+    /// with a fixed delay, a virtual clock, a drop filter and seeded loss.
+    struct Net {
+        now: Instant,
+        eps: [SipEndpoint; 2],
+        addrs: [SocketAddr; 2],
+        inflight: Vec<(Instant, usize, SocketAddr, Vec<u8>)>,
+        events: [Vec<Event>; 2],
+        sent: [Vec<Vec<u8>>; 2],
+        drop: DropFn,
+        loss: f64,
+        rng: StdRng,
+    }
+
+    impl Net {
+        fn with(cfg: impl Fn(usize, &mut EndpointConfig)) -> Self {
+            let addrs = [addr(1), addr(2)];
+            let mk = |i: usize| {
+                let mut c = EndpointConfig::new(addrs[i], i as u8);
+                c.transactions_max = 64;
+                c.dialogs_max = 16;
+                c.outputs_max = 64;
+                cfg(i, &mut c);
+                SipEndpoint::new(c, 100 + i as u64)
+            };
+            Net {
+                now: Instant::now(),
+                eps: [mk(0), mk(1)],
+                addrs,
+                inflight: Vec::new(),
+                events: [Vec::new(), Vec::new()],
+                sent: [Vec::new(), Vec::new()],
+                drop: Box::new(|_, _| false),
+                loss: 0.0,
+                rng: StdRng::seed_from_u64(7),
+            }
+        }
+
+        fn new() -> Self {
+            Self::with(|_, _| {})
+        }
+
+        fn flush(&mut self) {
+            for i in 0..2 {
+                // Bounded: an endpoint never holds more than outputs_max.
+                for _ in 0..1000 {
+                    let Some(o) = self.eps[i].poll_output() else {
+                        break;
+                    };
+                    match o {
+                        Output::Transmit { dst, bytes } => {
+                            self.sent[i].push(bytes.clone());
+                            let lost = self.loss > 0.0 && self.rng.gen_bool(self.loss);
+                            let Some(to) = self.addrs.iter().position(|a| *a == dst) else {
+                                continue;
+                            };
+                            if !lost && !(self.drop)(i, &bytes) {
+                                self.inflight
+                                    .push((self.now + DELAY, to, self.addrs[i], bytes));
+                            }
+                        }
+                        Output::Event(e) => self.events[i].push(e),
+                    }
+                }
+            }
+        }
+
+        fn next_deadline(&mut self) -> Option<Instant> {
+            let a = self.inflight.iter().map(|p| p.0).min();
+            [a, self.eps[0].poll_timeout(), self.eps[1].poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+        }
+
+        /// Runs the network for `d` of virtual time.
+        fn run(&mut self, d: Duration) {
+            let end = self.now + d;
+            for _ in 0..100_000 {
+                self.flush();
+                match self.next_deadline() {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        let now = self.now;
+                        let (due, later): (Vec<_>, Vec<_>) =
+                            self.inflight.drain(..).partition(|p| p.0 <= now);
+                        self.inflight = later;
+                        for (_, to, src, bytes) in due {
+                            self.eps[to].handle_datagram(now, src, &bytes);
+                            self.flush();
+                        }
+                        self.eps[0].handle_timeout(now);
+                        self.eps[1].handle_timeout(now);
+                    }
+                    _ => {
+                        self.now = end;
+                        return;
+                    }
+                }
+            }
+            panic!("network never went idle");
+        }
+
+        /// Delivers a raw datagram to endpoint `to` as if from the other.
+        fn inject(&mut self, to: usize, bytes: &[u8]) {
+            let src = self.addrs[1 - to];
+            self.eps[to].handle_datagram(self.now, src, bytes);
+            self.flush();
+        }
+
+        fn take(&mut self, i: usize) -> Vec<Event> {
+            std::mem::take(&mut self.events[i])
+        }
+
+        fn sent_count(&self, i: usize, start: &str, cseq_method: &str) -> usize {
+            self.sent[i]
+                .iter()
+                .filter_map(|b| SipMessage::parse(b).ok())
+                .filter(|m| m.start_line_raw().starts_with(start))
+                .filter(|m| m.cseq().1.as_str() == cseq_method)
+                .count()
+        }
+
+        fn last_sent(&self, i: usize, start: &str) -> Vec<u8> {
+            self.sent[i]
+                .iter()
+                .rev()
+                .find(|b| b.starts_with(start.as_bytes()))
+                .cloned()
+                .unwrap_or_else(|| panic!("endpoint {i} sent no {start}"))
+        }
+
+        fn invite(&mut self, target: SocketAddr) -> CallHandle {
+            let now = self.now;
+            let c = self.eps[0]
+                .invite(
+                    now,
+                    &InviteParams {
+                        target,
+                        request_uri: "sip:bob@10.0.0.2",
+                        from: "sip:alice@10.0.0.1",
+                        from_display: Some("Alice"),
+                        to: "sip:bob@10.0.0.2",
+                        call_id: None,
+                        sdp: Some(OFFER),
+                        extra_headers: &[("P-Asserted-Identity", "<sip:+4930999000@gw>")],
+                    },
+                )
+                .expect("invite");
+            self.flush();
+            c
+        }
+
+        fn incoming(&mut self) -> CallHandle {
+            let evs = self.take(1);
+            match evs.as_slice() {
+                [Event::IncomingCall {
+                    call,
+                    request_user,
+                    sdp,
+                    ..
+                }] => {
+                    assert_eq!(request_user.as_deref(), Some("bob"));
+                    assert_eq!(sdp.as_deref(), Some(OFFER));
+                    *call
+                }
+                other => panic!("expected IncomingCall, got {other:?}"),
+            }
+        }
+
+        fn respond(&mut self, call: CallHandle, status: u16, body: Option<&[u8]>) {
+            let now = self.now;
+            self.eps[1]
+                .respond(
+                    now,
+                    call,
+                    status,
+                    reason_for(status),
+                    body.map(|b| (SDP, b)),
+                )
+                .expect("respond");
+            self.flush();
+        }
+
+        /// INVITE, 180, 200, ACK: returns (UAC call, UAS call).
+        fn connect(&mut self) -> (CallHandle, CallHandle) {
+            let a = self.invite(self.addrs[1]);
+            self.run(Duration::from_millis(50));
+            let b = self.incoming();
+            self.respond(b, 180, None);
+            self.run(Duration::from_millis(50));
+            assert_eq!(self.take(0), vec![Event::Ringing { call: a, sdp: None }]);
+            self.respond(b, 200, Some(ANSWER));
+            self.run(Duration::from_millis(50));
+            assert_eq!(
+                self.take(0),
+                vec![Event::Answered {
+                    call: a,
+                    sdp: Some(ANSWER.to_vec())
+                }]
+            );
+            assert_eq!(self.take(1), vec![Event::Acked { call: b }]);
+            (a, b)
+        }
+
+        fn settle(&mut self) {
+            self.run(Duration::from_secs(40));
+            assert_eq!(self.eps[0].calls_len(), 0);
+            assert_eq!(self.eps[1].calls_len(), 0);
+            assert_eq!(self.eps[0].transactions_len(), 0);
+            assert_eq!(self.eps[1].transactions_len(), 0);
+        }
+    }
+
+    fn raw(method: &str, to_tag: Option<&str>, cseq: u32, extra: &str) -> Vec<u8> {
+        let to = match to_tag {
+            Some(t) => format!("<sip:bob@10.0.0.2>;tag={t}"),
+            None => "<sip:bob@10.0.0.2>".to_string(),
+        };
+        format!(
+            "{method} sip:bob@10.0.0.2 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-raw-{method}-{cseq}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@10.0.0.1>;tag=rawtag\r\n\
+             To: {to}\r\n\
+             Call-ID: raw-call@10.0.0.1\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:alice@10.0.0.1>\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The single response endpoint 1 sent to an injected request.
+    fn answer(net: &Net) -> SipMessage<'_> {
+        let last = net.sent[1].last().expect("an answer");
+        SipMessage::parse(last).expect("answer parses")
+    }
+
+    #[test]
+    fn basic_call_with_bodies_and_bye() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        assert_eq!(net.sent_count(1, "SIP/2.0 100", "INVITE"), 1);
+        assert_eq!(net.sent_count(0, "ACK ", "ACK"), 1);
+        // The INVITE carries what the UAC was given.
+        let inv = net.sent[0][0].clone();
+        let m = SipMessage::parse(&inv).unwrap();
+        assert!(m.header(HeaderName::PAssertedIdentity).is_some());
+        assert_eq!(m.from().display_name, Some("Alice"));
+        assert_eq!(shard_of_call_id(m.call_id()), Some(0));
+        assert_eq!(shard_of_branch(m.top_via().branch.unwrap()), Some(0));
+        let now = net.now;
+        net.eps[0].send_bye(now, a).unwrap();
+        net.run(Duration::from_millis(100));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Ended {
+                call: b,
+                by_remote: true
+            }]
+        );
+        assert_eq!(
+            net.take(0),
+            vec![Event::Ended {
+                call: a,
+                by_remote: false
+            }]
+        );
+        net.settle();
+        assert_eq!(net.eps[0].counters(), EndpointCounters::default());
+        assert_eq!(net.eps[1].counters(), EndpointCounters::default());
+    }
+
+    #[test]
+    fn ok_retransmitted_until_ack() {
+        let mut net = Net::new();
+        let mut acks_dropped = 0;
+        net.drop = Box::new(move |from, b| {
+            if from == 0 && b.starts_with(b"ACK ") && acks_dropped < 2 {
+                acks_dropped += 1;
+                return true;
+            }
+            false
+        });
+        net.invite(addr(2));
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        net.respond(b, 200, Some(ANSWER));
+        net.run(Duration::from_secs(5));
+        // 200 at 0, 0.5 s (ACK lost), 1.5 s: the third ACK gets through.
+        assert_eq!(net.sent_count(1, "SIP/2.0 200", "INVITE"), 3);
+        assert_eq!(net.take(1), vec![Event::Acked { call: b }]);
+        net.run(Duration::from_secs(30));
+        assert_eq!(net.sent_count(1, "SIP/2.0 200", "INVITE"), 3);
+        assert_eq!(net.eps[1].calls_len(), 1);
+    }
+
+    #[test]
+    fn ok_gives_up_without_ack() {
+        let mut net = Net::new();
+        net.drop = Box::new(|from, b| from == 0 && b.starts_with(b"ACK "));
+        net.invite(addr(2));
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        net.respond(b, 200, Some(ANSWER));
+        net.run(Duration::from_secs(40));
+        let evs = net.take(1);
+        assert_eq!(evs[0], Event::AckTimeout { call: b });
+        assert!(evs.contains(&Event::Ended {
+            call: b,
+            by_remote: false
+        }));
+        // T1, 2, 4, 4, ... up to 32 s: 1 + 10 retransmissions.
+        assert!(net.sent_count(1, "SIP/2.0 200", "INVITE") >= 10);
+    }
+
+    #[test]
+    fn invite_retransmitted_by_timer_a() {
+        let mut net = Net::new();
+        let mut dropped = 0;
+        net.drop = Box::new(move |from, b| {
+            if from == 0 && b.starts_with(b"INVITE ") && dropped < 2 {
+                dropped += 1;
+                return true;
+            }
+            false
+        });
+        net.invite(addr(2));
+        net.run(Duration::from_secs(2));
+        assert_eq!(net.sent_count(0, "INVITE ", "INVITE"), 3);
+        net.incoming();
+    }
+
+    #[test]
+    fn call_survives_random_loss() {
+        let mut net = Net::new();
+        net.loss = 0.2;
+        let a = net.invite(addr(2));
+        net.run(Duration::from_secs(8));
+        let b = net.incoming();
+        net.respond(b, 200, Some(ANSWER));
+        net.run(Duration::from_secs(8));
+        assert!(net.take(0).contains(&Event::Answered {
+            call: a,
+            sdp: Some(ANSWER.to_vec())
+        }));
+        assert_eq!(net.take(1), vec![Event::Acked { call: b }]);
+    }
+
+    #[test]
+    fn cancel_while_ringing() {
+        let mut net = Net::new();
+        let a = net.invite(addr(2));
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        net.respond(b, 180, None);
+        net.run(Duration::from_millis(50));
+        net.take(0);
+        let now = net.now;
+        net.eps[0].cancel(now, a).unwrap();
+        net.run(Duration::from_millis(200));
+        assert_eq!(net.take(1), vec![Event::Cancelled { call: b }]);
+        assert_eq!(net.sent_count(1, "SIP/2.0 200", "CANCEL"), 1);
+        assert_eq!(net.sent_count(1, "SIP/2.0 487", "INVITE"), 1);
+        assert_eq!(net.sent_count(0, "ACK ", "ACK"), 1);
+        match net.take(0).as_slice() {
+            [Event::Failed { call, status, .. }] => {
+                assert_eq!((*call, *status), (a, 487));
+            }
+            other => panic!("expected Failed 487, got {other:?}"),
+        }
+        net.settle();
+    }
+
+    #[test]
+    fn cancel_before_provisional_waits() {
+        let mut net = Net::new();
+        net.drop = Box::new(|from, b| from == 1 && b.starts_with(b"SIP/2.0 100"));
+        let a = net.invite(addr(2));
+        let now = net.now;
+        net.eps[0].cancel(now, a).unwrap();
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        assert_eq!(net.sent_count(0, "CANCEL ", "CANCEL"), 0);
+        net.respond(b, 180, None);
+        net.run(Duration::from_millis(100));
+        assert_eq!(net.sent_count(0, "CANCEL ", "CANCEL"), 1);
+        assert!(net.take(1).contains(&Event::Cancelled { call: b }));
+    }
+
+    #[test]
+    fn callee_bye() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        let now = net.now;
+        net.eps[1].send_bye(now, b).unwrap();
+        net.run(Duration::from_millis(100));
+        assert_eq!(
+            net.take(0),
+            vec![Event::Ended {
+                call: a,
+                by_remote: true
+            }]
+        );
+        assert_eq!(
+            net.take(1),
+            vec![Event::Ended {
+                call: b,
+                by_remote: false
+            }]
+        );
+        net.settle();
+    }
+
+    #[test]
+    fn bye_for_unknown_dialog_gets_481() {
+        let mut net = Net::new();
+        net.inject(1, &raw("BYE", Some("nosuch"), 2, ""));
+        assert_eq!(answer(&net).status_code(), Some(481));
+        net.inject(1, &raw("BYE", None, 3, ""));
+        assert_eq!(answer(&net).status_code(), Some(481));
+        net.inject(1, &raw("CANCEL", None, 1, ""));
+        assert_eq!(answer(&net).status_code(), Some(481));
+        assert_eq!(net.eps[1].counters().no_dialog, 3);
+        // An ACK that matches nothing is dropped silently.
+        let n = net.sent[1].len();
+        net.inject(1, &raw("ACK", Some("nosuch"), 1, ""));
+        assert_eq!(net.sent[1].len(), n);
+        assert_eq!(net.eps[1].counters().acks_unmatched, 1);
+    }
+
+    #[test]
+    fn malformed_request_with_headers_gets_400() {
+        let mut net = Net::new();
+        net.inject(1, &raw("INVITE", None, 1, "Max-Forwards: lots\r\n"));
+        let m = answer(&net);
+        assert_eq!(m.status_code(), Some(400));
+        assert_eq!(m.call_id(), "raw-call@10.0.0.1");
+        assert!(m.to().tag().is_some());
+        assert_eq!(net.eps[1].counters().parse_answered, 1);
+        // Without a Call-ID nothing can be answered.
+        let mut bad = raw("INVITE", None, 1, "Max-Forwards: lots\r\n");
+        let s = String::from_utf8(bad.clone()).unwrap();
+        bad = s.replace("Call-ID: raw-call@10.0.0.1\r\n", "").into_bytes();
+        let n = net.sent[1].len();
+        net.inject(1, &bad);
+        assert_eq!(net.sent[1].len(), n);
+        net.inject(1, b"\x00\x01garbage");
+        assert_eq!(net.eps[1].counters().parse_dropped, 2);
+        // A version we do not speak: 505.
+        let v = String::from_utf8(raw("OPTIONS", None, 1, ""))
+            .unwrap()
+            .replacen("SIP/2.0\r\n", "SIP/7.0\r\n", 1);
+        net.inject(1, v.as_bytes());
+        assert_eq!(answer(&net).status_code(), Some(505));
+    }
+
+    #[test]
+    fn options_outside_dialog_gets_200() {
+        let mut net = Net::new();
+        net.inject(1, &raw("OPTIONS", None, 1, ""));
+        let m = answer(&net);
+        assert_eq!(m.status_code(), Some(200));
+        assert_eq!(m.header(HeaderName::Allow).map(|h| h.value), Some(ALLOW));
+        assert_eq!(m.header(HeaderName::Accept).map(|h| h.value), Some(ACCEPT));
+        assert!(m.header(HeaderName::Supported).is_some());
+        // A retransmission is answered by the same transaction.
+        net.inject(1, &raw("OPTIONS", None, 1, ""));
+        assert_eq!(net.sent_count(1, "SIP/2.0 200", "OPTIONS"), 2);
+        assert_eq!(net.eps[1].transactions_len(), 1);
+    }
+
+    #[test]
+    fn refusals() {
+        let mut net = Net::new();
+        let mf0 = String::from_utf8(raw("INVITE", None, 1, ""))
+            .unwrap()
+            .replace("Max-Forwards: 70", "Max-Forwards: 0");
+        net.inject(1, mf0.as_bytes());
+        assert_eq!(answer(&net).status_code(), Some(483));
+        net.inject(1, &raw("INVITE", None, 2, "Require: 100rel, foo\r\n"));
+        let m = answer(&net);
+        assert_eq!(m.status_code(), Some(420));
+        assert_eq!(
+            m.header(HeaderName::Unsupported).map(|h| h.value),
+            Some("100rel, foo")
+        );
+        net.inject(1, &raw("REGISTER", None, 3, ""));
+        let m = answer(&net);
+        assert_eq!(m.status_code(), Some(405));
+        assert!(m.header(HeaderName::Allow).is_some());
+        net.inject(1, &raw("FROBNICATE", None, 4, ""));
+        assert_eq!(answer(&net).status_code(), Some(501));
+        assert!(net.take(1).is_empty());
+        // A refused INVITE's ACK is absorbed by its transaction.
+        net.inject(
+            1,
+            &raw("ACK", Some("nodlg"), 2, "").replace_branch("INVITE-2"),
+        );
+        assert_eq!(net.eps[1].counters().acks_unmatched, 0);
+    }
+
+    trait ReplaceBranch {
+        fn replace_branch(self, b: &str) -> Vec<u8>;
+    }
+    impl ReplaceBranch for Vec<u8> {
+        fn replace_branch(self, b: &str) -> Vec<u8> {
+            let s = String::from_utf8(self).unwrap();
+            let start = s.find("branch=").unwrap() + "branch=".len();
+            let end = start + s[start..].find("\r\n").unwrap();
+            format!("{}z9hG4bK-raw-{b}{}", &s[..start], &s[end..]).into_bytes()
+        }
+    }
+
+    #[test]
+    fn full_tables_get_503() {
+        let mut net = Net::with(|i, c| {
+            if i == 1 {
+                c.dialogs_max = 1;
+            }
+        });
+        net.invite(addr(2));
+        net.run(Duration::from_millis(50));
+        net.incoming();
+        let second = net.invite(addr(2));
+        net.run(Duration::from_millis(100));
+        match net.take(0).as_slice() {
+            [Event::Failed { call, status, .. }] => assert_eq!((*call, *status), (second, 503)),
+            other => panic!("expected Failed 503, got {other:?}"),
+        }
+        let resp = net.last_sent(1, "SIP/2.0 503");
+        let m = SipMessage::parse(&resp).unwrap();
+        assert!(m.header(HeaderName::RetryAfter).is_some());
+        assert_eq!(net.eps[1].counters().rejected_busy, 1);
+        // The UAC side: no call slot left for a third call.
+        let mut one = Net::with(|_, c| c.dialogs_max = 1);
+        one.invite(addr(9));
+        let now = one.now;
+        let p = InviteParams {
+            target: addr(9),
+            request_uri: "sip:x@h",
+            from: "sip:a@h",
+            from_display: None,
+            to: "sip:x@h",
+            call_id: None,
+            sdp: None,
+            extra_headers: &[],
+        };
+        assert_eq!(one.eps[0].invite(now, &p), Err(EndpointError::CallsFull));
+    }
+
+    #[test]
+    fn unanswered_invite_times_out() {
+        let mut net = Net::new();
+        let a = net.invite(addr(9));
+        net.run(Duration::from_secs(31));
+        assert!(net.take(0).is_empty());
+        net.run(Duration::from_secs(2));
+        assert_eq!(net.take(0), vec![Event::TimedOut { call: a }]);
+        // Timer A: 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s.
+        assert_eq!(net.sent_count(0, "INVITE ", "INVITE"), 7);
+        net.settle();
+    }
+
+    #[test]
+    fn uas_failure_is_acked() {
+        let mut net = Net::new();
+        let a = net.invite(addr(2));
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        net.respond(b, 486, None);
+        net.run(Duration::from_millis(100));
+        match net.take(0).as_slice() {
+            [Event::Failed {
+                call,
+                status,
+                reason,
+            }] => {
+                assert_eq!((*call, *status, reason.as_str()), (a, 486, ""));
+            }
+            other => panic!("expected Failed 486, got {other:?}"),
+        }
+        assert_eq!(net.sent_count(0, "ACK ", "ACK"), 1);
+        assert_eq!(net.eps[1].counters().acks_unmatched, 0);
+        net.settle();
+    }
+
+    #[test]
+    fn reinvite_and_update_in_dialog() {
+        let mut net = Net::new();
+        let (_, b) = net.connect();
+        // Build a re-INVITE as the caller would, from the dialog's values.
+        let inv = net.sent[0][0].clone();
+        let inv = SipMessage::parse(&inv).unwrap();
+        let ok = net.last_sent(1, "SIP/2.0 200");
+        let ok = SipMessage::parse(&ok).unwrap();
+        let reinvite = |method: &str, cseq: u32, branch: &str| {
+            format!(
+                "{method} sip:10.0.0.2:5060 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{branch}\r\n\
+                 Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\n\
+                 CSeq: {cseq} {method}\r\nContact: <sip:10.0.0.1:5060>\r\n\
+                 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+                inv.from().raw,
+                ok.to().raw,
+                inv.call_id(),
+                OFFER.len()
+            )
+            .into_bytes()
+            .into_iter()
+            .chain(OFFER.iter().copied())
+            .collect::<Vec<u8>>()
+        };
+        net.inject(1, &reinvite("INVITE", 2, "re1"));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Reinvite {
+                call: b,
+                sdp: Some(OFFER.to_vec())
+            }]
+        );
+        // A second offer while the first is pending: 491.
+        net.inject(1, &reinvite("UPDATE", 3, "up0"));
+        assert_eq!(answer(&net).status_code(), Some(491));
+        net.respond(b, 200, Some(ANSWER));
+        let m = answer(&net);
+        assert_eq!((m.status_code(), m.cseq().0), (Some(200), 2));
+        assert_eq!(m.body(), ANSWER);
+        // Lower CSeq than the dialog has seen: 500.
+        net.inject(1, &reinvite("UPDATE", 1, "old"));
+        assert_eq!(answer(&net).status_code(), Some(500));
+        // The ACK stops the 2xx retransmissions.
+        net.inject(1, &reinvite("ACK", 2, "ack2"));
+        net.run(Duration::from_secs(5));
+        assert_eq!(net.sent_count(1, "SIP/2.0 200", "INVITE"), 2);
+        net.inject(1, &reinvite("UPDATE", 4, "up1"));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Update {
+                call: b,
+                sdp: Some(OFFER.to_vec())
+            }]
+        );
+        net.respond(b, 200, Some(ANSWER));
+        assert_eq!(answer(&net).status_code(), Some(200));
+        assert_eq!(answer(&net).cseq().1, Method::Update);
+    }
+
+    #[test]
+    fn shard_numbers_read_back() {
+        assert_eq!(shard_of_branch("z9hG4bK-3-00ff"), Some(3));
+        assert_eq!(shard_of_branch("z9hG4bK00ff"), None);
+        assert_eq!(shard_of_call_id("abcd-12@10.0.0.1"), Some(12));
+        assert_eq!(shard_of_call_id("abcd@10.0.0.1"), None);
+    }
+
+    #[test]
+    fn outputs_are_bounded() {
+        let mut ep = SipEndpoint::new(
+            EndpointConfig {
+                outputs_max: 4,
+                ..EndpointConfig::new(addr(2), 1)
+            },
+            1,
+        );
+        let now = Instant::now();
+        for i in 0..10 {
+            ep.handle_datagram(now, addr(1), &raw("OPTIONS", None, i + 1, ""));
+        }
+        assert_eq!(ep.outputs_len(), 4);
+        assert_eq!(ep.counters().transmits_dropped, 6);
     }
 }
