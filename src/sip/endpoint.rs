@@ -824,7 +824,7 @@ impl SipEndpoint {
         let call = CallHandle(owner.idx);
         match (ev, resp) {
             (TxEvent::Provisional(status), Some(msg)) => {
-                let c = self.call_of(owner).expect("checked by on_tx_event");
+                let Some(c) = self.call_of(owner) else { return };
                 if c.state != CallState::Inviting {
                     return;
                 }
@@ -855,7 +855,7 @@ impl SipEndpoint {
                         }
                     });
                 }
-                let c = self.call_of(owner).expect("checked by on_tx_event");
+                let Some(c) = self.call_of(owner) else { return };
                 if c.state == CallState::Inviting {
                     let reason = msg.reason().unwrap_or("").to_string();
                     self.push_event(Event::Failed {
@@ -867,7 +867,7 @@ impl SipEndpoint {
                 }
             }
             (TxEvent::Timeout | TxEvent::TransportError, _) => {
-                let c = self.call_of(owner).expect("checked by on_tx_event");
+                let Some(c) = self.call_of(owner) else { return };
                 if c.state == CallState::Inviting {
                     self.push_event(Event::TimedOut { call });
                     self.free_call(owner.idx);
@@ -905,7 +905,7 @@ impl SipEndpoint {
     fn on_invite_2xx(&mut self, now: Instant, owner: Owner, status: u16, msg: &SipMessage<'_>) {
         let call = CallHandle(owner.idx);
         let dst = {
-            let c = self.call_of(owner).expect("checked by on_tx_event");
+            let Some(c) = self.call_of(owner) else { return };
             if let Some((_, ack)) = c.ack.clone() {
                 // A retransmitted 2xx: re-send the ACK (§13.2.2.4).
                 let peer = c.peer;
@@ -914,7 +914,7 @@ impl SipEndpoint {
             }
             c.peer
         };
-        let c = self.call_of(owner).expect("checked by on_tx_event");
+        let Some(c) = self.call_of(owner) else { return };
         let contact = msg.contact().next().map(|n| n.raw).unwrap_or("");
         let rr: Vec<&str> = msg.record_route().map(|r| r.raw).collect();
         let ok = match c.dialog.as_mut() {
@@ -1368,7 +1368,7 @@ impl SipEndpoint {
         if let Some(idx) = idx {
             let generation = self.generations[idx as usize];
             let owner = Owner { idx, generation };
-            let c = self.call_of(owner).expect("indexed calls are live");
+            let Some(c) = self.call_of(owner) else { return };
             if c.ok.as_ref().is_some_and(|ok| ok.cseq == cseq) {
                 c.ok = None;
                 let first = c.state == CallState::WaitAck;
@@ -1536,7 +1536,7 @@ impl SipEndpoint {
         };
         let method = msg.method().unwrap_or(Method::Ack);
         let (cseq, _) = msg.cseq();
-        let c = self.call_of(owner).expect("indexed calls are live");
+        let Some(c) = self.call_of(owner) else { return };
         let from_ok = c
             .dialog
             .as_ref()
@@ -1545,7 +1545,7 @@ impl SipEndpoint {
             self.counters.no_dialog += 1;
             return self.reply_with_tx(now, src, msg, key, 481, &[]);
         }
-        let d = c.dialog.as_mut().expect("checked above");
+        let Some(d) = c.dialog.as_mut() else { return };
         if let Err(e) = d.handle_remote_request(method.as_str(), cseq) {
             self.counters.rejected_other += 1;
             let status = match e {
@@ -1584,7 +1584,7 @@ impl SipEndpoint {
                     self.counters.rejected_other += 1;
                     return self.reply_stateless(src, msg, 400, &[]);
                 };
-                let c = self.call_of(owner).expect("indexed calls are live");
+                let Some(c) = self.call_of(owner) else { return };
                 let busy = c.pending.is_some()
                     || c.state != CallState::Confirmed
                     || (method == Method::Invite && c.ok.is_some());
@@ -1743,7 +1743,7 @@ impl SipEndpoint {
             return Err(EndpointError::InvalidState("status must be 101..=699"));
         }
         let contact = self.contact();
-        let c = self.call_of(owner).expect("owner_of checked");
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
         let reinvite = c.pending.is_some();
         let (h, raw, invite) = if let Some(p) = c.pending.as_ref() {
             (p.tx, p.raw.clone(), p.invite)
@@ -1779,7 +1779,7 @@ impl SipEndpoint {
         let t1 = self.cfg.timers.t1;
         let give_up = now + self.cfg.timers.timeout();
         let reliable = self.cfg.reliable;
-        let c = self.call_of(owner).expect("owner_of checked");
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
         let cseq = req.cseq().0;
         if reinvite {
             if status >= 200 {
@@ -1946,7 +1946,7 @@ impl SipEndpoint {
     pub fn cancel(&mut self, now: Instant, call: CallHandle) -> Result<(), EndpointError> {
         self.last_now = Some(now);
         let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
-        let c = self.call_of(owner).expect("owner_of checked");
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
         if !c.uac || c.state != CallState::Inviting {
             return Err(EndpointError::InvalidState("no INVITE to cancel"));
         }
@@ -1968,7 +1968,7 @@ impl SipEndpoint {
         if self.table.len() >= self.table.capacity() {
             return Err(EndpointError::TransactionsFull);
         }
-        let c = self.call_of(owner).expect("owner_of checked");
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
         if !matches!(c.state, CallState::Confirmed | CallState::WaitAck) {
             return Err(EndpointError::InvalidState("no confirmed dialog"));
         }
