@@ -176,3 +176,26 @@ write("bencode", BENCODE)
 write("relay_forward", RELAY)
 write("rtp_parse", [rtp(1), rtp(2, cc=3, ext=b"\x10\xaa\x00\x00", payload=4), bytes([0xA0]) + (rtp(3, payload=3) + b"\x02")[1:], SR, RR + SR, STUN])
 write("sip_parse", SIP)
+
+
+def ep_dgram(msg, op=0, step=1):
+    if isinstance(msg, str):
+        msg = msg.encode()
+    return bytes([op, step]) + struct.pack(">H", len(msg)) + msg
+
+
+EP_INVITE = (
+    "INVITE sip:bob@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-f1\r\n"
+    "Max-Forwards: 70\r\nFrom: <sip:a@192.0.2.1>;tag=fa\r\nTo: <sip:bob@192.0.2.9>\r\n"
+    "Call-ID: fz@192.0.2.1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.1>\r\n"
+    f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n" + OFFER
+)
+EP_CANCEL = EP_INVITE.split("\r\n\r\n")[0].replace("INVITE sip", "CANCEL sip").replace(
+    "1 INVITE", "1 CANCEL").replace("application/sdp", "text/plain").split("Content-Length")[0] + "Content-Length: 0\r\n\r\n"
+EP_OPTIONS = SIP[1].replace("SIP/2.0 180 Ringing", "OPTIONS sip:x@192.0.2.9 SIP/2.0").replace("1 INVITE", "1 OPTIONS")
+write("sip_endpoint", [
+    ep_dgram(EP_INVITE) + bytes([4, 1]) + bytes([4 | (2 << 3), 1]) + bytes([7, 200]),
+    ep_dgram(EP_INVITE) + bytes([4, 1]) + ep_dgram(EP_CANCEL),
+    bytes([5, 1]) + ep_dgram(SIP[1].replace("z9hG4bK1", "z9hG4bK-1-00")) + bytes([6, 1]),
+    ep_dgram(EP_OPTIONS) + ep_dgram(SIP_INVITE) + ep_dgram(SIP[2]),
+])

@@ -21,12 +21,17 @@
 //! 501, 505, 513) or that the message is to be discarded. The RFC 4475
 //! torture messages are the test vectors (`tests/sip_torture.rs`).
 //!
-//! Not here yet: stream framing for TCP/TLS, the endpoint that routes
-//! messages to transactions and dialogs, the B2BUA, trunks.
+//! The glue: [`endpoint::SipEndpoint`] is the sans-IO endpoint one shard
+//! owns; it routes datagrams to transactions and dialogs, answers what it
+//! can itself (100, 481, 483, 420, 405/501, 503, OPTIONS, CANCEL, BYE) and
+//! gives the transaction user call events and a UAS/UAC API.
+//!
+//! Not here yet: stream framing for TCP/TLS, the B2BUA, trunks.
 
 pub mod build;
 pub mod dialog;
 pub mod digest;
+pub mod endpoint;
 pub mod header;
 pub mod msg;
 pub mod transaction;
