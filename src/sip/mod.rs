@@ -26,7 +26,11 @@
 //! can itself (100, 481, 483, 420, 405/501, 503, OPTIONS, CANCEL, BYE) and
 //! gives the transaction user call events and a UAS/UAC API.
 //!
-//! Not here yet: stream framing for TCP/TLS, the B2BUA, trunks.
+//! [`trunk`] selects trunks (priority, weight, limits, health,
+//! failover) and routes by number prefix.
+//!
+//! Not here yet: stream framing for TCP/TLS, the B2BUA, and the shard
+//! wiring (nothing listens on a SIP port yet).
 
 pub mod build;
 pub mod dialog;

@@ -106,25 +106,33 @@ unsafe fn expand256(key: &[u8; 32]) -> AesNiCtr {
     let mut rk = [_mm_setzero_si128(); 15];
     rk[0] = _mm_loadu_si128(key.as_ptr().cast());
     rk[1] = _mm_loadu_si128(key.as_ptr().add(16).cast());
-    macro_rules! step {
+    macro_rules! even {
         ($i:expr, $rcon:expr) => {
-            // Even round key: RotWord/SubWord with Rcon of the previous odd.
+            // RotWord/SubWord of the previous key's last word, with Rcon.
             let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(rk[$i - 1]));
             rk[$i] = _mm_xor_si128(shift_xor(rk[$i - 2]), t);
-            if $i + 1 < 15 {
-                // Odd round key: SubWord only, no Rcon.
-                let t = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>(rk[$i]));
-                rk[$i + 1] = _mm_xor_si128(shift_xor(rk[$i - 1]), t);
-            }
         };
     }
-    step!(2, 0x01);
-    step!(4, 0x02);
-    step!(6, 0x04);
-    step!(8, 0x08);
-    step!(10, 0x10);
-    step!(12, 0x20);
-    step!(14, 0x40);
+    macro_rules! odd {
+        ($i:expr) => {
+            // SubWord only, no Rcon (FIPS-197 §5.2, Nk = 8).
+            let t = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>(rk[$i - 1]));
+            rk[$i] = _mm_xor_si128(shift_xor(rk[$i - 2]), t);
+        };
+    }
+    even!(2, 0x01);
+    odd!(3);
+    even!(4, 0x02);
+    odd!(5);
+    even!(6, 0x04);
+    odd!(7);
+    even!(8, 0x08);
+    odd!(9);
+    even!(10, 0x10);
+    odd!(11);
+    even!(12, 0x20);
+    odd!(13);
+    even!(14, 0x40);
     AesNiCtr { rk, rounds: 14 }
 }
 
