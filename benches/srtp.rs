@@ -377,6 +377,29 @@ fn bench_hmac(c: &mut Criterion) {
     g.finish();
 }
 
+/// The AES-CM keystream alone on a 160-byte payload (AES-128), per backend:
+/// what `aes-ni` (Kolokol's counter mode) saves against the libraries.
+fn bench_keystream(c: &mut Criterion) {
+    use kolokol::media::srtp::keystream_for_bench;
+    let mut g = c.benchmark_group("aes_cm_keystream_160B");
+    g.throughput(Throughput::Elements(1));
+    let iv = [3u8; 16];
+    for &backend in CryptoBackend::AVAILABLE {
+        if backend.name() == "ring" {
+            // ring has no AES-CTR; its backend uses RustCrypto's.
+            continue;
+        }
+        let ks = keystream_for_bench(backend, &[7u8; 16]);
+        let mut buf = [0u8; PAYLOAD_LEN];
+        g.bench_function(backend.name(), |b| {
+            b.iter(|| {
+                ks(&iv, black_box(&mut buf));
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     // Short runs: the machine is shared and has two cores.
     Criterion::default()
@@ -388,6 +411,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench, bench_hmac
+    targets = bench, bench_hmac, bench_keystream
 }
 criterion_main!(benches);

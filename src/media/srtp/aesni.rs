@@ -240,39 +240,3 @@ mod test {
         }
     }
 }
-
-#[cfg(all(test, feature = "aws-lc-sys"))]
-mod timing {
-    /// Not a test: an A/B timing of the AES-CM keystream on 160 bytes,
-    /// AWS-LC against this module, alternating so that host drift cancels.
-    /// `cargo test --release --lib aesni::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn ab_160_bytes() {
-        use super::super::backend::{AesCtr, CryptoBackend, Keystream};
-        use std::time::Instant;
-        let key = [7u8; 16];
-        let a = AesCtr::new(CryptoBackend::AwsLc, &key);
-        let b = AesCtr::new(CryptoBackend::AesNi, &key);
-        let iv = [3u8; 16];
-        let mut buf = [0u8; 160];
-        let (mut ta, mut tb) = (u128::MAX, u128::MAX);
-        for _ in 0..200 {
-            let t = Instant::now();
-            for _ in 0..1000 {
-                a.apply(&iv, std::hint::black_box(&mut buf));
-            }
-            ta = ta.min(t.elapsed().as_nanos());
-            let t = Instant::now();
-            for _ in 0..1000 {
-                b.apply(&iv, std::hint::black_box(&mut buf));
-            }
-            tb = tb.min(t.elapsed().as_nanos());
-        }
-        println!(
-            "AES-128-CTR 160 B, best of 200 x 1000: aws-lc {:.1} ns, aes-ni {:.1} ns",
-            ta as f64 / 1000.0,
-            tb as f64 / 1000.0
-        );
-    }
-}

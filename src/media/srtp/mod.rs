@@ -403,6 +403,15 @@ fn window_result(check: WindowCheck) -> Result<(), SrtpError> {
     }
 }
 
+/// The AES-CM keystream of `backend` alone, XORed into `data` (for
+/// `benches/srtp.rs`, which compares the backends' counter modes; the
+/// round keys are expanded on every call, so time a prepared closure).
+#[doc(hidden)]
+pub fn keystream_for_bench(backend: CryptoBackend, key: &[u8]) -> impl Fn(&[u8; 16], &mut [u8]) {
+    let ctr = AesCtr::new(backend, key);
+    move |iv, data| ctr.apply(iv, data)
+}
+
 /// An SRTP tag computed ahead of [`SrtpContext::unprotect_rtp_with`], in a
 /// batch ([`mbsha1::MacBatch`]): the key and ROC it was computed with, so
 /// the context can tell whether it still applies.
