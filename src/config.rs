@@ -237,8 +237,10 @@ pub struct SipConfig {
     pub t2_ms: u64,
     /// RFC 3261 T4 (message lifetime in the network), milliseconds.
     pub t4_ms: u64,
-    /// Concurrent calls per shard; beyond it new calls get 503.
-    pub calls_max: usize,
+    /// Concurrent calls per shard; beyond it new calls get 503. Unset, it
+    /// is `media.calls_max` (every call needs a media slot, so it cannot be
+    /// more); see [`Config::sip_calls_max`].
+    pub calls_max: Option<usize>,
     /// New outbound calls per second, whole gateway.
     pub cps_max: u32,
     /// A call is ended after this long however it is going, seconds (F-S6).
@@ -265,7 +267,7 @@ impl Default for SipConfig {
             t1_ms: 500,
             t2_ms: 4000,
             t4_ms: 5000,
-            calls_max: 16000,
+            calls_max: None,
             cps_max: 200,
             max_call_duration_s: 3 * 3600,
             session_expires_s: 1800,
@@ -441,6 +443,12 @@ fn is_token(s: &str) -> bool {
 }
 
 impl Config {
+    /// Concurrent SIP calls per shard: `sip.calls_max`, or
+    /// `media.calls_max` when that is unset.
+    pub fn sip_calls_max(&self) -> usize {
+        self.sip.calls_max.unwrap_or(self.media.calls_max)
+    }
+
     /// Read, parse and validate a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -598,20 +606,22 @@ impl Config {
         if s.t4_ms == 0 || s.t4_ms > 60_000 {
             return invalid("sip.t4_ms", format!("{} is not in 1..=60000", s.t4_ms));
         }
-        if s.calls_max == 0 || s.calls_max > 1_000_000 {
-            return invalid(
-                "sip.calls_max",
-                format!("{} is not in 1..=1000000", s.calls_max),
-            );
-        }
-        if s.calls_max > self.media.calls_max {
-            return invalid(
-                "sip.calls_max",
-                format!(
-                    "{} is above media.calls_max {}: every call needs a media slot",
-                    s.calls_max, self.media.calls_max
-                ),
-            );
+        if let Some(calls_max) = s.calls_max {
+            if calls_max == 0 || calls_max > 1_000_000 {
+                return invalid(
+                    "sip.calls_max",
+                    format!("{calls_max} is not in 1..=1000000"),
+                );
+            }
+            if calls_max > self.media.calls_max {
+                return invalid(
+                    "sip.calls_max",
+                    format!(
+                        "{calls_max} is above media.calls_max {}: every call needs a media slot",
+                        self.media.calls_max
+                    ),
+                );
+            }
         }
         if s.cps_max == 0 || s.cps_max > 1_000_000 {
             return invalid(
@@ -930,6 +940,11 @@ mod test {
         assert!(cfg.trunks.is_empty() && cfg.routes.is_empty());
         assert_eq!(cfg.caller_id.mode, CallerIdMode::Pai);
         assert_eq!(cfg.contact_centre.address, None);
+        // Unset, the SIP call limit follows the media one, so a config that
+        // only lowers media.calls_max stays valid.
+        assert_eq!(cfg.sip_calls_max(), cfg.media.calls_max);
+        let small = Config::parse("[media]\ncalls_max = 64\n").unwrap();
+        assert_eq!(small.sip_calls_max(), 64);
 
         let cfg = Config::parse(
             "[[trunks]]\nname = \"a\"\naddress = \"sip.example\"\ntransport = \"tls\"\n",
@@ -1025,6 +1040,7 @@ mode = "both"
             ("[sip]\nt2_ms = 100\n", "sip.t2_ms"),
             ("[sip]\nt4_ms = 0\n", "sip.t4_ms"),
             ("[sip]\ncalls_max = 0\n", "sip.calls_max"),
+            ("[media]\ncalls_max = 64\n[sip]\ncalls_max = 65\n", "sip.calls_max"),
             ("[sip]\ncalls_max = 16001\n", "sip.calls_max"),
             ("[sip]\ncps_max = 0\n", "sip.cps_max"),
             ("[sip]\nmax_call_duration_s = 0\n", "sip.max_call_duration_s"),
