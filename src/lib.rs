@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+pub mod call;
 pub mod config;
 pub mod control;
 pub mod media;

@@ -1,0 +1,1489 @@
+//! The B2BUA call (SPEC F-S3, F-S4, F-S5, F-S6): two independent dialogs
+//! per bridged call, an inbound leg A and an outbound trunk leg B, with the
+//! SDP of each rewritten to the gateway's media addresses (RFC 3264 offer/
+//! answer, RFC 7092 §3.1 "media-relay B2BUA").
+//!
+//! [`B2bua`] is sans-IO. Its inputs are the [`Event`]s of the shard's
+//! [`crate::sip::endpoint::SipEndpoint`] ([`B2bua::handle_event`]) and the
+//! shell's answers to what it asked for ([`B2bua::handle_media_allocated`],
+//! [`B2bua::handle_invite_started`], [`B2bua::handle_reoffer_answered`]);
+//! timers go in with [`B2bua::handle_timeout`]. Its outputs
+//! ([`B2bua::poll_output`]) are [`SipAction`]s for the endpoint,
+//! [`MediaRequest`]s for the relay and a [`CallRecord`] per ended call;
+//! [`B2bua::poll_timeout`] is the next deadline. After any `handle_*` the
+//! driver drains `poll_output` until `None`, then re-reads `poll_timeout`.
+//!
+//! One call, step by step: an INVITE on A is routed by its Request-URI user
+//! ([`Routes::lookup`]) and a trunk is chosen at once ([`TrunkSet::select`],
+//! so a call that cannot be placed is refused before any media is
+//! allocated); the shell is asked for the two legs' relay ports
+//! ([`MediaRequest::Allocate`]); the B offer is A's SDP filtered to the
+//! configured codecs and rewritten to B's relay address, sent in an INVITE
+//! with the caller-ID pool's number ([`SipAction::Invite`]). Provisional
+//! responses go back to A as 180/183, the 2xx as a 200 with B's answer
+//! rewritten to A's relay address, and the relay is installed with both
+//! remotes ([`MediaRequest::Install`]). A failed or timed-out attempt moves
+//! to the next eligible trunk when [`should_failover`] says so. BYE on
+//! either side ends the other; re-INVITE/UPDATE offers cross over rewritten
+//! and are answered with the other side's answer.
+//!
+//! Not done here: late offers (an INVITE without SDP is refused with 488),
+//! more than one relayed stream (other `m=` lines are disabled with port 0
+//! in the offer to B), the `contact-centre` route target (404), session
+//! timers (RFC 4028), digest challenges from trunks, STIR/SHAKEN, and DNS
+//! for trunk addresses (a trunk `address` must be an IP literal).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::config::{CallerIdMode, Transport, TRUNKS_MAX};
+use crate::sdp::{MediaEndpoint, Rewrite, Sdp};
+use crate::sip::endpoint::{CallHandle, Event, InviteParams};
+use crate::sip::trunk::{
+    caller_id_headers, should_failover, transport_param, CallerIdPool, RouteTarget, Routes,
+    TrunkId, TrunkMask, TrunkSet,
+};
+
+/// The `Reason` header (RFC 3326 §2) on the BYEs of a call cut at the
+/// maximum duration: Q.850 cause 102 "recovery on timer expiry" (ITU-T
+/// Q.850 §2.2.7.1). The release is started by a timer, and cause 102 keeps
+/// such a cut apart from a party hanging up (cause 16) in every CDR and
+/// ISUP interworking downstream (RFC 3398 maps 102 to a timeout).
+pub const MAX_DURATION_REASON: &str = "Q.850;cause=102;text=\"Recovery on timer expiry\"";
+
+/// Q.850 cause of a normal hang-up (cause 16, "normal call clearing").
+pub const Q850_NORMAL_CLEARING: u8 = 16;
+
+/// Q.850 cause of a timer expiry (cause 102).
+pub const Q850_TIMER_EXPIRY: u8 = 102;
+
+/// Longest called number taken from a Request-URI: E.164 allows 15 digits,
+/// and national dialling plans with prefixes stay well under 32.
+const CALLED_LEN_MAX: usize = 32;
+
+/// Outputs one input produces at most is small (a handful); the queue
+/// bound protects against a driver that forgets to drain.
+const OUTPUTS_MAX_DEFAULT: usize = 4096;
+
+/// Startup knobs of a [`B2bua`].
+#[derive(Clone, Debug)]
+pub struct B2buaConfig {
+    /// Concurrent bridged calls; beyond it a new INVITE gets 503.
+    pub calls_max: usize,
+    /// A call is ended this long after its INVITE arrived, however it is
+    /// going (F-S6; `sip.max_call_duration_s`).
+    pub max_call_duration: Duration,
+    /// Encoding names kept in offers toward B (`sip.codecs`, compared
+    /// without case); `telephone-event` (RFC 4733) is always kept.
+    pub codecs: Vec<String>,
+    /// Where the caller-ID pool's number is written (F-S5).
+    pub caller_id_mode: CallerIdMode,
+    /// Pending outputs before new ones are dropped and counted.
+    pub outputs_max: usize,
+}
+
+impl B2buaConfig {
+    /// Config with `calls_max` and the [`crate::config::SipConfig`] defaults
+    /// otherwise (3 h maximum duration, PCMA/PCMU/telephone-event, PAI).
+    pub fn new(calls_max: usize) -> Self {
+        B2buaConfig {
+            calls_max,
+            max_call_duration: Duration::from_secs(3 * 3600),
+            codecs: vec!["PCMA".into(), "PCMU".into(), "telephone-event".into()],
+            caller_id_mode: CallerIdMode::Pai,
+            outputs_max: OUTPUTS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Address of a bridged call in the [`B2bua`]'s slab. The generation makes
+/// a handle to an ended call stale instead of pointing at its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BridgeId {
+    index: u32,
+    generation: u32,
+}
+
+impl BridgeId {
+    /// The slot index (below `calls_max`).
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+}
+
+/// An INVITE toward a trunk, owned (see [`OutboundInvite::with_params`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundInvite {
+    /// The trunk this attempt goes to.
+    pub trunk: TrunkId,
+    /// The trunk's address.
+    pub target: SocketAddr,
+    /// `sip:<called>@<trunk address>`.
+    pub request_uri: String,
+    /// From URI (the pool number in `From`/`Both` mode, else the caller's).
+    pub from: String,
+    /// To URI.
+    pub to: String,
+    /// The SDP offer, rewritten to B's relay address.
+    pub sdp: Vec<u8>,
+    /// P-Asserted-Identity and the like.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl OutboundInvite {
+    /// Calls `f` with the borrowed [`InviteParams`] for
+    /// [`crate::sip::endpoint::SipEndpoint::invite`].
+    pub fn with_params<R>(&self, f: impl FnOnce(&InviteParams<'_>) -> R) -> R {
+        let headers: Vec<(&str, &str)> = self
+            .extra_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        f(&InviteParams {
+            target: self.target,
+            request_uri: &self.request_uri,
+            from: &self.from,
+            from_display: None,
+            to: &self.to,
+            call_id: None,
+            sdp: Some(&self.sdp),
+            extra_headers: &headers,
+        })
+    }
+}
+
+/// Which request carries a mid-dialog offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReofferMethod {
+    /// re-INVITE (RFC 3261 §14).
+    Invite,
+    /// UPDATE (RFC 3311).
+    Update,
+}
+
+/// What the endpoint should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SipAction {
+    /// Answer the leg's INVITE or pending re-INVITE/UPDATE
+    /// ([`crate::sip::endpoint::SipEndpoint::respond`]).
+    Respond {
+        /// The leg.
+        call: CallHandle,
+        /// Status code.
+        status: u16,
+        /// Reason phrase.
+        reason: &'static str,
+        /// Extra headers (Retry-After, Reason).
+        headers: Vec<(String, String)>,
+        /// SDP body.
+        sdp: Option<Vec<u8>>,
+    },
+    /// Start the B leg; report the handle with
+    /// [`B2bua::handle_invite_started`].
+    Invite {
+        /// The bridged call.
+        bridge: BridgeId,
+        /// What to send.
+        invite: OutboundInvite,
+    },
+    /// Cancel the B leg's INVITE
+    /// ([`crate::sip::endpoint::SipEndpoint::cancel`]).
+    Cancel {
+        /// The leg.
+        call: CallHandle,
+    },
+    /// End a confirmed leg with a BYE.
+    Bye {
+        /// The leg.
+        call: CallHandle,
+        /// Extra headers (the RFC 3326 `Reason`).
+        headers: Vec<(String, String)>,
+    },
+    /// Send a mid-dialog offer on the leg; report the answer with
+    /// [`B2bua::handle_reoffer_answered`].
+    Reoffer {
+        /// The leg.
+        call: CallHandle,
+        /// re-INVITE or UPDATE, as the other side used.
+        method: ReofferMethod,
+        /// The offer, rewritten to this leg's relay address.
+        sdp: Vec<u8>,
+    },
+}
+
+/// What the relay should do. The shell allocates both legs' ports on the
+/// shard that owns the call; RTCP is at the RTP port + 1 unless muxed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaRequest {
+    /// Allocate the two legs; answer with [`B2bua::handle_media_allocated`]
+    /// or [`B2bua::handle_media_failed`].
+    Allocate {
+        /// The bridged call.
+        call: BridgeId,
+        /// A's SDP offer as received.
+        a_sdp: Vec<u8>,
+    },
+    /// Start relaying: A's packets go to `b_remote`, B's to `a_remote`.
+    Install {
+        /// The bridged call.
+        call: BridgeId,
+        /// A's RTP address from its SDP (None: on hold with port 0).
+        a_remote: Option<SocketAddr>,
+        /// B's RTP address from its SDP.
+        b_remote: Option<SocketAddr>,
+    },
+    /// New remotes after a re-offer (or the 2xx after early media).
+    Update {
+        /// The bridged call.
+        call: BridgeId,
+        /// A's RTP address.
+        a_remote: Option<SocketAddr>,
+        /// B's RTP address.
+        b_remote: Option<SocketAddr>,
+    },
+    /// Free both legs (also cancels an allocation still in progress; a
+    /// release of nothing is ignored).
+    Release {
+        /// The bridged call.
+        call: BridgeId,
+    },
+}
+
+/// Who ended a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hangup {
+    /// The caller (BYE or CANCEL on A).
+    Caller,
+    /// The callee or its network (BYE on B, or a final failure).
+    Callee,
+    /// The gateway (refusal, maximum duration, ACK timeout, bad SDP).
+    Gateway,
+}
+
+/// What a CDR needs of one call (F-C1). Times are monotonic; the shell
+/// turns them into UTC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The bridged call.
+    pub bridge: BridgeId,
+    /// A's Call-ID.
+    pub a_call_id: String,
+    /// A's From URI.
+    pub caller: String,
+    /// The called number.
+    pub callee: String,
+    /// The last trunk tried, by name.
+    pub trunk: Option<String>,
+    /// INVITE attempts toward trunks.
+    pub attempts: u32,
+    /// The last trunk's final status (None: timeout or never reached).
+    pub trunk_status: Option<u16>,
+    /// The final status A got (200 when the call was answered).
+    pub sip_status: u16,
+    /// The Q.850 cause of the release (RFC 3398 §8.2.6.1 for failures).
+    pub q850_cause: u8,
+    /// Who ended the call.
+    pub hangup: Hangup,
+    /// When A's INVITE arrived.
+    pub created: Instant,
+    /// First 180/183 from B.
+    pub ringing: Option<Instant>,
+    /// 2xx from B.
+    pub answered: Option<Instant>,
+    /// When the call ended.
+    pub ended: Instant,
+}
+
+/// One thing for the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// For the SIP endpoint.
+    Sip(SipAction),
+    /// For the relay.
+    Media(MediaRequest),
+    /// A call ended: its record for the CDR writer.
+    Record(CallRecord),
+}
+
+/// What the B2BUA refused or ignored, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct B2buaCounters {
+    /// INVITEs refused with 503 because every call slot was taken.
+    pub rejected_full: u64,
+    /// INVITEs refused with 404 (no route, no trunk for the route).
+    pub rejected_no_route: u64,
+    /// INVITEs refused with 503 because the trunks were at a limit.
+    pub rejected_no_trunk: u64,
+    /// Offers refused with 488 (no SDP, bad SDP, no allowed codec).
+    pub rejected_sdp: u64,
+    /// Attempts moved to another trunk.
+    pub failovers: u64,
+    /// Events for legs the B2BUA does not know (already ended).
+    pub events_unknown: u64,
+    /// Outputs dropped because the queue was full.
+    pub outputs_dropped: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for [`B2bua::handle_media_allocated`].
+    Allocating,
+    /// The INVITE went out; waiting for [`B2bua::handle_invite_started`].
+    Starting,
+    /// B is being invited (no provisional yet).
+    Inviting,
+    /// B sent 180/183.
+    Early,
+    /// B answered; A got the 200.
+    Connected,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// No provisional answer from the trunk within its `timeout_ms`.
+    Attempt,
+    /// `max_call_duration`.
+    MaxDuration,
+}
+
+/// A mid-dialog offer crossing from `offerer` to the other side.
+#[derive(Clone, Debug)]
+struct Pending {
+    offerer: Side,
+    offer_remote: Option<SocketAddr>,
+    offer_sdp: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Call {
+    generation: u32,
+    state: State,
+    a: CallHandle,
+    b: Option<CallHandle>,
+    route: TrunkMask,
+    /// The trunk of the current attempt; counted in the [`TrunkSet`] while
+    /// `trunk_counted`.
+    trunk: TrunkId,
+    trunk_counted: bool,
+    tried: Vec<TrunkId>,
+    caller: String,
+    callee: String,
+    a_call_id: String,
+    /// A's offer after codec filtering.
+    a_offer: Sdp,
+    a_local: Option<SocketAddr>,
+    b_local: Option<SocketAddr>,
+    /// The offer toward B (the same on every trunk).
+    b_offer: Vec<u8>,
+    a_remote: Option<SocketAddr>,
+    b_remote: Option<SocketAddr>,
+    installed: bool,
+    /// The last SDP we gave A and B (for an offerless re-INVITE).
+    a_last: Option<Vec<u8>>,
+    b_last: Option<Vec<u8>>,
+    pending: Option<Pending>,
+    attempt_deadline: Option<Instant>,
+    max_deadline: Instant,
+    attempts: u32,
+    trunk_status: Option<u16>,
+    created: Instant,
+    ringing: Option<Instant>,
+    answered: Option<Instant>,
+}
+
+/// The B2BUA of one shard: bridged calls in a bounded slab.
+#[derive(Debug)]
+pub struct B2bua {
+    cfg: B2buaConfig,
+    trunks: TrunkSet,
+    routes: Routes,
+    caller_ids: CallerIdPool,
+    rng: StdRng,
+    calls: Vec<Option<Call>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    /// Endpoint leg to (slot, side).
+    legs: HashMap<CallHandle, (u32, Side)>,
+    /// Deadlines, checked against the call on pop (lazy deletion).
+    timers: BinaryHeap<Reverse<(Instant, u32, u32, TimerKind)>>,
+    outputs: VecDeque<Output>,
+    counters: B2buaCounters,
+}
+
+impl B2bua {
+    /// A B2BUA with room for `cfg.calls_max` calls. `rng_seed` seeds the
+    /// weighted trunk draw.
+    pub fn new(
+        cfg: B2buaConfig,
+        trunks: TrunkSet,
+        routes: Routes,
+        caller_ids: CallerIdPool,
+        rng_seed: u64,
+    ) -> Self {
+        assert!(cfg.calls_max > 0, "calls_max must be positive");
+        assert!(cfg.calls_max <= u32::MAX as usize, "calls_max fits a u32");
+        let n = cfg.calls_max;
+        let outputs_max = cfg.outputs_max.max(16);
+        B2bua {
+            trunks,
+            routes,
+            caller_ids,
+            rng: StdRng::seed_from_u64(rng_seed),
+            calls: (0..n).map(|_| None).collect(),
+            generations: vec![0; n],
+            free: (0..n as u32).rev().collect(),
+            legs: HashMap::with_capacity(2 * n),
+            timers: BinaryHeap::with_capacity(2 * n),
+            outputs: VecDeque::with_capacity(outputs_max),
+            counters: B2buaCounters::default(),
+            cfg,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &B2buaConfig {
+        &self.cfg
+    }
+
+    /// The trunk set (health, limits, events for metrics).
+    pub fn trunks(&mut self) -> &mut TrunkSet {
+        &mut self.trunks
+    }
+
+    /// Live calls.
+    pub fn calls_len(&self) -> usize {
+        self.cfg.calls_max - self.free.len()
+    }
+
+    /// What was refused or dropped.
+    pub fn counters(&self) -> B2buaCounters {
+        self.counters
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest deadline (maximum duration, trunk answer timeout).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse(t)) = self.timers.peek().copied() {
+            if self.timer_live(t) {
+                return Some(t.0);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Each call has at most two live deadlines, so this loop ends after
+        // at most 2 * calls_max live entries plus the stale ones it drops.
+        while let Some(Reverse(t)) = self.timers.peek().copied() {
+            if t.0 > now {
+                break;
+            }
+            self.timers.pop();
+            if !self.timer_live(t) {
+                continue;
+            }
+            let (_, index, _, kind) = t;
+            match kind {
+                TimerKind::Attempt => self.attempt_timeout(now, index),
+                TimerKind::MaxDuration => self.max_duration(now, index),
+            }
+        }
+    }
+
+    /// An event from the endpoint.
+    pub fn handle_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::IncomingCall {
+                call,
+                request_user,
+                from,
+                call_id,
+                sdp,
+                ..
+            } => self.incoming(now, call, request_user, &from, call_id, sdp),
+            Event::Ringing { call, sdp } => self.provisional(now, call, 180, sdp),
+            Event::Progress { call, status, sdp } => self.provisional(now, call, status, sdp),
+            Event::Answered { call, sdp } => self.answered(now, call, sdp),
+            Event::Failed { call, status, .. } => self.b_failed(now, call, Some(status)),
+            Event::TimedOut { call } => self.b_failed(now, call, None),
+            Event::Cancelled { call } => self.a_cancelled(now, call),
+            Event::Acked { .. } => {}
+            Event::AckTimeout { call } => self.ack_timeout(now, call),
+            Event::Reinvite { call, sdp } => self.reoffer(now, call, ReofferMethod::Invite, sdp),
+            Event::Update { call, sdp } => self.reoffer(now, call, ReofferMethod::Update, sdp),
+            Event::Ended { call, .. } => self.ended(now, call),
+        }
+    }
+
+    /// The shell allocated the call's two legs: `a_local` is the relay
+    /// address A sends to, `b_local` the one B sends to.
+    pub fn handle_media_allocated(
+        &mut self,
+        now: Instant,
+        bridge: BridgeId,
+        a_local: SocketAddr,
+        b_local: SocketAddr,
+    ) {
+        let Some(index) = self.live(bridge) else {
+            // The call ended while the ports were being allocated.
+            self.push(Output::Media(MediaRequest::Release { call: bridge }));
+            return;
+        };
+        let c = self.call_mut(index);
+        if c.state != State::Allocating {
+            return;
+        }
+        c.a_local = Some(a_local);
+        c.b_local = Some(b_local);
+        let offer = rewrite_to(&c.a_offer, b_local);
+        c.b_offer = offer.to_string_crlf().into_bytes();
+        c.b_last = Some(c.b_offer.clone());
+        self.start_attempt(now, index);
+    }
+
+    /// The shell could not allocate media ports: A gets 503.
+    pub fn handle_media_failed(&mut self, now: Instant, bridge: BridgeId) {
+        let Some(index) = self.live(bridge) else {
+            return;
+        };
+        let a = self.call_mut(index).a;
+        self.respond(a, 503, Vec::new(), None);
+        self.finish(now, index, 503, 41, Hangup::Gateway);
+    }
+
+    /// The endpoint took (`Some(handle)`) or refused (`None`) the
+    /// [`SipAction::Invite`] for `bridge`.
+    pub fn handle_invite_started(
+        &mut self,
+        now: Instant,
+        bridge: BridgeId,
+        leg: Option<CallHandle>,
+    ) {
+        let Some(index) = self.live(bridge) else {
+            if let Some(h) = leg {
+                // A gave up meanwhile: drop the new leg at once.
+                self.push(Output::Sip(SipAction::Cancel { call: h }));
+            }
+            return;
+        };
+        if self.call_mut(index).state != State::Starting {
+            return;
+        }
+        match leg {
+            Some(h) => {
+                self.legs.insert(h, (index, Side::B));
+                let c = self.call_mut(index);
+                c.b = Some(h);
+                c.state = State::Inviting;
+            }
+            // The endpoint is full: not the trunk's fault, but another
+            // trunk will not help either; 503 fails over like a trunk 503
+            // would and ends with a 500/503 toward A.
+            None => self.attempt_failed(now, index, Some(503), false),
+        }
+    }
+
+    /// The answer to a [`SipAction::Reoffer`] on `leg`: its final status
+    /// and SDP.
+    pub fn handle_reoffer_answered(
+        &mut self,
+        _now: Instant,
+        leg: CallHandle,
+        status: u16,
+        sdp: Option<Vec<u8>>,
+    ) {
+        let Some(&(index, side)) = self.legs.get(&leg) else {
+            self.counters.events_unknown += 1;
+            return;
+        };
+        let c = self.call_mut(index);
+        let Some(p) = c.pending.take() else {
+            return;
+        };
+        if p.offerer == side {
+            // An answer on the offerer's own leg: not ours to relay.
+            c.pending = Some(p);
+            return;
+        }
+        let offerer_leg = match p.offerer {
+            Side::A => c.a,
+            Side::B => match c.b {
+                Some(b) => b,
+                None => return,
+            },
+        };
+        let answer = sdp.as_deref().and_then(|b| Sdp::parse(b).ok());
+        match (status, answer) {
+            (200..=299, Some(ans)) => {
+                let offerer_local = match p.offerer {
+                    Side::A => c.a_local,
+                    Side::B => c.b_local,
+                };
+                let Some(local) = offerer_local else { return };
+                let body = rewrite_to(&ans, local).to_string_crlf().into_bytes();
+                let answer_remote = stream_remote(&ans);
+                match p.offerer {
+                    Side::A => {
+                        c.a_remote = p.offer_remote;
+                        c.b_remote = answer_remote;
+                        c.a_last = Some(body.clone());
+                        c.b_last = Some(p.offer_sdp);
+                    }
+                    Side::B => {
+                        c.b_remote = p.offer_remote;
+                        c.a_remote = answer_remote;
+                        c.b_last = Some(body.clone());
+                        c.a_last = Some(p.offer_sdp);
+                    }
+                }
+                let update = MediaRequest::Update {
+                    call: self.id_of(index),
+                    a_remote: self.call_mut(index).a_remote,
+                    b_remote: self.call_mut(index).b_remote,
+                };
+                self.respond(offerer_leg, 200, Vec::new(), Some(body));
+                self.push(Output::Media(update));
+            }
+            // A 2xx without a usable answer breaks offer/answer: refuse the
+            // offer on the other side with 488 and keep the old session.
+            (200..=299, None) => self.respond(offerer_leg, 488, Vec::new(), None),
+            (s, _) => {
+                let s = if (300..=699).contains(&s) { s } else { 500 };
+                self.respond(offerer_leg, s, Vec::new(), None);
+            }
+        }
+    }
+
+    // -- event handlers -----------------------------------------------------
+
+    fn incoming(
+        &mut self,
+        now: Instant,
+        a: CallHandle,
+        request_user: Option<String>,
+        from: &str,
+        call_id: String,
+        sdp: Option<Vec<u8>>,
+    ) {
+        if self.legs.contains_key(&a) {
+            // The endpoint reuses a handle only after its last event; a
+            // duplicate means a stale mapping we must not overwrite.
+            self.counters.events_unknown += 1;
+            return;
+        }
+        if self.free.is_empty() {
+            self.counters.rejected_full += 1;
+            let retry = vec![("Retry-After".to_string(), RETRY_AFTER_FULL_S.to_string())];
+            self.respond(a, 503, retry, None);
+            return;
+        }
+        let callee = match request_user {
+            Some(u) if is_called_number(&u) => u,
+            _ => {
+                self.counters.rejected_no_route += 1;
+                self.respond(a, 404, Vec::new(), None);
+                return;
+            }
+        };
+        let route = match self.routes.lookup(&callee) {
+            Some(RouteTarget::Trunks(mask)) => *mask,
+            // Contact-centre routing is not part of this B2BUA yet; no
+            // route at all is "no such number".
+            Some(RouteTarget::ContactCentre) | None => {
+                self.counters.rejected_no_route += 1;
+                self.respond(a, 404, Vec::new(), None);
+                return;
+            }
+        };
+        // RFC 3261 §13.3.1.1 lets a UAS refuse an offer it cannot accept
+        // with 488; a late offer (no body) is not supported here.
+        let offer = sdp
+            .as_deref()
+            .and_then(|b| Sdp::parse(b).ok())
+            .and_then(|s| filter_codecs(&s, &self.cfg.codecs));
+        let (Some(a_offer), Some(a_sdp)) = (offer, sdp) else {
+            self.counters.rejected_sdp += 1;
+            self.respond(a, 488, Vec::new(), None);
+            return;
+        };
+        let trunk = match self.trunks.select(now, &mut self.rng, route, &[]) {
+            Ok(t) => t,
+            Err(e) => {
+                let headers = match e.retry_after_s() {
+                    Some(s) => vec![("Retry-After".to_string(), s.to_string())],
+                    None => Vec::new(),
+                };
+                if e.status() == 404 {
+                    self.counters.rejected_no_route += 1;
+                } else {
+                    self.counters.rejected_no_trunk += 1;
+                }
+                self.respond(a, e.status(), headers, None);
+                return;
+            }
+        };
+        // Checked non-empty above.
+        let index = self.free.pop().expect("a free slot");
+        let generation = self.generations[index as usize];
+        let a_remote = stream_remote(&a_offer);
+        let max_deadline = now + self.cfg.max_call_duration;
+        self.calls[index as usize] = Some(Call {
+            generation,
+            state: State::Allocating,
+            a,
+            b: None,
+            route,
+            trunk,
+            trunk_counted: true,
+            tried: vec![trunk],
+            caller: uri_of(from),
+            callee,
+            a_call_id: call_id,
+            a_offer,
+            a_local: None,
+            b_local: None,
+            b_offer: Vec::new(),
+            a_remote,
+            b_remote: None,
+            installed: false,
+            a_last: None,
+            b_last: None,
+            pending: None,
+            attempt_deadline: None,
+            max_deadline,
+            attempts: 0,
+            trunk_status: None,
+            created: now,
+            ringing: None,
+            answered: None,
+        });
+        self.legs.insert(a, (index, Side::A));
+        self.arm(max_deadline, index, TimerKind::MaxDuration);
+        let bridge = self.id_of(index);
+        self.push(Output::Media(MediaRequest::Allocate {
+            call: bridge,
+            a_sdp,
+        }));
+    }
+
+    fn provisional(&mut self, now: Instant, leg: CallHandle, status: u16, sdp: Option<Vec<u8>>) {
+        let Some((index, Side::B)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        if !matches!(c.state, State::Inviting | State::Early) || !(101..=199).contains(&status) {
+            return;
+        }
+        c.state = State::Early;
+        c.attempt_deadline = None;
+        c.ringing.get_or_insert(now);
+        let a = c.a;
+        // Early media (RFC 3960): relay it as soon as B describes it.
+        let early = sdp.as_deref().and_then(|b| Sdp::parse(b).ok());
+        let body = match (early, c.a_local) {
+            (Some(s), Some(local)) => {
+                c.b_remote = stream_remote(&s);
+                let body = rewrite_to(&s, local).to_string_crlf().into_bytes();
+                c.a_last = Some(body.clone());
+                Some(body)
+            }
+            _ => None,
+        };
+        if body.is_some() {
+            self.push_media(index);
+        }
+        self.respond(a, status, Vec::new(), body);
+    }
+
+    fn answered(&mut self, now: Instant, leg: CallHandle, sdp: Option<Vec<u8>>) {
+        let Some((index, Side::B)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        if !matches!(c.state, State::Inviting | State::Early) {
+            return;
+        }
+        c.attempt_deadline = None;
+        let trunk = c.trunk;
+        self.trunks.handle_invite_result(now, trunk, Some(200));
+        let c = self.call_mut(index);
+        let answer = sdp.as_deref().and_then(|b| Sdp::parse(b).ok());
+        let (Some(ans), Some(local)) = (answer, c.a_local) else {
+            // We sent an offer, so the 2xx must carry the answer (RFC 3264
+            // §5); without one the call cannot be bridged: hang up B and
+            // tell A the gateway got a bad response (502).
+            c.trunk_status = Some(200);
+            let (a, b) = (c.a, leg);
+            self.push(Output::Sip(SipAction::Bye {
+                call: b,
+                headers: Vec::new(),
+            }));
+            self.respond(a, 502, Vec::new(), None);
+            self.finish(now, index, 502, 38, Hangup::Gateway);
+            return;
+        };
+        c.state = State::Connected;
+        c.answered = Some(now);
+        c.trunk_status = Some(200);
+        c.b_remote = stream_remote(&ans);
+        let body = rewrite_to(&ans, local).to_string_crlf().into_bytes();
+        c.a_last = Some(body.clone());
+        let a = c.a;
+        self.respond(a, 200, Vec::new(), Some(body));
+        self.push_media(index);
+    }
+
+    fn b_failed(&mut self, now: Instant, leg: CallHandle, status: Option<u16>) {
+        let Some((index, Side::B)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        if !matches!(c.state, State::Inviting | State::Early) {
+            return;
+        }
+        self.legs.remove(&leg);
+        self.call_mut(index).b = None;
+        self.attempt_failed(now, index, status, true);
+    }
+
+    fn a_cancelled(&mut self, now: Instant, leg: CallHandle) {
+        let Some((index, Side::A)) = self.leg(leg) else {
+            return;
+        };
+        if let Some(b) = self.call_mut(index).b {
+            self.push(Output::Sip(SipAction::Cancel { call: b }));
+        }
+        // The endpoint has answered A's INVITE with 487. From the network's
+        // view the caller cleared the call normally (ISUP REL cause 16);
+        // the SIP status 487 keeps "before answer" visible in the CDR.
+        self.finish(now, index, 487, Q850_NORMAL_CLEARING, Hangup::Caller);
+    }
+
+    fn ack_timeout(&mut self, now: Instant, leg: CallHandle) {
+        let Some((index, Side::A)) = self.leg(leg) else {
+            return;
+        };
+        // The endpoint BYEs A itself (RFC 3261 §13.3.1.4); end B.
+        if let Some(b) = self.call_mut(index).b {
+            self.push(Output::Sip(SipAction::Bye {
+                call: b,
+                headers: Vec::new(),
+            }));
+        }
+        self.finish(now, index, 200, Q850_TIMER_EXPIRY, Hangup::Gateway);
+    }
+
+    fn ended(&mut self, now: Instant, leg: CallHandle) {
+        let Some((index, side)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        let other = match side {
+            Side::A => c.b,
+            Side::B => Some(c.a),
+        };
+        let connected = c.state == State::Connected;
+        if let Some(o) = other {
+            let action = if connected || side == Side::B {
+                SipAction::Bye {
+                    call: o,
+                    headers: Vec::new(),
+                }
+            } else {
+                SipAction::Cancel { call: o }
+            };
+            self.push(Output::Sip(action));
+        }
+        let hangup = match side {
+            Side::A => Hangup::Caller,
+            Side::B => Hangup::Callee,
+        };
+        self.finish(now, index, 200, Q850_NORMAL_CLEARING, hangup);
+    }
+
+    fn reoffer(
+        &mut self,
+        _now: Instant,
+        leg: CallHandle,
+        method: ReofferMethod,
+        sdp: Option<Vec<u8>>,
+    ) {
+        let Some((index, side)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        if c.state != State::Connected || c.pending.is_some() {
+            // RFC 3261 §14.2: an offer while ours is in progress gets 491;
+            // so does one before the bridge is up.
+            self.respond(leg, 491, Vec::new(), None);
+            return;
+        }
+        let Some(body) = sdp else {
+            // An offerless re-INVITE (RFC 3261 §14.1) or a session refresh:
+            // offer what this side already has; nothing crosses over.
+            let last = match side {
+                Side::A => c.a_last.clone(),
+                Side::B => c.b_last.clone(),
+            };
+            let last = if method == ReofferMethod::Update {
+                None
+            } else {
+                last
+            };
+            self.respond(leg, 200, Vec::new(), last);
+            return;
+        };
+        let (other, other_local) = match side {
+            Side::A => (c.b, c.b_local),
+            Side::B => (Some(c.a), c.a_local),
+        };
+        let parsed = Sdp::parse(&body)
+            .ok()
+            .and_then(|s| filter_codecs(&s, &self.cfg.codecs));
+        let (Some(offer), Some(other), Some(other_local)) = (parsed, other, other_local) else {
+            self.counters.rejected_sdp += 1;
+            self.respond(leg, 488, Vec::new(), None);
+            return;
+        };
+        let out = rewrite_to(&offer, other_local)
+            .to_string_crlf()
+            .into_bytes();
+        let c = self.call_mut(index);
+        c.pending = Some(Pending {
+            offerer: side,
+            offer_remote: stream_remote(&offer),
+            offer_sdp: out.clone(),
+        });
+        self.push(Output::Sip(SipAction::Reoffer {
+            call: other,
+            method,
+            sdp: out,
+        }));
+    }
+
+    // -- timers ---------------------------------------------------------------
+
+    fn attempt_timeout(&mut self, now: Instant, index: u32) {
+        let c = self.call_mut(index);
+        c.attempt_deadline = None;
+        if c.state != State::Inviting {
+            return;
+        }
+        if let Some(b) = c.b.take() {
+            // The endpoint sends the CANCEL once B answers provisionally
+            // (RFC 3261 §9.1) and cleans the leg up; we are done with it.
+            self.legs.remove(&b);
+            self.push(Output::Sip(SipAction::Cancel { call: b }));
+        }
+        self.attempt_failed(now, index, None, true);
+    }
+
+    fn max_duration(&mut self, now: Instant, index: u32) {
+        let c = self.call_mut(index);
+        let reason = vec![("Reason".to_string(), MAX_DURATION_REASON.to_string())];
+        let (a, b, state) = (c.a, c.b, c.state);
+        if state == State::Connected {
+            for leg in [Some(a), b].into_iter().flatten() {
+                self.push(Output::Sip(SipAction::Bye {
+                    call: leg,
+                    headers: reason.clone(),
+                }));
+            }
+            self.finish(now, index, 200, Q850_TIMER_EXPIRY, Hangup::Gateway);
+        } else {
+            if let Some(b) = b {
+                self.push(Output::Sip(SipAction::Cancel { call: b }));
+            }
+            // Not answered within the whole allowance: 408 is the SIP
+            // image of cause 102 (RFC 3398 §7.2.4.1).
+            self.respond(a, 408, reason, None);
+            self.finish(now, index, 408, Q850_TIMER_EXPIRY, Hangup::Gateway);
+        }
+    }
+
+    // -- helpers ----------------------------------------------------------------
+
+    /// Builds and emits the INVITE of the current attempt.
+    fn start_attempt(&mut self, now: Instant, index: u32) {
+        let bridge = self.id_of(index);
+        let c = self.calls[index as usize].as_ref().expect("live call");
+        let cfg = self.trunks.config(c.trunk);
+        let trunk = c.trunk;
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let Some(target) = trunk_target(&cfg.address, cfg.transport) else {
+            // A trunk address we cannot reach without DNS: try the next.
+            self.attempt_failed(now, index, Some(503), false);
+            return;
+        };
+        let tp = match cfg.transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", transport_param(t)),
+        };
+        let request_uri = format!("sip:{}@{}{}", c.callee, cfg.address, tp);
+        let to = format!("sip:{}@{}", c.callee, cfg.address);
+        let address = cfg.address.clone();
+        let mut from = c.caller.clone();
+        let b_offer = c.b_offer.clone();
+        let mut extra_headers = Vec::new();
+        if let Some(number) = self.caller_ids.next() {
+            let h = caller_id_headers(self.cfg.caller_id_mode, number, &address);
+            if let Some(pai) = h.pai {
+                extra_headers.push(("P-Asserted-Identity".to_string(), pai));
+            }
+            if let Some(f) = h.from {
+                from = f.trim_start_matches('<').trim_end_matches('>').to_string();
+            }
+        }
+        let c = self.call_mut(index);
+        c.state = State::Starting;
+        c.attempts += 1;
+        let deadline = now + timeout;
+        c.attempt_deadline = Some(deadline);
+        self.arm(deadline, index, TimerKind::Attempt);
+        self.push(Output::Sip(SipAction::Invite {
+            bridge,
+            invite: OutboundInvite {
+                trunk,
+                target,
+                request_uri,
+                from,
+                to,
+                sdp: b_offer,
+                extra_headers,
+            },
+        }));
+    }
+
+    /// The current attempt ended without a 2xx: next trunk or final answer
+    /// to A. `trunk_fault` says whether the trunk itself answered (or did
+    /// not), which feeds its health.
+    fn attempt_failed(&mut self, now: Instant, index: u32, status: Option<u16>, trunk_fault: bool) {
+        let c = self.call_mut(index);
+        c.attempt_deadline = None;
+        let trunk = c.trunk;
+        let counted = std::mem::replace(&mut c.trunk_counted, false);
+        if trunk_fault {
+            c.trunk_status = status;
+            self.trunks.handle_invite_result(now, trunk, status);
+        }
+        if counted {
+            self.trunks.call_ended(trunk);
+        }
+        if should_failover(status) {
+            let c = self.calls[index as usize].as_ref().expect("live call");
+            let (route, tried) = (c.route, c.tried.clone());
+            if let Ok(next) = self.trunks.select(now, &mut self.rng, route, &tried) {
+                let c = self.call_mut(index);
+                assert!(c.tried.len() < TRUNKS_MAX, "select excludes tried trunks");
+                c.tried.push(next);
+                c.trunk = next;
+                c.trunk_counted = true;
+                self.counters.failovers += 1;
+                self.start_attempt(now, index);
+                return;
+            }
+        }
+        let (code, q850) = map_failure(status);
+        let a = self.call_mut(index).a;
+        self.respond(a, code, Vec::new(), None);
+        self.finish(now, index, code, q850, Hangup::Callee);
+    }
+
+    /// Ends the call: frees its slot, legs and trunk count, releases the
+    /// media and emits the record.
+    fn finish(&mut self, now: Instant, index: u32, sip_status: u16, q850: u8, hangup: Hangup) {
+        let bridge = self.id_of(index);
+        let c = self.calls[index as usize].take().expect("live call");
+        self.legs.remove(&c.a);
+        if let Some(b) = c.b {
+            self.legs.remove(&b);
+        }
+        if c.trunk_counted {
+            self.trunks.call_ended(c.trunk);
+        }
+        self.generations[index as usize] = c.generation.wrapping_add(1);
+        self.free.push(index);
+        assert!(self.free.len() <= self.cfg.calls_max, "slot freed twice");
+        self.push(Output::Media(MediaRequest::Release { call: bridge }));
+        let trunk = c
+            .attempts
+            .gt(&0)
+            .then(|| self.trunks.config(c.trunk).name.clone());
+        self.push(Output::Record(CallRecord {
+            bridge,
+            a_call_id: c.a_call_id,
+            caller: c.caller,
+            callee: c.callee,
+            trunk,
+            attempts: c.attempts,
+            trunk_status: c.trunk_status,
+            sip_status,
+            q850_cause: q850,
+            hangup,
+            created: c.created,
+            ringing: c.ringing,
+            answered: c.answered,
+            ended: now,
+        }));
+        // Stale timer entries pile up with churn; rebuild when they
+        // outnumber the live ones several times over.
+        if self.timers.len() > 4 * self.cfg.calls_max + 16 {
+            let mut all = std::mem::take(&mut self.timers).into_vec();
+            all.retain(|Reverse(t)| self.timer_live(*t));
+            self.timers = BinaryHeap::from(all);
+        }
+    }
+
+    fn push_media(&mut self, index: u32) {
+        let call = self.id_of(index);
+        let c = self.call_mut(index);
+        let (a_remote, b_remote) = (c.a_remote, c.b_remote);
+        let req = if c.installed {
+            MediaRequest::Update {
+                call,
+                a_remote,
+                b_remote,
+            }
+        } else {
+            c.installed = true;
+            MediaRequest::Install {
+                call,
+                a_remote,
+                b_remote,
+            }
+        };
+        self.push(Output::Media(req));
+    }
+
+    fn respond(
+        &mut self,
+        call: CallHandle,
+        status: u16,
+        headers: Vec<(String, String)>,
+        sdp: Option<Vec<u8>>,
+    ) {
+        self.push(Output::Sip(SipAction::Respond {
+            call,
+            status,
+            reason: reason_phrase(status),
+            headers,
+            sdp,
+        }));
+    }
+
+    fn push(&mut self, o: Output) {
+        if self.outputs.len() >= self.cfg.outputs_max.max(16) {
+            self.counters.outputs_dropped += 1;
+            return;
+        }
+        self.outputs.push_back(o);
+    }
+
+    fn arm(&mut self, at: Instant, index: u32, kind: TimerKind) {
+        let generation = self.generations[index as usize];
+        self.timers.push(Reverse((at, index, generation, kind)));
+    }
+
+    fn timer_live(&self, (at, index, generation, kind): (Instant, u32, u32, TimerKind)) -> bool {
+        match self.calls.get(index as usize).and_then(Option::as_ref) {
+            Some(c) if c.generation == generation => match kind {
+                TimerKind::Attempt => c.attempt_deadline == Some(at),
+                TimerKind::MaxDuration => c.max_deadline == at,
+            },
+            _ => false,
+        }
+    }
+
+    fn leg(&mut self, leg: CallHandle) -> Option<(u32, Side)> {
+        let r = self.legs.get(&leg).copied();
+        if r.is_none() {
+            self.counters.events_unknown += 1;
+        }
+        r
+    }
+
+    fn live(&self, id: BridgeId) -> Option<u32> {
+        match self.calls.get(id.index()).and_then(Option::as_ref) {
+            Some(c) if c.generation == id.generation => Some(id.index),
+            _ => None,
+        }
+    }
+
+    fn id_of(&self, index: u32) -> BridgeId {
+        BridgeId {
+            index,
+            generation: self.generations[index as usize],
+        }
+    }
+
+    fn call_mut(&mut self, index: u32) -> &mut Call {
+        // Every caller got `index` from `legs`, `live` or the timer check,
+        // which only name occupied slots.
+        self.calls[index as usize].as_mut().expect("live call")
+    }
+}
+
+/// Retry-After (seconds) on the 503 for a full call table: the same as the
+/// endpoint's ([`crate::sip::endpoint::RETRY_AFTER_S`]).
+const RETRY_AFTER_FULL_S: u32 = crate::sip::endpoint::RETRY_AFTER_S;
+
+/// The status toward A and the Q.850 cause for a failed last attempt.
+///
+/// * Timeout (no answer from any trunk): 408, cause 102 (RFC 3398 §8.2.6.1).
+/// * 503 from the trunk: 500 to A. RFC 3261 §16.7 step 6 tells a proxy not
+///   to forward a 503 because A would read it as "this gateway is
+///   overloaded" and, per RFC 3263 §4.3, fail over away from a gateway that
+///   is fine for other numbers; the same holds for a B2BUA. Cause 41
+///   (temporary failure) as RFC 3398 maps 503.
+/// * Anything else is about the call (486, 404, 6xx ...) and is forwarded
+///   as is, with the RFC 3398 cause.
+fn map_failure(status: Option<u16>) -> (u16, u8) {
+    match status {
+        None => (408, Q850_TIMER_EXPIRY),
+        Some(503) => (500, 41),
+        Some(s) if (300..=699).contains(&s) => (s, sip_to_q850(s)),
+        Some(_) => (500, 41),
+    }
+}
+
+/// SIP status to Q.850 cause, RFC 3398 §8.2.6.1 (and 127 "interworking,
+/// unspecified" for the rest).
+pub fn sip_to_q850(status: u16) -> u8 {
+    match status {
+        200..=299 => Q850_NORMAL_CLEARING,
+        400 | 481 | 500 | 503 => 41,
+        401..=403 | 407 | 603 => 21,
+        404 | 485 | 604 => 1,
+        405 | 501 | 406 | 415 => 79,
+        408 | 504 => 102,
+        410 => 22,
+        480 => 18,
+        482 | 483 => 25,
+        484 => 28,
+        486 | 600 => 17,
+        502 => 38,
+        606 => 58,
+        _ => 127,
+    }
+}
+
+/// Reason phrases for the statuses the B2BUA sends (RFC 3261 §21).
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        484 => "Address Incomplete",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => class_phrase(status),
+    }
+}
+
+/// A generic phrase for a status without its own (RFC 3261 §21: the
+/// phrase is for humans; the code alone carries the meaning).
+fn class_phrase(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "Session Progress",
+        2 => "OK",
+        3 => "Redirection",
+        4 => "Request Failure",
+        5 => "Server Failure",
+        _ => "Global Failure",
+    }
+}
+
+/// Whether a Request-URI user is a number we route: an optional `+` and
+/// 1 to [`CALLED_LEN_MAX`] digits.
+fn is_called_number(u: &str) -> bool {
+    let d = u.strip_prefix('+').unwrap_or(u);
+    !d.is_empty() && d.len() <= CALLED_LEN_MAX && d.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The URI of a From/To value (`"Alice" <sip:a@b>;tag=x` or
+/// `sip:a@b;tag=x`), or an anonymous URI (RFC 3323 §4.1.1.3) when it
+/// cannot be used in our own From.
+fn uri_of(value: &str) -> String {
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(l), Some(r)) if l < r => &value[l + 1..r],
+        _ => value.split(';').next().unwrap_or("").trim(),
+    };
+    let ok = crate::sip::uri::Uri::parse(uri).is_ok()
+        && !uri.contains(['<', '>', ' ', '"'])
+        && uri.len() <= 256;
+    if ok {
+        uri.to_string()
+    } else {
+        "sip:anonymous@anonymous.invalid".to_string()
+    }
+}
+
+/// A trunk `address` (`ip`, `ip:port`, `[v6]`, `[v6]:port`) as a socket
+/// address; the port defaults to 5060, or 5061 for TLS (RFC 3261 §19.1.2).
+fn trunk_target(address: &str, transport: Transport) -> Option<SocketAddr> {
+    if let Ok(sa) = address.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    let port = if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    };
+    let host = address
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(address);
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// Encoding names of the static payload types of RFC 3551 table 4 that a
+/// telephony gateway meets.
+fn static_encoding(pt: &str) -> Option<&'static str> {
+    match pt {
+        "0" => Some("PCMU"),
+        "3" => Some("GSM"),
+        "4" => Some("G723"),
+        "8" => Some("PCMA"),
+        "9" => Some("G722"),
+        "18" => Some("G729"),
+        _ => None,
+    }
+}
+
+/// Keeps, in the first active audio section, the formats whose encoding is
+/// in `allowed` (without case) or is `telephone-event`, with their
+/// `a=rtpmap`/`a=fmtp`/`a=rtcp-fb` lines; every other section is disabled
+/// (port 0, RFC 3264 §6) since the relay carries one stream. None when no
+/// audio section keeps a real codec.
+fn filter_codecs(sdp: &Sdp, allowed: &[String]) -> Option<Sdp> {
+    let mut out = sdp.clone();
+    let mut chosen = false;
+    for m in &mut out.media {
+        if chosen || m.kind != "audio" || m.port == 0 {
+            disable(m);
+            continue;
+        }
+        let encoding = |pt: &str| -> Option<String> {
+            let prefix = format!("a=rtpmap:{pt} ");
+            m.lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.split('/').next())
+                .map(|e| e.trim().to_string())
+                .or_else(|| static_encoding(pt).map(str::to_string))
+        };
+        let mut keep = Vec::new();
+        let mut real = false;
+        for pt in &m.formats {
+            let Some(enc) = encoding(pt) else { continue };
+            if enc.eq_ignore_ascii_case("telephone-event") {
+                keep.push(pt.clone());
+            } else if allowed.iter().any(|a| a.eq_ignore_ascii_case(&enc)) {
+                keep.push(pt.clone());
+                real = true;
+            }
+        }
+        if !real {
+            disable(m);
+            continue;
+        }
+        let dropped: Vec<&String> = m.formats.iter().filter(|f| !keep.contains(f)).collect();
+        let mut lines = Vec::with_capacity(m.lines.len());
+        let head: Vec<&str> = m.lines[0][2..].split_ascii_whitespace().take(3).collect();
+        lines.push(format!("m={} {}", head.join(" "), keep.join(" ")));
+        for l in &m.lines[1..] {
+            let about_dropped = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"].iter().any(|p| {
+                l.strip_prefix(p)
+                    .and_then(|v| v.split_ascii_whitespace().next())
+                    .is_some_and(|pt| dropped.iter().any(|d| d.as_str() == pt))
+            });
+            if !about_dropped {
+                lines.push(l.clone());
+            }
+        }
+        m.lines = lines;
+        m.formats = keep;
+        chosen = true;
+    }
+    chosen.then_some(out)
+}
+
+/// Sets a media section's port to 0 (rejected, RFC 3264 §6).
+fn disable(m: &mut crate::sdp::Media) {
+    if m.port == 0 {
+        return;
+    }
+    let f: Vec<&str> = m.lines[0][2..].split_ascii_whitespace().collect();
+    if f.len() >= 3 {
+        let rest = f[2..].join(" ");
+        m.lines[0] = format!("m={} 0 {}", f[0], rest);
+    }
+    m.port = 0;
+}
+
+/// `sdp` with every active section pointed at `local` (RTCP at port + 1,
+/// rtcp-mux offered as the original did).
+fn rewrite_to(sdp: &Sdp, local: SocketAddr) -> Sdp {
+    let rw = Rewrite {
+        media: sdp
+            .media
+            .iter()
+            .map(|m| {
+                Some(MediaEndpoint {
+                    address: local.ip(),
+                    rtp_port: local.port(),
+                    rtcp_port: local.port().checked_add(1),
+                    offer_mux: m.rtcp_mux,
+                })
+            })
+            .collect(),
+        replace_origin: true,
+        ..Rewrite::default()
+    };
+    sdp.rewrite(&rw)
+}
+
+/// The RTP address of the first active section (None when every stream is
+/// disabled or held with a zero address).
+fn stream_remote(sdp: &Sdp) -> Option<SocketAddr> {
+    sdp.media
+        .iter()
+        .find(|m| m.port != 0)
+        .filter(|m| !m.address.is_unspecified())
+        .map(|m| SocketAddr::new(m.address, m.port))
+}
