@@ -1487,3 +1487,682 @@ fn stream_remote(sdp: &Sdp) -> Option<SocketAddr> {
         .filter(|m| !m.address.is_unspecified())
         .map(|m| SocketAddr::new(m.address, m.port))
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::config::{RouteConfig, TrunkConfig};
+
+    const A_SDP: &str = "v=0\r\no=alice 1 1 IN IP4 198.51.100.1\r\ns=-\r\n\
+        c=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 18 101\r\n\
+        a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\n\
+        a=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+        a=sendrecv\r\n";
+    const B_SDP: &str = "v=0\r\no=trunk 5 5 IN IP4 203.0.113.9\r\ns=-\r\n\
+        c=IN IP4 203.0.113.9\r\nt=0 0\r\nm=audio 50000 RTP/AVP 8 101\r\n\
+        a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    const A_LOCAL: &str = "192.0.2.10:20000";
+    const B_LOCAL: &str = "192.0.2.10:20002";
+
+    fn trunk(name: &str, priority: u16, address: &str) -> TrunkConfig {
+        TrunkConfig {
+            name: name.into(),
+            address: address.into(),
+            priority,
+            max_calls: 1000,
+            cps: 1000,
+            options_interval_s: 0,
+            timeout_ms: 5000,
+            ..TrunkConfig::default()
+        }
+    }
+
+    fn two_trunks() -> Vec<TrunkConfig> {
+        vec![
+            trunk("t1", 1, "192.0.2.1:5060"),
+            trunk("t2", 2, "192.0.2.2"),
+        ]
+    }
+
+    struct H {
+        b: B2bua,
+        t0: Instant,
+        now: Instant,
+    }
+
+    fn setup(calls_max: usize, trunks: &[TrunkConfig], routes: &[RouteConfig]) -> H {
+        let t0 = Instant::now();
+        let set = TrunkSet::new(trunks, t0);
+        let routes = Routes::new(routes, &set);
+        let mut cfg = B2buaConfig::new(calls_max);
+        cfg.max_call_duration = Duration::from_secs(60);
+        let pool = CallerIdPool::new(&["+4930999".to_string()]);
+        H {
+            b: B2bua::new(cfg, set, routes, pool, 7),
+            t0,
+            now: t0,
+        }
+    }
+
+    fn default_h() -> H {
+        setup(8, &two_trunks(), &[RouteConfig::default()])
+    }
+
+    fn sock(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap()
+    }
+
+    impl H {
+        fn drain(&mut self) -> Vec<Output> {
+            let mut v = Vec::new();
+            while let Some(o) = self.b.poll_output() {
+                v.push(o);
+                assert!(v.len() < 64, "output loop never ends");
+            }
+            v
+        }
+
+        fn ev(&mut self, e: Event) -> Vec<Output> {
+            self.b.handle_event(self.now, e);
+            self.drain()
+        }
+
+        fn incoming(&mut self, a: u32, user: &str, sdp: &str) -> Vec<Output> {
+            self.ev(Event::IncomingCall {
+                call: CallHandle(a),
+                src: sock("198.51.100.1:5060"),
+                request_uri: format!("sip:{user}@gw.example.org"),
+                request_user: Some(user.to_string()),
+                from: "\"Alice\" <sip:alice@198.51.100.1>;tag=1".into(),
+                to: format!("<sip:{user}@gw.example.org>"),
+                call_id: format!("a-call-{a}"),
+                contact: None,
+                sdp: Some(sdp.as_bytes().to_vec()),
+            })
+        }
+
+        /// A INVITE -> allocate -> B INVITE; returns the bridge and invite.
+        fn start(&mut self, a: u32) -> (BridgeId, OutboundInvite) {
+            let out = self.incoming(a, "+4930123", A_SDP);
+            let [Output::Media(MediaRequest::Allocate { call, a_sdp })] = &out[..] else {
+                panic!("expected Allocate, got {out:?}");
+            };
+            assert_eq!(text(a_sdp), A_SDP);
+            let bridge = *call;
+            self.b
+                .handle_media_allocated(self.now, bridge, sock(A_LOCAL), sock(B_LOCAL));
+            let out = self.drain();
+            (bridge, expect_invite(&out, bridge))
+        }
+
+        fn started(&mut self, bridge: BridgeId, b: u32) {
+            self.b
+                .handle_invite_started(self.now, bridge, Some(CallHandle(b)));
+            assert_eq!(self.drain(), []);
+        }
+
+        /// A basic call up to the 200 toward A.
+        fn connect(&mut self, a: u32, b: u32) -> BridgeId {
+            let (bridge, _) = self.start(a);
+            self.started(bridge, b);
+            let out = self.ev(Event::Answered {
+                call: CallHandle(b),
+                sdp: Some(B_SDP.as_bytes().to_vec()),
+            });
+            assert_eq!(out.len(), 2, "{out:?}");
+            bridge
+        }
+    }
+
+    fn expect_invite(out: &[Output], bridge: BridgeId) -> OutboundInvite {
+        match out {
+            [Output::Sip(SipAction::Invite { bridge: b, invite })] if *b == bridge => {
+                invite.clone()
+            }
+            _ => panic!("expected one Invite, got {out:?}"),
+        }
+    }
+
+    fn respond_of(o: &Output) -> (CallHandle, u16, Option<&str>) {
+        match o {
+            Output::Sip(SipAction::Respond {
+                call, status, sdp, ..
+            }) => (*call, *status, sdp.as_deref().map(text)),
+            _ => panic!("expected Respond, got {o:?}"),
+        }
+    }
+
+    fn record_of(o: &Output) -> &CallRecord {
+        match o {
+            Output::Record(r) => r,
+            _ => panic!("expected Record, got {o:?}"),
+        }
+    }
+
+    #[test]
+    fn basic_call() {
+        let mut h = default_h();
+        let (bridge, inv) = h.start(1);
+        assert_eq!(inv.trunk, TrunkId(0));
+        assert_eq!(inv.target, sock("192.0.2.1:5060"));
+        assert_eq!(inv.request_uri, "sip:+4930123@192.0.2.1:5060");
+        assert_eq!(inv.from, "sip:alice@198.51.100.1");
+        assert_eq!(
+            inv.extra_headers,
+            [(
+                "P-Asserted-Identity".to_string(),
+                "<sip:+4930999@192.0.2.1:5060;user=phone>".to_string()
+            )]
+        );
+        let offer = text(&inv.sdp);
+        assert!(offer.contains("c=IN IP4 192.0.2.10\r\n"), "{offer}");
+        assert!(
+            offer.contains("m=audio 20002 RTP/AVP 0 8 101\r\n"),
+            "{offer}"
+        );
+        assert!(
+            !offer.contains("G729") && !offer.contains("annexb"),
+            "{offer}"
+        );
+        assert!(!offer.contains("198.51.100.1"), "{offer}");
+        // The built params are what SipEndpoint::invite takes.
+        inv.with_params(|p| {
+            assert_eq!(p.target, inv.target);
+            assert_eq!(p.extra_headers.len(), 1);
+        });
+        h.started(bridge, 100);
+
+        h.now += Duration::from_millis(300);
+        let out = h.ev(Event::Ringing {
+            call: CallHandle(100),
+            sdp: None,
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(respond_of(&out[0]), (CallHandle(1), 180, None));
+
+        h.now += Duration::from_secs(2);
+        let out = h.ev(Event::Answered {
+            call: CallHandle(100),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        assert_eq!(out.len(), 2, "{out:?}");
+        let (call, status, sdp) = respond_of(&out[0]);
+        assert_eq!((call, status), (CallHandle(1), 200));
+        let answer = sdp.unwrap();
+        assert!(answer.contains("c=IN IP4 192.0.2.10\r\n"), "{answer}");
+        assert!(
+            answer.contains("m=audio 20000 RTP/AVP 8 101\r\n"),
+            "{answer}"
+        );
+        assert!(!answer.contains("203.0.113.9"), "{answer}");
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Install {
+                call: bridge,
+                a_remote: Some(sock("198.51.100.1:40000")),
+                b_remote: Some(sock("203.0.113.9:50000")),
+            })
+        );
+        assert_eq!(h.b.trunks().calls(TrunkId(0)), 1);
+
+        h.now += Duration::from_secs(30);
+        let out = h.ev(Event::Ended {
+            call: CallHandle(1),
+            by_remote: true,
+        });
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(
+            out[0],
+            Output::Sip(SipAction::Bye {
+                call: CallHandle(100),
+                headers: vec![]
+            })
+        );
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Release { call: bridge })
+        );
+        let r = record_of(&out[2]);
+        assert_eq!(r.hangup, Hangup::Caller);
+        assert_eq!((r.sip_status, r.q850_cause), (200, 16));
+        assert_eq!(r.trunk.as_deref(), Some("t1"));
+        assert_eq!((r.attempts, r.trunk_status), (1, Some(200)));
+        assert_eq!(r.callee, "+4930123");
+        assert_eq!(r.caller, "sip:alice@198.51.100.1");
+        assert_eq!(r.a_call_id, "a-call-1");
+        assert_eq!(r.created, h.t0);
+        assert_eq!(r.ringing, Some(h.t0 + Duration::from_millis(300)));
+        assert_eq!(r.answered, Some(h.t0 + Duration::from_millis(2300)));
+        assert_eq!(r.ended, h.now);
+        assert_eq!(h.b.calls_len(), 0);
+        assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
+        // The BYE's own completion on B is no longer ours.
+        assert_eq!(
+            h.ev(Event::Ended {
+                call: CallHandle(100),
+                by_remote: false
+            }),
+            []
+        );
+        assert_eq!(h.b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn failover_on_503_then_success_on_trunk_2() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        let out = h.ev(Event::Failed {
+            call: CallHandle(100),
+            status: 503,
+            reason: "Service Unavailable".into(),
+        });
+        let inv = expect_invite(&out, bridge);
+        assert_eq!(inv.trunk, TrunkId(1));
+        assert_eq!(inv.target, sock("192.0.2.2:5060"));
+        assert_eq!(inv.request_uri, "sip:+4930123@192.0.2.2");
+        assert!(text(&inv.sdp).contains("m=audio 20002 "));
+        assert_eq!(h.b.counters().failovers, 1);
+        assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
+        h.started(bridge, 101);
+        // Events of the dead first leg are ignored.
+        assert_eq!(
+            h.ev(Event::Ringing {
+                call: CallHandle(100),
+                sdp: None
+            }),
+            []
+        );
+        let out = h.ev(Event::Answered {
+            call: CallHandle(101),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        assert_eq!(respond_of(&out[0]).1, 200);
+        let out = h.ev(Event::Ended {
+            call: CallHandle(101),
+            by_remote: true,
+        });
+        let r = record_of(&out[2]);
+        assert_eq!(r.trunk.as_deref(), Some("t2"));
+        assert_eq!(r.attempts, 2);
+    }
+
+    #[test]
+    fn all_trunks_503_gives_500() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        for (leg, next) in [(100, true), (101, false)] {
+            let out = h.ev(Event::Failed {
+                call: CallHandle(leg),
+                status: 503,
+                reason: "Service Unavailable".into(),
+            });
+            if next {
+                expect_invite(&out, bridge);
+                h.started(bridge, 101);
+            } else {
+                assert_eq!(respond_of(&out[0]), (CallHandle(1), 500, None));
+                let r = record_of(&out[2]);
+                assert_eq!(
+                    (r.sip_status, r.trunk_status, r.q850_cause),
+                    (500, Some(503), 41)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_failover_on_486() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        let out = h.ev(Event::Failed {
+            call: CallHandle(100),
+            status: 486,
+            reason: "Busy Here".into(),
+        });
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(respond_of(&out[0]), (CallHandle(1), 486, None));
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Release { call: bridge })
+        );
+        let r = record_of(&out[2]);
+        assert_eq!(
+            (r.hangup, r.q850_cause, r.attempts),
+            (Hangup::Callee, 17, 1)
+        );
+        assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
+    }
+
+    #[test]
+    fn timeout_failover_then_408() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        // Timer B on the first trunk.
+        let out = h.ev(Event::TimedOut {
+            call: CallHandle(100),
+        });
+        assert_eq!(expect_invite(&out, bridge).trunk, TrunkId(1));
+        h.started(bridge, 101);
+        // The second trunk says nothing within its timeout_ms: CANCEL it;
+        // no trunk is left, so A gets 408.
+        let deadline = h.b.poll_timeout().unwrap();
+        assert_eq!(deadline, h.now + Duration::from_millis(5000));
+        h.now = deadline;
+        h.b.handle_timeout(h.now);
+        let out = h.drain();
+        assert_eq!(
+            out[0],
+            Output::Sip(SipAction::Cancel {
+                call: CallHandle(101)
+            })
+        );
+        assert_eq!(respond_of(&out[1]), (CallHandle(1), 408, None));
+        let r = record_of(&out[3]);
+        assert_eq!(
+            (r.sip_status, r.q850_cause, r.trunk_status),
+            (408, 102, None)
+        );
+    }
+
+    #[test]
+    fn trunk_timeout_fails_over() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        h.now += Duration::from_millis(5000);
+        h.b.handle_timeout(h.now);
+        let out = h.drain();
+        assert_eq!(
+            out[0],
+            Output::Sip(SipAction::Cancel {
+                call: CallHandle(100)
+            })
+        );
+        assert_eq!(expect_invite(&out[1..], bridge).trunk, TrunkId(1));
+    }
+
+    #[test]
+    fn cancel_while_ringing() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        h.ev(Event::Ringing {
+            call: CallHandle(100),
+            sdp: None,
+        });
+        let out = h.ev(Event::Cancelled {
+            call: CallHandle(1),
+        });
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(
+            out[0],
+            Output::Sip(SipAction::Cancel {
+                call: CallHandle(100)
+            })
+        );
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Release { call: bridge })
+        );
+        let r = record_of(&out[2]);
+        assert_eq!((r.hangup, r.sip_status), (Hangup::Caller, 487));
+        assert!(r.ringing.is_some() && r.answered.is_none());
+        // B's 487 afterwards is ignored.
+        let out = h.ev(Event::Failed {
+            call: CallHandle(100),
+            status: 487,
+            reason: "Request Terminated".into(),
+        });
+        assert_eq!(out, []);
+        assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
+    }
+
+    #[test]
+    fn cancel_before_allocation_releases_late_ports() {
+        let mut h = default_h();
+        let out = h.incoming(1, "+4930123", A_SDP);
+        let Output::Media(MediaRequest::Allocate { call: bridge, .. }) = out[0] else {
+            panic!("{out:?}");
+        };
+        let out = h.ev(Event::Cancelled {
+            call: CallHandle(1),
+        });
+        assert_eq!(out.len(), 2, "{out:?}");
+        h.b.handle_media_allocated(h.now, bridge, sock(A_LOCAL), sock(B_LOCAL));
+        assert_eq!(
+            h.drain(),
+            [Output::Media(MediaRequest::Release { call: bridge })]
+        );
+        h.b.handle_invite_started(h.now, bridge, Some(CallHandle(9)));
+        assert_eq!(
+            h.drain(),
+            [Output::Sip(SipAction::Cancel {
+                call: CallHandle(9)
+            })]
+        );
+    }
+
+    #[test]
+    fn callee_bye() {
+        let mut h = default_h();
+        let bridge = h.connect(1, 100);
+        let out = h.ev(Event::Ended {
+            call: CallHandle(100),
+            by_remote: true,
+        });
+        assert_eq!(
+            out[0],
+            Output::Sip(SipAction::Bye {
+                call: CallHandle(1),
+                headers: vec![]
+            })
+        );
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Release { call: bridge })
+        );
+        assert_eq!(record_of(&out[2]).hangup, Hangup::Callee);
+    }
+
+    #[test]
+    fn reinvite_hold_passed_through() {
+        let mut h = default_h();
+        let bridge = h.connect(1, 100);
+        let hold = A_SDP
+            .replace("a=sendrecv", "a=sendonly")
+            .replace("o=alice 1 1", "o=alice 1 2");
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(1),
+            sdp: Some(hold.into_bytes()),
+        });
+        let [Output::Sip(SipAction::Reoffer { call, method, sdp })] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!((*call, *method), (CallHandle(100), ReofferMethod::Invite));
+        let offer = text(sdp);
+        assert!(offer.contains("a=sendonly"), "{offer}");
+        assert!(offer.contains("m=audio 20002 RTP/AVP 0 8 101"), "{offer}");
+        // Glare: B offers while A's offer is in flight.
+        let out = h.ev(Event::Update {
+            call: CallHandle(100),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        assert_eq!(respond_of(&out[0]), (CallHandle(100), 491, None));
+        // B answers recvonly.
+        let held = B_SDP.replace("a=rtpmap:101", "a=recvonly\r\na=rtpmap:101");
+        h.b.handle_reoffer_answered(h.now, CallHandle(100), 200, Some(held.into_bytes()));
+        let out = h.drain();
+        assert_eq!(out.len(), 2, "{out:?}");
+        let (call, status, sdp) = respond_of(&out[0]);
+        assert_eq!((call, status), (CallHandle(1), 200));
+        let answer = sdp.unwrap();
+        assert!(answer.contains("a=recvonly"), "{answer}");
+        assert!(answer.contains("m=audio 20000 "), "{answer}");
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Update {
+                call: bridge,
+                a_remote: Some(sock("198.51.100.1:40000")),
+                b_remote: Some(sock("203.0.113.9:50000")),
+            })
+        );
+        // Resume from B this time: crosses to A.
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(100),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        let [Output::Sip(SipAction::Reoffer { call, sdp, .. })] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*call, CallHandle(1));
+        assert!(text(sdp).contains("m=audio 20000 "));
+        // An offerless re-INVITE is answered locally with the last SDP.
+        h.b.handle_reoffer_answered(h.now, CallHandle(1), 200, Some(A_SDP.as_bytes().to_vec()));
+        h.drain();
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(1),
+            sdp: None,
+        });
+        let (call, status, sdp) = respond_of(&out[0]);
+        assert_eq!((call, status), (CallHandle(1), 200));
+        assert!(sdp.unwrap().contains("m=audio 20000 "));
+    }
+
+    #[test]
+    fn max_duration_byes_both_sides() {
+        let mut h = default_h();
+        let bridge = h.connect(1, 100);
+        let deadline = h.b.poll_timeout().unwrap();
+        assert_eq!(deadline, h.t0 + Duration::from_secs(60));
+        h.now = deadline - Duration::from_millis(1);
+        h.b.handle_timeout(h.now);
+        assert_eq!(h.drain(), []);
+        h.now = deadline;
+        h.b.handle_timeout(h.now);
+        let out = h.drain();
+        let reason = vec![("Reason".to_string(), MAX_DURATION_REASON.to_string())];
+        assert_eq!(
+            out[..3],
+            [
+                Output::Sip(SipAction::Bye {
+                    call: CallHandle(1),
+                    headers: reason.clone()
+                }),
+                Output::Sip(SipAction::Bye {
+                    call: CallHandle(100),
+                    headers: reason
+                }),
+                Output::Media(MediaRequest::Release { call: bridge }),
+            ]
+        );
+        let r = record_of(&out[3]);
+        assert_eq!((r.hangup, r.q850_cause), (Hangup::Gateway, 102));
+        assert_eq!(h.b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn codec_filtering() {
+        let sdp = Sdp::parse(A_SDP.as_bytes()).unwrap();
+        let f = filter_codecs(&sdp, &["pcma".to_string()]).unwrap();
+        assert_eq!(f.media[0].formats, ["8", "101"]);
+        let s = f.to_string_crlf();
+        assert!(!s.contains("PCMU") && !s.contains("G729") && !s.contains("fmtp:18"));
+        assert!(s.contains("a=fmtp:101 0-16") && s.contains("a=sendrecv"));
+        // A second stream is disabled; only telephone-event is no codec.
+        let two = format!("{A_SDP}m=video 40002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n");
+        let f = filter_codecs(&Sdp::parse(two.as_bytes()).unwrap(), &["G729".into()]).unwrap();
+        assert_eq!(f.media[0].formats, ["18", "101"]);
+        assert_eq!(f.media[1].port, 0);
+        assert!(f.to_string_crlf().contains("m=video 0 RTP/AVP 96"));
+        assert!(filter_codecs(&sdp, &["opus".into()]).is_none());
+        // Through the B2BUA: nothing acceptable means 488 to A.
+        let mut h = default_h();
+        let only_g729 = A_SDP.replace("RTP/AVP 0 8 18 101", "RTP/AVP 18");
+        let out = h.incoming(1, "+4930123", &only_g729);
+        assert_eq!(respond_of(&out[0]), (CallHandle(1), 488, None));
+        assert_eq!(h.b.calls_len(), 0);
+        assert_eq!(h.b.counters().rejected_sdp, 1);
+    }
+
+    #[test]
+    fn over_capacity_gets_503() {
+        let mut h = setup(1, &two_trunks(), &[RouteConfig::default()]);
+        h.start(1);
+        let out = h.incoming(2, "+4930124", A_SDP);
+        let Output::Sip(SipAction::Respond {
+            call,
+            status,
+            headers,
+            ..
+        }) = &out[0]
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!((*call, *status), (CallHandle(2), 503));
+        assert_eq!(headers[0].0, "Retry-After");
+        assert_eq!(h.b.counters().rejected_full, 1);
+    }
+
+    #[test]
+    fn trunk_limit_gets_503_with_retry_after() {
+        let mut t = two_trunks();
+        t.truncate(1);
+        t[0].max_calls = 1;
+        let mut h = setup(4, &t, &[RouteConfig::default()]);
+        h.start(1);
+        let out = h.incoming(2, "+4930124", A_SDP);
+        let Output::Sip(SipAction::Respond {
+            status, headers, ..
+        }) = &out[0]
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*status, 503);
+        assert_eq!(headers[0].0, "Retry-After");
+    }
+
+    #[test]
+    fn no_route_or_no_trunk_gets_404() {
+        let route = RouteConfig {
+            prefix: "+49".into(),
+            ..RouteConfig::default()
+        };
+        let mut h = setup(4, &two_trunks(), &[route]);
+        let out = h.incoming(1, "+15551234", A_SDP);
+        assert_eq!(respond_of(&out[0]), (CallHandle(1), 404, None));
+        let out = h.incoming(2, "sip-user", A_SDP);
+        assert_eq!(respond_of(&out[0]), (CallHandle(2), 404, None));
+        // A route over an empty trunk set: NoTrunk says 404.
+        let mut h = setup(4, &[], &[RouteConfig::default()]);
+        let out = h.incoming(3, "+4930123", A_SDP);
+        assert_eq!(respond_of(&out[0]), (CallHandle(3), 404, None));
+        assert_eq!(h.b.counters().rejected_no_route, 1);
+        assert_eq!(h.b.calls_len(), 0);
+    }
+
+    #[test]
+    fn slots_are_reused_and_stale_ids_ignored() {
+        let mut h = setup(1, &two_trunks(), &[RouteConfig::default()]);
+        for i in 0..3u32 {
+            let bridge = h.connect(1 + i, 100 + i);
+            h.ev(Event::Ended {
+                call: CallHandle(1 + i),
+                by_remote: true,
+            });
+            h.b.handle_media_allocated(h.now, bridge, sock(A_LOCAL), sock(B_LOCAL));
+            assert_eq!(
+                h.drain(),
+                [Output::Media(MediaRequest::Release { call: bridge })]
+            );
+        }
+        assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
+    }
+}
