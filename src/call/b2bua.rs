@@ -269,8 +269,9 @@ pub enum Hangup {
 /// turns them into UTC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
-    /// The bridged call.
-    pub bridge: BridgeId,
+    /// The bridged call; None for an INVITE refused before it got a slot
+    /// (capacity, route, trunk limits, SDP).
+    pub bridge: Option<BridgeId>,
     /// A's Call-ID.
     pub a_call_id: String,
     /// A's From URI.
@@ -688,27 +689,33 @@ impl B2bua {
             self.counters.events_unknown += 1;
             return;
         }
+        let caller = uri_of(from);
+        let callee = request_user.unwrap_or_default();
+        let refused = Refused {
+            a,
+            now,
+            caller: &caller,
+            callee: &callee,
+            a_call_id: &call_id,
+        };
         if self.free.is_empty() {
             self.counters.rejected_full += 1;
             let retry = vec![("Retry-After".to_string(), RETRY_AFTER_FULL_S.to_string())];
-            self.respond(a, 503, retry, None);
+            self.refuse(&refused, 503, retry);
             return;
         }
-        let callee = match request_user {
-            Some(u) if is_called_number(&u) => u,
-            _ => {
-                self.counters.rejected_no_route += 1;
-                self.respond(a, 404, Vec::new(), None);
-                return;
-            }
-        };
+        if !is_called_number(&callee) {
+            self.counters.rejected_no_route += 1;
+            self.refuse(&refused, 404, Vec::new());
+            return;
+        }
         let route = match self.routes.lookup(&callee) {
             Some(RouteTarget::Trunks(mask)) => *mask,
             // Contact-centre routing is not part of this B2BUA yet; no
             // route at all is "no such number".
             Some(RouteTarget::ContactCentre) | None => {
                 self.counters.rejected_no_route += 1;
-                self.respond(a, 404, Vec::new(), None);
+                self.refuse(&refused, 404, Vec::new());
                 return;
             }
         };
@@ -720,7 +727,7 @@ impl B2bua {
             .and_then(|s| filter_codecs(&s, &self.cfg.codecs));
         let (Some(a_offer), Some(a_sdp)) = (offer, sdp) else {
             self.counters.rejected_sdp += 1;
-            self.respond(a, 488, Vec::new(), None);
+            self.refuse(&refused, 488, Vec::new());
             return;
         };
         let trunk = match self.trunks.select(now, &mut self.rng, route, &[]) {
@@ -735,7 +742,7 @@ impl B2bua {
                 } else {
                     self.counters.rejected_no_trunk += 1;
                 }
-                self.respond(a, e.status(), headers, None);
+                self.refuse(&refused, e.status(), headers);
                 return;
             }
         };
@@ -753,7 +760,7 @@ impl B2bua {
             trunk,
             trunk_counted: true,
             tried: vec![trunk],
-            caller: uri_of(from),
+            caller,
             callee,
             a_call_id: call_id,
             a_offer,
@@ -780,6 +787,28 @@ impl B2bua {
         self.push(Output::Media(MediaRequest::Allocate {
             call: bridge,
             a_sdp,
+        }));
+    }
+
+    /// Answers an INVITE that got no slot and records the attempt (F-C1: a
+    /// CDR for every attempt).
+    fn refuse(&mut self, r: &Refused<'_>, status: u16, headers: Vec<(String, String)>) {
+        self.respond(r.a, status, headers, None);
+        self.push(Output::Record(CallRecord {
+            bridge: None,
+            a_call_id: r.a_call_id.to_string(),
+            caller: r.caller.to_string(),
+            callee: r.callee.to_string(),
+            trunk: None,
+            attempts: 0,
+            trunk_status: None,
+            sip_status: status,
+            q850_cause: sip_to_q850(status),
+            hangup: Hangup::Gateway,
+            created: r.now,
+            ringing: None,
+            answered: None,
+            ended: r.now,
         }));
     }
 
@@ -900,8 +929,16 @@ impl B2bua {
             Side::B => Some(c.a),
         };
         let connected = c.state == State::Connected;
+        if !connected && side == Side::B {
+            // B's dialog ended before we bridged it (a 2xx the endpoint
+            // had to BYE itself): A has no dialog to BYE yet.
+            let a = c.a;
+            self.respond(a, 502, Vec::new(), None);
+            self.finish(now, index, 502, 38, Hangup::Callee);
+            return;
+        }
         if let Some(o) = other {
-            let action = if connected || side == Side::B {
+            let action = if connected {
                 SipAction::Bye {
                     call: o,
                     headers: Vec::new(),
@@ -1127,7 +1164,7 @@ impl B2bua {
             .gt(&0)
             .then(|| self.trunks.config(c.trunk).name.clone());
         self.push(Output::Record(CallRecord {
-            bridge,
+            bridge: Some(bridge),
             a_call_id: c.a_call_id,
             caller: c.caller,
             callee: c.callee,
@@ -1240,6 +1277,15 @@ impl B2bua {
     }
 }
 
+/// What a refused INVITE's record is made of.
+struct Refused<'a> {
+    a: CallHandle,
+    now: Instant,
+    caller: &'a str,
+    callee: &'a str,
+    a_call_id: &'a str,
+}
+
 /// Retry-After (seconds) on the 503 for a full call table: the same as the
 /// endpoint's ([`crate::sip::endpoint::RETRY_AFTER_S`]).
 const RETRY_AFTER_FULL_S: u32 = crate::sip::endpoint::RETRY_AFTER_S;
@@ -1252,12 +1298,18 @@ const RETRY_AFTER_FULL_S: u32 = crate::sip::endpoint::RETRY_AFTER_S;
 ///   overloaded" and, per RFC 3263 §4.3, fail over away from a gateway that
 ///   is fine for other numbers; the same holds for a B2BUA. Cause 41
 ///   (temporary failure) as RFC 3398 maps 503.
+/// * 401/407: the trunk challenged the gateway's credentials, which A
+///   cannot answer; 500, cause 21 (RFC 3398 maps 401/407 to 21).
+/// * 3xx: the redirect target would need a new routing decision that is
+///   not made here, and A cannot use the trunk's Contact; 480 (cause 127).
 /// * Anything else is about the call (486, 404, 6xx ...) and is forwarded
 ///   as is, with the RFC 3398 cause.
 fn map_failure(status: Option<u16>) -> (u16, u8) {
     match status {
         None => (408, Q850_TIMER_EXPIRY),
         Some(503) => (500, 41),
+        Some(401 | 407) => (500, 21),
+        Some(300..=399) => (480, 127),
         Some(s) if (300..=699).contains(&s) => (s, sip_to_q850(s)),
         Some(_) => (500, 41),
     }
@@ -1841,6 +1893,19 @@ mod test {
     }
 
     #[test]
+    fn failure_mapping() {
+        assert_eq!(map_failure(None), (408, 102));
+        assert_eq!(map_failure(Some(503)), (500, 41));
+        assert_eq!(map_failure(Some(407)), (500, 21));
+        assert_eq!(map_failure(Some(302)), (480, 127));
+        assert_eq!(map_failure(Some(486)), (486, 17));
+        assert_eq!(map_failure(Some(404)), (404, 1));
+        assert_eq!(map_failure(Some(603)), (603, 21));
+        assert_eq!(map_failure(Some(502)), (502, 38));
+        assert_eq!(map_failure(Some(100)), (500, 41));
+    }
+
+    #[test]
     fn timeout_failover_then_408() {
         let mut h = default_h();
         let (bridge, _) = h.start(1);
@@ -2109,6 +2174,11 @@ mod test {
         assert_eq!((*call, *status), (CallHandle(2), 503));
         assert_eq!(headers[0].0, "Retry-After");
         assert_eq!(h.b.counters().rejected_full, 1);
+        // The refused attempt still gets its record (F-C1).
+        let r = record_of(&out[1]);
+        assert_eq!((r.bridge, r.sip_status, r.attempts), (None, 503, 0));
+        assert_eq!((r.callee.as_str(), r.hangup), ("+4930124", Hangup::Gateway));
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
