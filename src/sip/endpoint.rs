@@ -963,7 +963,7 @@ impl SipEndpoint {
             .and_then(Result::ok);
         let Some(fields) = fields else { return };
         let branch = self.new_branch();
-        match self.build_in_dialog(&fields, Method::Ack, &branch, None) {
+        match self.build_in_dialog(&fields, Method::Ack, &branch, &[], None) {
             Ok(ack) => {
                 self.push_transmit(dst, ack.clone());
                 if let Some(c) = self.call_of(owner) {
@@ -1009,6 +1009,7 @@ impl SipEndpoint {
         f: &RequestFields,
         method: Method<'_>,
         branch: &str,
+        extra_headers: &[(&str, &str)],
         body: Option<(&str, &[u8])>,
     ) -> Result<Vec<u8>, BuildError> {
         let mut out = Vec::with_capacity(512);
@@ -1027,6 +1028,9 @@ impl SipEndpoint {
         }
         if matches!(method, Method::Invite | Method::Update) {
             w = w.header("Contact", &self.contact())?;
+        }
+        for (n, v) in extra_headers {
+            w = w.header(n, v)?;
         }
         let body = match body {
             Some((ct, b)) => {
@@ -1737,6 +1741,20 @@ impl SipEndpoint {
         reason: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<(), EndpointError> {
+        self.respond_with_headers(now, call, status, reason, &[], body)
+    }
+
+    /// [`SipEndpoint::respond`] with more headers (`Retry-After` on a 503,
+    /// `Reason` (RFC 3326), ...), written after Contact and Allow.
+    pub fn respond_with_headers(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        reason: &str,
+        extra_headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(), EndpointError> {
         self.last_now = Some(now);
         let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
         if !(101..=699).contains(&status) {
@@ -1758,13 +1776,14 @@ impl SipEndpoint {
         let req = SipMessage::parse(&raw)
             .map_err(|_| EndpointError::InvalidState("stored request does not parse"))?;
         let local_tag = c.local_tag.clone();
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2 + extra_headers.len());
         if status < 300 {
             headers.push(("Contact", &contact));
         }
         if (200..300).contains(&status) {
             headers.push(("Allow", ALLOW));
         }
+        headers.extend_from_slice(extra_headers);
         let bytes = self.response_bytes(&req, status, reason, Some(&local_tag), &headers, body)?;
         let sent = self
             .table
@@ -1963,6 +1982,17 @@ impl SipEndpoint {
     /// Ends a confirmed call with a BYE (either side). [`Event::Ended`]
     /// follows when the BYE's transaction completes.
     pub fn send_bye(&mut self, now: Instant, call: CallHandle) -> Result<(), EndpointError> {
+        self.send_bye_with_headers(now, call, &[])
+    }
+
+    /// [`SipEndpoint::send_bye`] with more headers, such as the RFC 3326
+    /// `Reason` of a call ended by the gateway.
+    pub fn send_bye_with_headers(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<(), EndpointError> {
         self.last_now = Some(now);
         let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
         if self.table.len() >= self.table.capacity() {
@@ -1985,7 +2015,7 @@ impl SipEndpoint {
         c.ok = None;
         let peer = c.peer;
         let branch = self.new_branch();
-        let bytes = self.build_in_dialog(&fields, Method::Bye, &branch, None)?;
+        let bytes = self.build_in_dialog(&fields, Method::Bye, &branch, extra_headers, None)?;
         let key = TransactionKey::client(&branch, "BYE")
             .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
         let tx = ClientTransaction::new(
@@ -2439,6 +2469,43 @@ mod test {
             }]
         );
         net.settle();
+    }
+
+    #[test]
+    fn extra_headers_on_bye_and_response() {
+        let mut net = Net::new();
+        let (_, b) = net.connect();
+        let now = net.now;
+        let reason = "Q.850;cause=102;text=\"Recovery on timer expiry\"";
+        net.eps[1]
+            .send_bye_with_headers(now, b, &[("Reason", reason)])
+            .unwrap();
+        net.run(Duration::from_millis(100));
+        let bye = String::from_utf8(net.last_sent(1, "BYE ")).unwrap();
+        assert!(bye.contains(&format!("\r\nReason: {reason}\r\n")), "{bye}");
+        net.take(0);
+        net.take(1);
+        // A 503 with Retry-After.
+        let a = net.invite(net.addrs[1]);
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        net.eps[1]
+            .respond_with_headers(
+                net.now,
+                b,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5")],
+                None,
+            )
+            .unwrap();
+        net.run(Duration::from_millis(100));
+        let resp = String::from_utf8(net.last_sent(1, "SIP/2.0 503")).unwrap();
+        assert!(resp.contains("\r\nRetry-After: 5\r\n"), "{resp}");
+        assert!(net.take(0).iter().any(|e| matches!(
+            e,
+            Event::Failed { call, status: 503, .. } if *call == a
+        )));
     }
 
     #[test]
