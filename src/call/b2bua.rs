@@ -2476,6 +2476,160 @@ mod test {
         assert!(reoffer.apply(h.now, &mut ep).is_err());
     }
 
+    /// Random inputs in any order (including ones the endpoint would never
+    /// send) never panic, never overflow the queue, and once every call is
+    /// over no slot or trunk count is left behind.
+    #[test]
+    fn random_inputs_are_safe() {
+        use rand::{Rng, SeedableRng};
+        let (mut records, mut answered) = (0, 0);
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut h = setup(4, &two_trunks(), &[RouteConfig::default()]);
+            let mut next_b = 1000u32;
+            let mut allocs: Vec<BridgeId> = Vec::new();
+            let mut handles: Vec<u32> = vec![1, 2, 3];
+            let sdps = [Some(A_SDP), Some(B_SDP), Some("garbage"), None];
+            for _ in 0..400 {
+                // Mostly the newest legs, so that calls get somewhere.
+                let n = handles.len();
+                let pick = if rng.gen_bool(0.8) {
+                    n - 1 - rng.gen_range(0..n.min(3))
+                } else {
+                    rng.gen_range(0..n)
+                };
+                let leg = CallHandle(handles[pick]);
+                let sdp = sdps[rng.gen_range(0..sdps.len())].map(|s| s.as_bytes().to_vec());
+                let status = [180, 183, 200, 302, 401, 404, 408, 486, 487, 500, 503, 603]
+                    [rng.gen_range(0..12)];
+                let mut outs: Vec<Output> = Vec::new();
+                match rng.gen_range(0..16) {
+                    0 | 1 => {
+                        let a: usize = rng.gen_range(1..40);
+                        let a = a as u32;
+                        handles.push(a);
+                        let good = rng.gen_bool(0.7);
+                        let user = if good {
+                            "+4930123"
+                        } else {
+                            ["12", "x@y", ""][a as usize % 3]
+                        };
+                        let body = if good || rng.gen() { A_SDP } else { "garbage" };
+                        outs.extend(h.incoming(a, user, body));
+                    }
+                    2 => {
+                        outs.extend(h.ev(Event::Ringing { call: leg, sdp }));
+                    }
+                    3 => {
+                        outs.extend(h.ev(Event::Progress {
+                            call: leg,
+                            status: 183,
+                            sdp,
+                        }));
+                    }
+                    4 => {
+                        let sdp = if rng.gen_bool(0.7) {
+                            Some(B_SDP.as_bytes().to_vec())
+                        } else {
+                            sdp
+                        };
+                        outs.extend(h.ev(Event::Answered { call: leg, sdp }));
+                    }
+                    5 => {
+                        outs.extend(h.ev(Event::Failed {
+                            call: leg,
+                            status,
+                            reason: String::new(),
+                        }));
+                    }
+                    6 => {
+                        outs.extend(h.ev(Event::TimedOut { call: leg }));
+                    }
+                    7 => {
+                        outs.extend(h.ev(Event::Cancelled { call: leg }));
+                    }
+                    8 => {
+                        outs.extend(h.ev(Event::AckTimeout { call: leg }));
+                    }
+                    9 => {
+                        outs.extend(h.ev(Event::Reinvite { call: leg, sdp }));
+                    }
+                    10 => {
+                        outs.extend(h.ev(Event::Update { call: leg, sdp }));
+                    }
+                    11 => {
+                        outs.extend(h.ev(Event::Ended {
+                            call: leg,
+                            by_remote: rng.gen(),
+                        }));
+                    }
+                    12 => {
+                        h.b.handle_reoffer_answered(h.now, leg, status, sdp);
+                    }
+                    13 => {
+                        h.now += Duration::from_millis(rng.gen_range(0..20_000));
+                        h.b.handle_timeout(h.now);
+                    }
+                    14 if !allocs.is_empty() => {
+                        let id = allocs.swap_remove(rng.gen_range(0..allocs.len()));
+                        if rng.gen_bool(0.9) {
+                            h.b.handle_media_allocated(h.now, id, sock(A_LOCAL), sock(B_LOCAL));
+                        } else {
+                            h.b.handle_media_failed(h.now, id);
+                        }
+                    }
+                    _ => {}
+                }
+                // The shell's side: answer Allocate and Invite.
+                outs.extend(h.drain());
+                let mut guard = 0;
+                while let Some(o) = outs.pop() {
+                    guard += 1;
+                    assert!(guard < 1000);
+                    match o {
+                        Output::Media(MediaRequest::Allocate { call, .. }) => allocs.push(call),
+                        Output::Record(r) => {
+                            records += 1;
+                            answered += usize::from(r.answered.is_some());
+                        }
+                        Output::Sip(SipAction::Invite { bridge, .. }) => {
+                            let leg = rng.gen_bool(0.9).then(|| {
+                                next_b += 1;
+                                handles.push(next_b);
+                                CallHandle(next_b)
+                            });
+                            h.b.handle_invite_started(h.now, bridge, leg);
+                            outs.extend(h.drain());
+                        }
+                        _ => {}
+                    }
+                }
+                assert!(h.b.calls_len() <= 4);
+            }
+            for id in allocs {
+                h.b.handle_media_allocated(h.now, id, sock(A_LOCAL), sock(B_LOCAL));
+            }
+            // Every call ends at its maximum duration at the latest; stray
+            // INVITE actions left then are answered like a full endpoint.
+            for _ in 0..8 {
+                h.now += Duration::from_secs(61);
+                h.b.handle_timeout(h.now);
+                for o in h.drain() {
+                    if let Output::Sip(SipAction::Invite { bridge, .. }) = o {
+                        h.b.handle_invite_started(h.now, bridge, None);
+                    }
+                }
+            }
+            assert_eq!(h.b.calls_len(), 0, "seed {seed}");
+            assert_eq!(h.b.trunks().calls(TrunkId(0)), 0, "seed {seed}");
+            assert_eq!(h.b.trunks().calls(TrunkId(1)), 0, "seed {seed}");
+            assert!(h.b.legs.is_empty(), "seed {seed}");
+            assert_eq!(h.b.poll_timeout(), None, "seed {seed}");
+        }
+        // The walk reaches deep states, not only refusals.
+        assert!(records > 200 && answered > 20, "{records} {answered}");
+    }
+
     #[test]
     fn slots_are_reused_and_stale_ids_ignored() {
         let mut h = setup(1, &two_trunks(), &[RouteConfig::default()]);
