@@ -27,6 +27,10 @@
 //! either side ends the other; re-INVITE/UPDATE offers cross over rewritten
 //! and are answered with the other side's answer.
 //!
+//! [`SipAction::apply`] carries an action out on the endpoint; a mid-call
+//! offer crosses as an UPDATE (the endpoint has no UAC re-INVITE yet), its
+//! answer comes back as [`Event::UpdateAnswered`].
+//!
 //! Not done here: late offers (an INVITE without SDP is refused with 488),
 //! more than one relayed stream (other `m=` lines are disabled with port 0
 //! in the offer to B), the `contact-centre` route target (404), session
@@ -234,10 +238,11 @@ impl SipAction {
     /// [`SipAction::Invite`] it returns the new leg, which the shell passes
     /// to [`B2bua::handle_invite_started`] (an error there is `None`).
     ///
-    /// [`SipAction::Reoffer`] fails with
-    /// [`EndpointError::InvalidState`]: the endpoint has no UAC-side
-    /// re-INVITE/UPDATE yet, so the shell answers the offerer itself
-    /// through [`B2bua::handle_reoffer_answered`] with a 488 until it has.
+    /// [`SipAction::Reoffer`] goes out as an UPDATE (RFC 3311 §5.1 allows
+    /// it for any session change in a confirmed dialog) whatever the
+    /// offerer used, because the endpoint has no UAC re-INVITE yet; the
+    /// answer comes back as [`Event::UpdateAnswered`], which
+    /// [`B2bua::handle_event`] takes.
     pub fn apply(
         &self,
         now: Instant,
@@ -268,9 +273,7 @@ impl SipAction {
                     .collect();
                 ep.send_bye_with_headers(now, *call, &h).map(|()| None)
             }
-            SipAction::Reoffer { .. } => Err(EndpointError::InvalidState(
-                "UAC re-INVITE/UPDATE is not in the endpoint yet",
-            )),
+            SipAction::Reoffer { call, sdp, .. } => ep.send_update(now, *call, sdp).map(|()| None),
         }
     }
 }
@@ -588,6 +591,9 @@ impl B2bua {
             Event::AckTimeout { call } => self.ack_timeout(now, call),
             Event::Reinvite { call, sdp } => self.reoffer(now, call, ReofferMethod::Invite, sdp),
             Event::Update { call, sdp } => self.reoffer(now, call, ReofferMethod::Update, sdp),
+            Event::UpdateAnswered { call, status, sdp } => {
+                self.handle_reoffer_answered(now, call, status, sdp)
+            }
             Event::Ended { call, .. } => self.ended(now, call),
         }
     }
@@ -725,7 +731,13 @@ impl B2bua {
             // offer on the other side with 488 and keep the old session.
             (200..=299, None) => self.respond(offerer_leg, 488, Vec::new(), None),
             (s, _) => {
-                let s = if (300..=699).contains(&s) { s } else { 500 };
+                // 405/501 would tell the offerer its own method is not
+                // allowed; the truth is that its offer cannot be carried.
+                let s = match s {
+                    405 | 501 => 488,
+                    300..=699 => s,
+                    _ => 500,
+                };
                 self.respond(offerer_leg, s, Vec::new(), None);
             }
         }
@@ -2438,6 +2450,51 @@ mod test {
             [Output::Media(MediaRequest::Install { .. })]
         ));
         e.events[0].clear();
+        e.events[2].clear();
+        e.other.clear();
+
+        // Hold from A by UPDATE, carried across and answered by the trunk.
+        let hold = A_SDP.replace("a=sendrecv", "a=sendonly");
+        e.eps[0].send_update(now, a, hold.as_bytes()).unwrap();
+        e.pump();
+        let [Event::Update {
+            call,
+            sdp: Some(offer),
+        }] = &e.events[2][..]
+        else {
+            panic!("{:?}", e.events[2]);
+        };
+        assert_eq!(*call, t);
+        assert!(text(offer).contains("a=sendonly") && text(offer).contains("m=audio 20002 "));
+        let held = B_SDP.replace("a=rtpmap:101", "a=recvonly\r\na=rtpmap:101");
+        e.eps[2]
+            .respond(
+                now,
+                t,
+                200,
+                "OK",
+                Some(("application/sdp", held.as_bytes())),
+            )
+            .unwrap();
+        e.pump();
+        let [Event::UpdateAnswered {
+            call,
+            status: 200,
+            sdp: Some(ans),
+        }] = &e.events[0][..]
+        else {
+            panic!("{:?}", e.events[0]);
+        };
+        assert_eq!(*call, a);
+        assert!(text(ans).contains("a=recvonly") && text(ans).contains("m=audio 20000 "));
+        assert!(matches!(
+            e.other[..],
+            [Output::Media(MediaRequest::Update { .. })]
+        ));
+        e.other.clear();
+        e.events[0].clear();
+        e.events[2].clear();
+
         e.eps[0].send_bye(now, a).unwrap();
         e.pump();
         assert!(e.events[2].contains(&Event::Ended {
@@ -2445,7 +2502,7 @@ mod test {
             by_remote: true
         }));
         assert!(matches!(
-            e.other[1..],
+            e.other[..],
             [
                 Output::Media(MediaRequest::Release { .. }),
                 Output::Record(_)
@@ -2467,7 +2524,7 @@ mod test {
             invite: inv,
         };
         assert!(matches!(action.apply(h.now, &mut ep), Ok(Some(_))));
-        // Re-offers are not in the endpoint yet: a typed error, no panic.
+        // A re-offer on a leg without a confirmed dialog: a typed error.
         let reoffer = SipAction::Reoffer {
             call: CallHandle(0),
             method: ReofferMethod::Invite,

@@ -34,7 +34,8 @@
 //! to the peer the call came from), forking (the first dialog wins),
 //! PRACK/100rel, session timers, authentication challenges, stream framing
 //! for TCP/TLS (`reliable` only switches the retransmit timers off), and a
-//! UAC-side re-INVITE/UPDATE API.
+//! UAC-side re-INVITE (a mid-call offer goes out as an UPDATE,
+//! [`SipEndpoint::send_update`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -224,6 +225,16 @@ pub enum Event {
         /// The new offer, if any.
         sdp: Option<Vec<u8>>,
     },
+    /// The final answer to our UPDATE ([`SipEndpoint::send_update`]);
+    /// 408 when none came (Timer F, §17.1.2.2).
+    UpdateAnswered {
+        /// The call.
+        call: CallHandle,
+        /// The final status.
+        status: u16,
+        /// The SDP answer, if any.
+        sdp: Option<Vec<u8>>,
+    },
     /// The dialog ended by a BYE. The handle is dead after this event.
     Ended {
         /// The call.
@@ -351,6 +362,8 @@ enum TxPurpose {
     Invite,
     /// Our BYE.
     Bye,
+    /// Our UPDATE (RFC 3311).
+    Update,
     /// Our CANCEL.
     Cancel,
     /// A received request (server transaction) or anything else.
@@ -808,6 +821,21 @@ impl SipEndpoint {
                     });
                     self.free_call(owner.idx);
                 }
+            }
+            TxPurpose::Update => {
+                let (status, sdp) = match (ev, resp) {
+                    (TxEvent::Final(status), Some(msg)) => {
+                        let body = msg.body();
+                        (status, (!body.is_empty()).then(|| body.to_vec()))
+                    }
+                    (TxEvent::Timeout | TxEvent::TransportError, _) => (408, None),
+                    _ => return,
+                };
+                self.push_event(Event::UpdateAnswered {
+                    call: CallHandle(owner.idx),
+                    status,
+                    sdp,
+                });
             }
             TxPurpose::Cancel | TxPurpose::Other => {}
         }
@@ -1985,6 +2013,57 @@ impl SipEndpoint {
         self.send_bye_with_headers(now, call, &[])
     }
 
+    /// Sends an UPDATE (RFC 3311) with an SDP offer in a confirmed dialog
+    /// (either side); [`Event::UpdateAnswered`] brings the answer. The
+    /// B2BUA uses it to pass a mid-call offer (hold/resume) across.
+    pub fn send_update(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        sdp: &[u8],
+    ) -> Result<(), EndpointError> {
+        self.last_now = Some(now);
+        let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
+        if self.table.len() >= self.table.capacity() {
+            return Err(EndpointError::TransactionsFull);
+        }
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
+        if !matches!(c.state, CallState::Confirmed | CallState::WaitAck) {
+            return Err(EndpointError::InvalidState("no confirmed dialog"));
+        }
+        let d = c
+            .dialog
+            .as_mut()
+            .ok_or(EndpointError::InvalidState("no dialog"))?;
+        if d.state() == DialogState::Terminated {
+            return Err(EndpointError::InvalidState("dialog terminated"));
+        }
+        let fields = d.next_request_fields("UPDATE")?;
+        let peer = c.peer;
+        let branch = self.new_branch();
+        let body = Some(("application/sdp", sdp));
+        let bytes = self.build_in_dialog(&fields, Method::Update, &branch, &[], body)?;
+        let key = TransactionKey::client(&branch, "UPDATE")
+            .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
+        let tx = ClientTransaction::new(
+            now,
+            TxKind::NonInvite,
+            bytes,
+            self.cfg.reliable,
+            self.cfg.timers,
+        );
+        let meta = TxMeta {
+            dst: peer,
+            owner: Some(owner),
+            purpose: TxPurpose::Update,
+        };
+        let h = self
+            .insert_tx(key, Transaction::Client(tx), meta)
+            .map_err(|_| EndpointError::TransactionsFull)?;
+        self.drain_tx(now, h, None);
+        Ok(())
+    }
+
     /// [`SipEndpoint::send_bye`] with more headers, such as the RFC 3326
     /// `Reason` of a call ended by the gateway.
     pub fn send_bye_with_headers(
@@ -2469,6 +2548,45 @@ mod test {
             }]
         );
         net.settle();
+    }
+
+    #[test]
+    fn uac_update_and_its_timeout() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        let now = net.now;
+        net.eps[0].send_update(now, a, OFFER).unwrap();
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Update {
+                call: b,
+                sdp: Some(OFFER.to_vec())
+            }]
+        );
+        net.respond(b, 200, Some(ANSWER));
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(0),
+            vec![Event::UpdateAnswered {
+                call: a,
+                status: 200,
+                sdp: Some(ANSWER.to_vec())
+            }]
+        );
+        // Unanswered: Timer F gives 408.
+        net.drop = Box::new(|from, bytes| from == 0 && bytes.starts_with(b"UPDATE "));
+        let now = net.now;
+        net.eps[0].send_update(now, a, OFFER).unwrap();
+        net.run(Duration::from_secs(40));
+        assert_eq!(
+            net.take(0),
+            vec![Event::UpdateAnswered {
+                call: a,
+                status: 408,
+                sdp: None
+            }]
+        );
     }
 
     #[test]
