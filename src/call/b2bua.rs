@@ -2026,6 +2026,71 @@ mod test {
     }
 
     #[test]
+    fn early_media_then_answer_updates_the_relay() {
+        let mut h = default_h();
+        let (bridge, _) = h.start(1);
+        h.started(bridge, 100);
+        let early = B_SDP.replace("50000", "50010");
+        let out = h.ev(Event::Progress {
+            call: CallHandle(100),
+            status: 183,
+            sdp: Some(early.into_bytes()),
+        });
+        assert_eq!(
+            out[0],
+            Output::Media(MediaRequest::Install {
+                call: bridge,
+                a_remote: Some(sock("198.51.100.1:40000")),
+                b_remote: Some(sock("203.0.113.9:50010")),
+            })
+        );
+        let (call, status, sdp) = respond_of(&out[1]);
+        assert_eq!((call, status), (CallHandle(1), 183));
+        assert!(sdp.unwrap().contains("m=audio 20000 "));
+        let out = h.ev(Event::Answered {
+            call: CallHandle(100),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        assert_eq!(
+            out[1],
+            Output::Media(MediaRequest::Update {
+                call: bridge,
+                a_remote: Some(sock("198.51.100.1:40000")),
+                b_remote: Some(sock("203.0.113.9:50000")),
+            })
+        );
+    }
+
+    #[test]
+    fn ack_timeout_on_a_ends_b() {
+        let mut h = default_h();
+        let bridge = h.connect(1, 100);
+        let out = h.ev(Event::AckTimeout {
+            call: CallHandle(1),
+        });
+        assert_eq!(
+            out[..2],
+            [
+                Output::Sip(SipAction::Bye {
+                    call: CallHandle(100),
+                    headers: vec![]
+                }),
+                Output::Media(MediaRequest::Release { call: bridge }),
+            ]
+        );
+        let r = record_of(&out[2]);
+        assert_eq!((r.hangup, r.q850_cause), (Hangup::Gateway, 102));
+        // The endpoint's own BYE on A then ends A: nothing more from us.
+        assert_eq!(
+            h.ev(Event::Ended {
+                call: CallHandle(1),
+                by_remote: false
+            }),
+            []
+        );
+    }
+
+    #[test]
     fn cancel_while_ringing() {
         let mut h = default_h();
         let (bridge, _) = h.start(1);
