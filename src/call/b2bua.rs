@@ -755,9 +755,11 @@ impl B2bua {
         sdp: Option<Vec<u8>>,
     ) {
         if self.legs.contains_key(&a) {
-            // The endpoint reuses a handle only after its last event; a
-            // duplicate means a stale mapping we must not overwrite.
+            // The endpoint reuses a handle only after its last event, so a
+            // known handle means an event was lost on the way; keep the old
+            // mapping intact and still answer the INVITE, or it would hang.
             self.counters.events_unknown += 1;
+            self.respond(a, 500, Vec::new(), None);
             return;
         }
         let caller = uri_of(from);
