@@ -27,16 +27,18 @@
 //! # The sans-IO contract
 //!
 //! Protocol logic ([`media::relay::RelayTable`], [`media::stats`],
-//! [`sdp`], [`control::bencode`]) takes the current time as an argument and
-//! never reads the clock, opens a socket or spawns a thread. The shard loop
-//! in [`shard`] is the only driver on the packet path: it reaps completions,
-//! reads the clock once per batch, feeds each datagram to
+//! [`sdp`], [`control::bencode`], [`sip`], [`call::B2bua`]) takes the
+//! current time as an argument and never reads the clock, opens a socket or
+//! spawns a thread. The shard loop in [`shard`] is the only driver on the
+//! packet path: it reaps completions, reads the clock once per batch, feeds
+//! each datagram to
 //! [`media::relay::RelayTable::forward`], and turns the verdicts into send
 //! operations. After any mutation the driver drains the machine's outputs
 //! before it sleeps until the next deadline.
 
 #![deny(missing_docs)]
 
+pub mod call;
 pub mod config;
 pub mod control;
 pub mod media;

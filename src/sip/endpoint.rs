@@ -34,7 +34,8 @@
 //! to the peer the call came from), forking (the first dialog wins),
 //! PRACK/100rel, session timers, authentication challenges, stream framing
 //! for TCP/TLS (`reliable` only switches the retransmit timers off), and a
-//! UAC-side re-INVITE/UPDATE API.
+//! UAC-side re-INVITE (a mid-call offer goes out as an UPDATE,
+//! [`SipEndpoint::send_update`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -224,6 +225,16 @@ pub enum Event {
         /// The new offer, if any.
         sdp: Option<Vec<u8>>,
     },
+    /// The final answer to our UPDATE ([`SipEndpoint::send_update`]);
+    /// 408 when none came (Timer F, §17.1.2.2).
+    UpdateAnswered {
+        /// The call.
+        call: CallHandle,
+        /// The final status.
+        status: u16,
+        /// The SDP answer, if any.
+        sdp: Option<Vec<u8>>,
+    },
     /// The dialog ended by a BYE. The handle is dead after this event.
     Ended {
         /// The call.
@@ -351,6 +362,8 @@ enum TxPurpose {
     Invite,
     /// Our BYE.
     Bye,
+    /// Our UPDATE (RFC 3311).
+    Update,
     /// Our CANCEL.
     Cancel,
     /// A received request (server transaction) or anything else.
@@ -809,6 +822,21 @@ impl SipEndpoint {
                     self.free_call(owner.idx);
                 }
             }
+            TxPurpose::Update => {
+                let (status, sdp) = match (ev, resp) {
+                    (TxEvent::Final(status), Some(msg)) => {
+                        let body = msg.body();
+                        (status, (!body.is_empty()).then(|| body.to_vec()))
+                    }
+                    (TxEvent::Timeout | TxEvent::TransportError, _) => (408, None),
+                    _ => return,
+                };
+                self.push_event(Event::UpdateAnswered {
+                    call: CallHandle(owner.idx),
+                    status,
+                    sdp,
+                });
+            }
             TxPurpose::Cancel | TxPurpose::Other => {}
         }
     }
@@ -963,7 +991,7 @@ impl SipEndpoint {
             .and_then(Result::ok);
         let Some(fields) = fields else { return };
         let branch = self.new_branch();
-        match self.build_in_dialog(&fields, Method::Ack, &branch, None) {
+        match self.build_in_dialog(&fields, Method::Ack, &branch, &[], None) {
             Ok(ack) => {
                 self.push_transmit(dst, ack.clone());
                 if let Some(c) = self.call_of(owner) {
@@ -1009,6 +1037,7 @@ impl SipEndpoint {
         f: &RequestFields,
         method: Method<'_>,
         branch: &str,
+        extra_headers: &[(&str, &str)],
         body: Option<(&str, &[u8])>,
     ) -> Result<Vec<u8>, BuildError> {
         let mut out = Vec::with_capacity(512);
@@ -1027,6 +1056,9 @@ impl SipEndpoint {
         }
         if matches!(method, Method::Invite | Method::Update) {
             w = w.header("Contact", &self.contact())?;
+        }
+        for (n, v) in extra_headers {
+            w = w.header(n, v)?;
         }
         let body = match body {
             Some((ct, b)) => {
@@ -1737,6 +1769,20 @@ impl SipEndpoint {
         reason: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<(), EndpointError> {
+        self.respond_with_headers(now, call, status, reason, &[], body)
+    }
+
+    /// [`SipEndpoint::respond`] with more headers (`Retry-After` on a 503,
+    /// `Reason` (RFC 3326), ...), written after Contact and Allow.
+    pub fn respond_with_headers(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        reason: &str,
+        extra_headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(), EndpointError> {
         self.last_now = Some(now);
         let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
         if !(101..=699).contains(&status) {
@@ -1758,13 +1804,14 @@ impl SipEndpoint {
         let req = SipMessage::parse(&raw)
             .map_err(|_| EndpointError::InvalidState("stored request does not parse"))?;
         let local_tag = c.local_tag.clone();
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2 + extra_headers.len());
         if status < 300 {
             headers.push(("Contact", &contact));
         }
         if (200..300).contains(&status) {
             headers.push(("Allow", ALLOW));
         }
+        headers.extend_from_slice(extra_headers);
         let bytes = self.response_bytes(&req, status, reason, Some(&local_tag), &headers, body)?;
         let sent = self
             .table
@@ -1963,6 +2010,68 @@ impl SipEndpoint {
     /// Ends a confirmed call with a BYE (either side). [`Event::Ended`]
     /// follows when the BYE's transaction completes.
     pub fn send_bye(&mut self, now: Instant, call: CallHandle) -> Result<(), EndpointError> {
+        self.send_bye_with_headers(now, call, &[])
+    }
+
+    /// Sends an UPDATE (RFC 3311) with an SDP offer in a confirmed dialog
+    /// (either side); [`Event::UpdateAnswered`] brings the answer. The
+    /// B2BUA uses it to pass a mid-call offer (hold/resume) across.
+    pub fn send_update(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        sdp: &[u8],
+    ) -> Result<(), EndpointError> {
+        self.last_now = Some(now);
+        let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
+        if self.table.len() >= self.table.capacity() {
+            return Err(EndpointError::TransactionsFull);
+        }
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
+        if !matches!(c.state, CallState::Confirmed | CallState::WaitAck) {
+            return Err(EndpointError::InvalidState("no confirmed dialog"));
+        }
+        let d = c
+            .dialog
+            .as_mut()
+            .ok_or(EndpointError::InvalidState("no dialog"))?;
+        if d.state() == DialogState::Terminated {
+            return Err(EndpointError::InvalidState("dialog terminated"));
+        }
+        let fields = d.next_request_fields("UPDATE")?;
+        let peer = c.peer;
+        let branch = self.new_branch();
+        let body = Some(("application/sdp", sdp));
+        let bytes = self.build_in_dialog(&fields, Method::Update, &branch, &[], body)?;
+        let key = TransactionKey::client(&branch, "UPDATE")
+            .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
+        let tx = ClientTransaction::new(
+            now,
+            TxKind::NonInvite,
+            bytes,
+            self.cfg.reliable,
+            self.cfg.timers,
+        );
+        let meta = TxMeta {
+            dst: peer,
+            owner: Some(owner),
+            purpose: TxPurpose::Update,
+        };
+        let h = self
+            .insert_tx(key, Transaction::Client(tx), meta)
+            .map_err(|_| EndpointError::TransactionsFull)?;
+        self.drain_tx(now, h, None);
+        Ok(())
+    }
+
+    /// [`SipEndpoint::send_bye`] with more headers, such as the RFC 3326
+    /// `Reason` of a call ended by the gateway.
+    pub fn send_bye_with_headers(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<(), EndpointError> {
         self.last_now = Some(now);
         let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
         if self.table.len() >= self.table.capacity() {
@@ -1985,7 +2094,7 @@ impl SipEndpoint {
         c.ok = None;
         let peer = c.peer;
         let branch = self.new_branch();
-        let bytes = self.build_in_dialog(&fields, Method::Bye, &branch, None)?;
+        let bytes = self.build_in_dialog(&fields, Method::Bye, &branch, extra_headers, None)?;
         let key = TransactionKey::client(&branch, "BYE")
             .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
         let tx = ClientTransaction::new(
@@ -2439,6 +2548,82 @@ mod test {
             }]
         );
         net.settle();
+    }
+
+    #[test]
+    fn uac_update_and_its_timeout() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        let now = net.now;
+        net.eps[0].send_update(now, a, OFFER).unwrap();
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Update {
+                call: b,
+                sdp: Some(OFFER.to_vec())
+            }]
+        );
+        net.respond(b, 200, Some(ANSWER));
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(0),
+            vec![Event::UpdateAnswered {
+                call: a,
+                status: 200,
+                sdp: Some(ANSWER.to_vec())
+            }]
+        );
+        // Unanswered: Timer F gives 408.
+        net.drop = Box::new(|from, bytes| from == 0 && bytes.starts_with(b"UPDATE "));
+        let now = net.now;
+        net.eps[0].send_update(now, a, OFFER).unwrap();
+        net.run(Duration::from_secs(40));
+        assert_eq!(
+            net.take(0),
+            vec![Event::UpdateAnswered {
+                call: a,
+                status: 408,
+                sdp: None
+            }]
+        );
+    }
+
+    #[test]
+    fn extra_headers_on_bye_and_response() {
+        let mut net = Net::new();
+        let (_, b) = net.connect();
+        let now = net.now;
+        let reason = "Q.850;cause=102;text=\"Recovery on timer expiry\"";
+        net.eps[1]
+            .send_bye_with_headers(now, b, &[("Reason", reason)])
+            .unwrap();
+        net.run(Duration::from_millis(100));
+        let bye = String::from_utf8(net.last_sent(1, "BYE ")).unwrap();
+        assert!(bye.contains(&format!("\r\nReason: {reason}\r\n")), "{bye}");
+        net.take(0);
+        net.take(1);
+        // A 503 with Retry-After.
+        let a = net.invite(net.addrs[1]);
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        net.eps[1]
+            .respond_with_headers(
+                net.now,
+                b,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5")],
+                None,
+            )
+            .unwrap();
+        net.run(Duration::from_millis(100));
+        let resp = String::from_utf8(net.last_sent(1, "SIP/2.0 503")).unwrap();
+        assert!(resp.contains("\r\nRetry-After: 5\r\n"), "{resp}");
+        assert!(net.take(0).iter().any(|e| matches!(
+            e,
+            Event::Failed { call, status: 503, .. } if *call == a
+        )));
     }
 
     #[test]

@@ -1,0 +1,15 @@
+//! Calls: the B2BUA that bridges an inbound leg (A) to an outbound trunk
+//! leg (B) with the relay in between (SPEC F-S3 to F-S6).
+//!
+//! Sans-IO like [`crate::sip`]: [`b2bua::B2bua`] takes the
+//! [`crate::sip::endpoint::Event`]s of the shard's
+//! [`crate::sip::endpoint::SipEndpoint`] and the shell's answers to its
+//! requests, and gives back SIP actions, media requests and call records to
+//! poll. It never reads the clock or touches a socket.
+
+pub mod b2bua;
+
+pub use b2bua::{
+    B2bua, B2buaConfig, B2buaCounters, BridgeId, CallRecord, Hangup, MediaRequest, OutboundInvite,
+    Output, ReofferMethod, SipAction,
+};
