@@ -587,6 +587,15 @@ impl SrtpContext {
         stream.rtp_rx.highest().map(|i| (i >> 16) as u32)
     }
 
+    /// The SRTP receive window of `ssrc` (a fresh one for a new SSRC),
+    /// copied: nothing changes until a packet authenticates.
+    fn rtp_rx_window(&self, ssrc: u32) -> stream::ReplayWindow {
+        self.streams
+            .peek(ssrc)
+            .map(|s| s.rtp_rx)
+            .unwrap_or_default()
+    }
+
     /// For batched authentication of a received SRTP packet: the key, the
     /// authenticated bytes and the ROC the tag will be checked with, or
     /// `None` for AEAD suites and packets [`SrtpContext::unprotect_rtp`]
@@ -599,12 +608,7 @@ impl SrtpContext {
         rtp_header_len(&pkt[..body_len]).ok()?;
         let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
         let ssrc = be_u32(&pkt[8..12]);
-        let window = self
-            .streams
-            .peek(ssrc)
-            .map(|s| s.rtp_rx)
-            .unwrap_or_default();
-        let index = window.estimate_index(seq)?;
+        let index = self.rtp_rx_window(ssrc).estimate_index(seq)?;
         Some(mbsha1::MacInput {
             key: mbkey,
             msg: &pkt[..body_len],
@@ -712,11 +716,7 @@ impl SrtpContext {
         let hdr_len = rtp_header_len(&buf[..body_len])?;
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
         let ssrc = be_u32(&buf[8..12]);
-        let window = self
-            .streams
-            .peek(ssrc)
-            .map(|s| s.rtp_rx)
-            .unwrap_or_default();
+        let window = self.rtp_rx_window(ssrc);
         let index = window
             .estimate_index(seq)
             .ok_or(SrtpError::IndexExhausted)?;
