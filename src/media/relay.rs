@@ -361,12 +361,7 @@ impl RelayTable {
         src: SocketAddr,
         pkt: &'a [u8],
     ) -> Option<MacInput<'a>> {
-        let owners = self.sockets.get(sock as usize)?.legs;
-        let (id, component) = match owners {
-            [Some(o), None] | [None, Some(o)] => o,
-            [Some(a), Some(b)] => self.pick_by_source(a, b, src)?,
-            [None, None] => return None,
-        };
+        let (id, component) = self.owner(sock, src).ok()?;
         if component != Component::Rtp || classify(pkt) != PacketKind::Rtp {
             return None;
         }
@@ -396,16 +391,9 @@ impl RelayTable {
         deferred: Option<&mut Option<DeferredTag>>,
     ) -> Verdict {
         self.counters.rx += 1;
-        let Some(owners) = self.sockets.get(sock as usize).map(|s| s.legs) else {
-            return self.drop(DropReason::NoLeg, None);
-        };
-        let (id, component) = match owners {
-            [Some(o), None] | [None, Some(o)] => o,
-            [Some(a), Some(b)] => match self.pick_by_source(a, b, src) {
-                Some(o) => o,
-                None => return self.drop(DropReason::Ambiguous, None),
-            },
-            [None, None] => return self.drop(DropReason::NoLeg, None),
+        let (id, component) = match self.owner(sock, src) {
+            Ok(o) => o,
+            Err(reason) => return self.drop(reason, None),
         };
         let Some(pkt) = buf.get(..*len) else {
             return self.drop(DropReason::Malformed, Some(id));
@@ -550,6 +538,21 @@ impl RelayTable {
         }
         self.counters.forwarded += 1;
         Verdict::Send { sock, dst }
+    }
+
+    /// The leg (and component) a datagram from `src` on `sock` belongs to.
+    #[inline]
+    fn owner(&self, sock: SockId, src: SocketAddr) -> Result<(LegId, Component), DropReason> {
+        let owners = self
+            .sockets
+            .get(sock as usize)
+            .ok_or(DropReason::NoLeg)?
+            .legs;
+        match owners {
+            [Some(o), None] | [None, Some(o)] => Ok(o),
+            [Some(a), Some(b)] => self.pick_by_source(a, b, src).ok_or(DropReason::Ambiguous),
+            [None, None] => Err(DropReason::NoLeg),
+        }
     }
 
     /// Per-call port mode: tell the two legs on one socket apart by source.
