@@ -221,6 +221,9 @@ impl Transport {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
+    /// Serve SIP at all. `false` runs Kolokol as a media relay driven only
+    /// over ng (an rtpengine replacement behind Kamailio/OpenSIPS).
+    pub enabled: bool,
     /// UDP listen addresses.
     pub udp: Vec<SocketAddr>,
     /// TCP listen addresses.
@@ -259,6 +262,7 @@ pub struct SipConfig {
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
+            enabled: true,
             udp: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5060))],
             tcp: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5060))],
             tls: None,
@@ -556,7 +560,7 @@ impl Config {
     fn validate_sip(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let s = &self.sip;
-        if s.udp.is_empty() && s.tcp.is_empty() && s.tls.is_none() {
+        if s.enabled && s.udp.is_empty() && s.tcp.is_empty() && s.tls.is_none() {
             return invalid(
                 "sip.udp",
                 "no SIP listener: give at least one of sip.udp, sip.tcp, sip.tls".into(),

@@ -46,8 +46,14 @@ fn run(cfg: Config) -> Result<(), String> {
     let shards = kolokol::shard::spawn_all(&cfg, ev_tx).map_err(|e| format!("shards: {e}"))?;
     let mut ng = NgServer::bind(cfg.ng.listen, shards, ev_rx)
         .map_err(|e| format!("ng listen {}: {e}", cfg.ng.listen))?;
+    let sip = if cfg.sip.enabled {
+        let udp: Vec<String> = cfg.sip.udp.iter().map(|a| format!("udp:{a}")).collect();
+        udp.join(" ")
+    } else {
+        "off".to_string()
+    };
     eprintln!(
-        "kolokol: {} shard(s), media {} ports {}-{}, ng on {}",
+        "kolokol: {} shard(s), media {} ports {}-{}, ng on {}, sip {sip}",
         cfg.shards.count,
         cfg.media.address,
         cfg.media.port_min,
@@ -59,12 +65,19 @@ fn run(cfg: Config) -> Result<(), String> {
     for s in ng.shards() {
         let m = &s.metrics;
         eprintln!(
-            "shard {}: rx {} tx {} drops {} wakeups {}",
+            "shard {}: rx {} tx {} drops {} wakeups {}; sip rx {} tx {} dropped {} \
+             rejected {} handed-over {} records {}",
             s.index,
             m.rx.load(Ordering::Relaxed),
             m.tx.load(Ordering::Relaxed),
             m.drops_total(),
-            m.wakeups.load(Ordering::Relaxed)
+            m.wakeups.load(Ordering::Relaxed),
+            m.sip_rx.load(Ordering::Relaxed),
+            m.sip_tx.load(Ordering::Relaxed),
+            m.sip_dropped.load(Ordering::Relaxed),
+            m.sip_rejected.load(Ordering::Relaxed),
+            m.sip_handed_over.load(Ordering::Relaxed),
+            m.sip_records.load(Ordering::Relaxed),
         );
     }
     ng.shutdown();

@@ -387,6 +387,10 @@ fn kolokol_config(p: &Ports) -> String {
          dscp = 0\n\
          port_mode = \"per-leg\"\n\
          \n\
+         [sip]\n\
+         # Kamailio does the SIP here; Kolokol is only its relay.\n\
+         enabled = false\n\
+         \n\
          [ng]\n\
          listen = \"127.0.0.1:{}\"\n\
          \n\

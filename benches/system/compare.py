@@ -124,6 +124,7 @@ class Relay:
                     + f'[media]\naddress = "127.0.0.1"\nport_min = {PORT_MIN}\n'
                     f"port_max = {PORT_MAX}\ntimeout_s = 600\ncalls_max = 16000\n"
                     f'port_mode = "{port_mode}"\n'
+                    '[sip]\nenabled = false\n'
                     f'[ng]\nlisten = "{NG[0]}:{NG[1]}"\n'
                 )
             cmd = [os.path.join(BIN, "kolokol"), "run", "--config", cfg]

@@ -11,6 +11,7 @@
 
 mod bufring;
 mod run;
+pub mod sip;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -223,6 +224,22 @@ pub struct ShardMetrics {
     pub timeouts: AtomicU64,
     /// Loop turns (wake-ups) so far.
     pub wakeups: AtomicU64,
+    /// SIP datagrams received (from the sockets or handed over).
+    pub sip_rx: AtomicU64,
+    /// SIP datagrams sent.
+    pub sip_tx: AtomicU64,
+    /// SIP datagrams handed to the shard that owns their dialog.
+    pub sip_handed_over: AtomicU64,
+    /// SIP datagrams dropped (unparseable, queues full, send errors).
+    pub sip_dropped: AtomicU64,
+    /// SIP requests refused with an error status (400, 481, 503, ...).
+    pub sip_rejected: AtomicU64,
+    /// Bridged calls up now.
+    pub sip_calls: AtomicU64,
+    /// Call records produced.
+    pub sip_records: AtomicU64,
+    /// INVITEs refused because every call slot of the shard was taken.
+    pub sip_refused: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -286,21 +303,39 @@ impl Drop for ShardHandle {
 }
 
 /// Start all shards of `cfg`. `events` receives unsolicited shard events.
+///
+/// With SIP enabled every shard gets its own socket on each `sip.udp`
+/// address (one `SO_REUSEPORT` group per address) and its own endpoint and
+/// B2BUA; a bind failure (port taken) fails the start with the address in
+/// the message.
 pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Vec<ShardHandle>> {
     let nofile = crate::sys::raise_nofile();
+    let wakes = (0..cfg.shards.count)
+        .map(|_| crate::sys::eventfd())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let sips = sip::setup_all(cfg, &wakes, std::time::Instant::now())?;
     let mut out = Vec::with_capacity(cfg.shards.count);
-    for k in 0..cfg.shards.count {
+    for (k, (wake, sip)) in wakes.into_iter().zip(sips).enumerate() {
         let lc = ShardLoopConfig::from_config(cfg, k, nofile);
-        out.push(spawn(lc, events.clone())?);
+        out.push(spawn_with(lc, events.clone(), wake, sip)?);
     }
     Ok(out)
 }
 
-/// Start one shard.
+/// Start one shard without SIP.
 pub fn spawn(lc: ShardLoopConfig, events: Sender<ShardEvent>) -> std::io::Result<ShardHandle> {
+    spawn_with(lc, events, crate::sys::eventfd()?, None)
+}
+
+/// Start one shard with its wake-up eventfd and, optionally, SIP.
+pub fn spawn_with(
+    lc: ShardLoopConfig,
+    events: Sender<ShardEvent>,
+    wake: OwnedFd,
+    sip: Option<sip::SipSetup>,
+) -> std::io::Result<ShardHandle> {
     let (tx, rx): (Sender<ShardCmd>, Receiver<ShardCmd>) =
         crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
-    let wake = crate::sys::eventfd()?;
     let wake_for_loop = wake.try_clone()?;
     let metrics = Arc::new(ShardMetrics::default());
     let m = metrics.clone();
@@ -314,7 +349,7 @@ pub fn spawn(lc: ShardLoopConfig, events: Sender<ShardEvent>) -> std::io::Result
                     eprintln!("shard {index}: cannot pin to CPU {cpu}: {e}");
                 }
             }
-            match run::Shard::new(lc, rx, wake_for_loop, m, events) {
+            match run::Shard::new(lc, rx, wake_for_loop, m, events, sip) {
                 Ok(mut shard) => {
                     let _ = ready_tx.send(Ok(()));
                     shard.run();

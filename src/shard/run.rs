@@ -29,14 +29,18 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::bufring::BufRing;
+use super::sip::{SipSetup, SipShard, SIP_KEY_BASE};
 use super::{
     CallReport, LegReport, LocalEndpoint, ShardCmd, ShardError, ShardEvent, ShardMetrics,
     StreamAnswer, StreamOffer, StreamPorts,
 };
+use crate::call::b2bua::{BridgeId, MediaRequest, Output as B2buaOutput, SipAction};
 use crate::config::{Config, PortMode};
 use crate::media::relay::{DropReason, Leg, LegId, OnMismatch, RelayTable, SockId, Verdict};
 use crate::media::srtp::mbsha1::{MacBatch, MacInput, Simd, LANES};
 use crate::media::srtp::{DeferredTag, PreTag};
+use crate::sdp::Sdp;
+use crate::sip::endpoint::Output as EpOutput;
 
 /// Most completions handled per reap. Bounds the time between clock reads
 /// and command checks; 256 packets are ~1.5 ms of kernel work at worst.
@@ -56,6 +60,8 @@ const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+/// Readiness of a SIP socket (multishot poll); the low bits are its index.
+const KIND_SIP: u64 = 5;
 
 fn recv_ud(sock: u32, gen: u32) -> u64 {
     (KIND_RECV << KIND_SHIFT) | (u64::from(gen & 0x0fff_ffff) << 32) | u64::from(sock)
@@ -280,6 +286,14 @@ pub(super) struct Shard {
     timeouts: u64,
     next_tick: Instant,
     stop: bool,
+    /// SIP endpoint and B2BUA; `None` when SIP is disabled.
+    sip: Option<Box<SipShard>>,
+    /// Readiness seen per SIP socket since it was last read.
+    sip_ready: Vec<bool>,
+    /// The SIP layer's next deadline.
+    sip_deadline: Option<Instant>,
+    /// The SIP layer has input left (budget ran out): do not sleep.
+    sip_busy: bool,
 }
 
 fn build_ring(entries: u32, cq: u32) -> io::Result<IoUring> {
@@ -300,6 +314,7 @@ impl Shard {
         wake: OwnedFd,
         metrics: Arc<ShardMetrics>,
         events: Sender<ShardEvent>,
+        sip: Option<SipSetup>,
     ) -> io::Result<Shard> {
         let ring = build_ring(4096, 32768)?;
         let min_wait = cfg.min_wait_us > 0 && ring.params().is_feature_min_timeout();
@@ -359,10 +374,17 @@ impl Shard {
             timeouts: 0,
             next_tick: Instant::now() + TICK,
             stop: false,
+            sip_ready: vec![false; sip.as_ref().map_or(0, |s| s.socks.len())],
+            sip: sip.map(|s| Box::new(SipShard::new(s, cfg.index))),
+            sip_deadline: None,
+            sip_busy: false,
             cfg,
             ring,
         };
         shard.arm_wake();
+        for i in 0..shard.sip_ready.len() {
+            shard.arm_sip_poll(i);
+        }
         Ok(shard)
     }
 
@@ -400,6 +422,17 @@ impl Shard {
         self.push_sqe(sqe);
     }
 
+    fn arm_sip_poll(&mut self, i: usize) {
+        let Some(fd) = self.sip.as_ref().map(|s| s.raw_fd(i)) else {
+            return;
+        };
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data((KIND_SIP << KIND_SHIFT) | i as u64);
+        self.push_sqe(sqe);
+    }
+
     fn arm_recv(&mut self, sock: u32) {
         let slot = &mut self.socks[sock as usize];
         debug_assert_eq!(slot.state, SockState::Idle);
@@ -416,6 +449,7 @@ impl Shard {
         while !self.stop {
             let now = Instant::now();
             self.process_completions(now);
+            self.sip_turn(now);
             if now >= self.next_tick {
                 self.tick(now);
             }
@@ -436,10 +470,17 @@ impl Shard {
     fn wait(&mut self) {
         self.wakeups += 1;
         let now = Instant::now();
-        let until = self
-            .next_tick
-            .saturating_duration_since(now)
-            .max(Duration::from_micros(50));
+        let deadline = match self.sip_deadline {
+            Some(d) => d.min(self.next_tick),
+            None => self.next_tick,
+        };
+        let until = if self.sip_busy {
+            Duration::ZERO
+        } else {
+            deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(50))
+        };
         let ts = types::Timespec::new()
             .sec(until.as_secs())
             .nsec(until.subsec_nanos());
@@ -482,6 +523,15 @@ impl Shard {
                         self.run_commands(now);
                     }
                     KIND_CANCEL => {}
+                    KIND_SIP => {
+                        let i = (ud & 0xffff) as usize;
+                        if let Some(r) = self.sip_ready.get_mut(i) {
+                            *r = true;
+                        }
+                        if !cqueue::more(flags) {
+                            self.arm_sip_poll(i);
+                        }
+                    }
                     _ => debug_assert!(false, "unknown completion {ud:#x}"),
                 }
             }
@@ -1163,6 +1213,173 @@ impl Shard {
         self.free_calls.push(ci);
     }
 
+    // ---- SIP ---------------------------------------------------------------
+
+    /// One turn of the SIP layer: read ready sockets and the inbox (each
+    /// within a budget), fire due timers, carry out everything the endpoint
+    /// and the B2BUA ask for, and note the next deadline.
+    fn sip_turn(&mut self, now: Instant) {
+        let Some(mut sip) = self.sip.take() else {
+            return;
+        };
+        for i in 0..sip.socks.len() {
+            if std::mem::take(&mut self.sip_ready[i]) || sip.more[i] {
+                sip.recv(now, i);
+                self.drive_sip(&mut sip, now);
+            }
+        }
+        let inbox_more = sip.drain_inbox(now);
+        if sip.ep.poll_timeout().is_some_and(|t| t <= now) {
+            sip.ep.handle_timeout(now);
+        }
+        self.drive_sip(&mut sip, now);
+        if sip.b2b.poll_timeout().is_some_and(|t| t <= now) {
+            sip.b2b.handle_timeout(now);
+        }
+        self.drive_sip(&mut sip, now);
+        self.sip_deadline = match (sip.ep.poll_timeout(), sip.b2b.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.sip_busy = inbox_more || sip.more.iter().any(|&m| m);
+        self.sip = Some(sip);
+    }
+
+    /// Drains the endpoint's and the B2BUA's outputs until both are quiet.
+    /// Each output is finite work and the queues are bounded, so this ends.
+    fn drive_sip(&mut self, sip: &mut SipShard, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(o) = sip.ep.poll_output() {
+                busy = true;
+                match o {
+                    EpOutput::Transmit { dst, bytes } => sip.send(dst, &bytes),
+                    EpOutput::Event(ev) => sip.b2b.handle_event(now, ev),
+                }
+            }
+            while let Some(o) = sip.b2b.poll_output() {
+                busy = true;
+                match o {
+                    B2buaOutput::Sip(action) => {
+                        let r = action.apply(now, &mut sip.ep);
+                        if let SipAction::Invite { bridge, .. } = action {
+                            sip.b2b.handle_invite_started(now, bridge, r.ok().flatten());
+                        } else if r.is_err() {
+                            sip.counters.actions_failed += 1;
+                        }
+                    }
+                    B2buaOutput::Media(req) => self.sip_media(now, sip, req),
+                    B2buaOutput::Record(r) => sip.record(&r),
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn sip_media(&mut self, now: Instant, sip: &mut SipShard, req: MediaRequest) {
+        match req {
+            MediaRequest::Allocate { call, a_sdp } => {
+                match self.sip_allocate(now, sip, call, &a_sdp) {
+                    Ok((a, b)) => sip.b2b.handle_media_allocated(now, call, a, b),
+                    Err(_) => {
+                        sip.counters.media_failed += 1;
+                        sip.b2b.handle_media_failed(now, call);
+                    }
+                }
+            }
+            MediaRequest::Install {
+                call,
+                a_remote,
+                b_remote,
+            }
+            | MediaRequest::Update {
+                call,
+                a_remote,
+                b_remote,
+            } => {
+                if let Some(&key) = sip.bridges.get(&call) {
+                    self.set_remotes(key, a_remote, b_remote);
+                }
+            }
+            MediaRequest::Release { call } => {
+                if let Some(key) = sip.bridges.remove(&call) {
+                    if let Some(&ci) = self.by_key.get(&key) {
+                        self.teardown(ci);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Both relay legs of a bridged call, from A's offer: leg A's remote is
+    /// the offer's first active stream, leg B's comes with the answer.
+    fn sip_allocate(
+        &mut self,
+        now: Instant,
+        sip: &mut SipShard,
+        call: BridgeId,
+        a_sdp: &[u8],
+    ) -> Result<(SocketAddr, SocketAddr), ShardError> {
+        let sdp = Sdp::parse(a_sdp).map_err(|e| ShardError::Invalid(e.to_string()))?;
+        let m = sdp
+            .media
+            .iter()
+            .find(|m| m.port != 0)
+            .ok_or_else(|| ShardError::Invalid("no active stream in the offer".into()))?;
+        let usable = !m.address.is_unspecified();
+        let rtp = SocketAddr::new(m.address, m.port);
+        let rtcp = match m.rtcp {
+            Some((p, ip)) => Some(SocketAddr::new(ip.unwrap_or(m.address), p)),
+            None => m.port.checked_add(1).map(|p| SocketAddr::new(m.address, p)),
+        };
+        let a_v6 = m.address.is_ipv6();
+        let offer = StreamOffer {
+            a_rtp: usable.then_some(rtp),
+            a_rtcp: if usable { rtcp } else { None },
+            a_mux: false,
+            b_mux: false,
+            a_v6,
+            b_v6: a_v6,
+            clock_rate: m.clock_rate,
+            disabled: false,
+            a_crypto: None,
+        };
+        let key = sip.media_key();
+        let ports = self.offer(now, key, vec![offer], false)?;
+        sip.bridges.insert(call, key);
+        let p = ports[0];
+        Ok((
+            SocketAddr::new(p.a.address, p.a.rtp_port),
+            SocketAddr::new(p.b.address, p.b.rtp_port),
+        ))
+    }
+
+    /// New remotes for the first stream of media call `key` (RTCP at the
+    /// RTP port + 1); `None` leaves a side as it is (held).
+    fn set_remotes(&mut self, key: u64, a: Option<SocketAddr>, b: Option<SocketAddr>) {
+        let Some(&ci) = self.by_key.get(&key) else {
+            return;
+        };
+        let Some(legs) = self.calls[ci as usize]
+            .as_ref()
+            .and_then(|c| c.streams.first())
+            .and_then(|s| s.legs)
+        else {
+            return;
+        };
+        for (id, remote) in [(legs.0, a), (legs.1, b)] {
+            if let Some(rtp) = remote {
+                let rtcp = rtp
+                    .port()
+                    .checked_add(1)
+                    .map(|p| SocketAddr::new(rtp.ip(), p));
+                self.relay.leg_mut(id).set_remote(rtp, rtcp);
+            }
+        }
+    }
+
     // ---- timers ------------------------------------------------------------
 
     fn tick(&mut self, now: Instant) {
@@ -1171,6 +1388,11 @@ impl Shard {
         let mut expired = Vec::new();
         for (ci, c) in self.calls.iter().enumerate() {
             let Some(c) = c else { continue };
+            // A bridged SIP call ends by SIP (BYE, session timer, maximum
+            // duration), not behind the B2BUA's back.
+            if c.key & SIP_KEY_BASE != 0 {
+                continue;
+            }
             let mut last = c.created_at;
             for s in &c.streams {
                 if let Some((a, b)) = s.legs {
@@ -1208,6 +1430,30 @@ impl Shard {
         m.calls.store(self.by_key.len() as u64, Ordering::Relaxed);
         m.timeouts.store(self.timeouts, Ordering::Relaxed);
         m.wakeups.store(self.wakeups, Ordering::Relaxed);
+        if let Some(sip) = &self.sip {
+            let c = sip.counters;
+            let e = sip.ep.counters();
+            let b = sip.b2b.counters();
+            m.sip_rx.store(c.rx + c.taken_over, Ordering::Relaxed);
+            m.sip_tx.store(c.tx, Ordering::Relaxed);
+            m.sip_handed_over.store(c.handed_over, Ordering::Relaxed);
+            m.sip_dropped.store(
+                c.handover_dropped
+                    + c.tx_errors
+                    + e.parse_dropped
+                    + e.transmits_dropped
+                    + e.events_dropped,
+                Ordering::Relaxed,
+            );
+            m.sip_rejected.store(
+                e.parse_answered + e.rejected_busy + e.no_dialog + e.rejected_other,
+                Ordering::Relaxed,
+            );
+            m.sip_calls
+                .store(sip.b2b.calls_len() as u64, Ordering::Relaxed);
+            m.sip_records.store(c.records, Ordering::Relaxed);
+            m.sip_refused.store(b.rejected_full, Ordering::Relaxed);
+        }
     }
 
     fn shutdown(&mut self) {

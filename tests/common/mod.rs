@@ -28,7 +28,7 @@ impl Gateway {
     /// lines for the `[media]` table.
     pub fn start(port_min: u16, span: u16, media_extra: &str) -> Gateway {
         let toml = format!(
-            "[shards]\ncount = 1\n[ng]\nlisten = \"127.0.0.1:0\"\n[media]\naddress = \"127.0.0.1\"\naddress_v6 = \"::1\"\nport_min = {port_min}\nport_max = {}\ncalls_max = 64\n{media_extra}\n",
+            "[shards]\ncount = 1\n[sip]\nenabled = false\n[ng]\nlisten = \"127.0.0.1:0\"\n[media]\naddress = \"127.0.0.1\"\naddress_v6 = \"::1\"\nport_min = {port_min}\nport_max = {}\ncalls_max = 64\n{media_extra}\n",
             port_min + span - 1
         );
         let cfg = Config::parse(&toml).expect("test config");

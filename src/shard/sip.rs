@@ -1,0 +1,412 @@
+//! SIP on a shard: the UDP sockets, the hand-over of messages between
+//! shards, and the glue that drives the sans-IO [`SipEndpoint`] and
+//! [`B2bua`] from the shard loop (SPEC F-S2, DESIGN "Routing a SIP message
+//! to its shard").
+//!
+//! Every shard has its own UDP socket on each `sip.udp` address, all in one
+//! `SO_REUSEPORT` group, so the kernel spreads peers over the shards by
+//! their 4-tuple. That spread knows nothing of dialogs, so a shard that
+//! receives a message first finds its owner ([`owner_shard`]): the shard
+//! number Kolokol wrote into the Call-IDs it generates (every outbound leg,
+//! so responses and in-dialog requests from trunks), else a hash of the
+//! Call-ID (inbound calls, so the INVITE, its CANCEL, ACK and BYE all land
+//! on one shard). A message for another shard goes to that shard's bounded
+//! inbox ([`Handoff`]) and its eventfd is signalled; a full inbox is a
+//! counted drop, which UDP retransmission recovers.
+//!
+//! Sockets are read with `recvfrom` when a multishot io_uring poll says
+//! they are readable (SIP rates are tens of thousands of messages per
+//! second, not millions of packets, and a datagram may be 64 KiB), in
+//! bounded batches so media keeps flowing under a signalling flood.
+//! Datagrams are sent with `sendto` from the socket of the destination's
+//! address family.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::call::b2bua::{B2bua, B2buaConfig, BridgeId, CallRecord};
+use crate::config::Config;
+use crate::sip::endpoint::{shard_of_call_id, EndpointConfig, SipEndpoint};
+use crate::sip::msg::SipMessage;
+use crate::sip::trunk::{CallerIdPool, Routes, TrunkSet};
+
+/// Depth of a shard's SIP inbox (messages handed over by other shards).
+pub const INBOX_DEPTH: usize = 8192;
+
+/// Largest UDP datagram (65,535 minus the IPv4 and UDP headers).
+const DATAGRAM_MAX: usize = 65_507;
+
+/// Datagrams read from one socket per readiness event before the loop goes
+/// back to media; the rest are read on the next turn without waiting.
+pub(super) const RECV_BUDGET: usize = 256;
+
+/// Socket buffers: a burst of a few thousand INVITEs must not overflow.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A datagram one shard received for a dialog another shard owns.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The peer that sent it.
+    pub src: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// Another shard, as seen by a shard handing a message over.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its inbox.
+    pub tx: Sender<Handoff>,
+    /// Its wake-up eventfd.
+    pub wake: OwnedFd,
+}
+
+/// What a shard needs to serve SIP, built by [`crate::shard::spawn_all`].
+pub struct SipSetup {
+    /// This shard's sockets, one per `sip.udp` address, bound.
+    pub socks: Vec<UdpSocket>,
+    /// The endpoint's knobs.
+    pub endpoint: EndpointConfig,
+    /// The B2BUA with this shard's share of the trunk limits.
+    pub b2bua: B2bua,
+    /// Messages other shards hand over.
+    pub inbox: Receiver<Handoff>,
+    /// Every shard (this one included, unused), by index.
+    pub peers: Vec<Peer>,
+}
+
+/// The shard that owns the dialog of a message with this Call-ID, of `n`:
+/// the shard number in a Call-ID Kolokol generated, else a hash. The same
+/// Call-ID always gives the same shard, which is all the routing needs.
+pub fn owner_shard(call_id: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    if let Some(s) = shard_of_call_id(call_id) {
+        if usize::from(s) < n {
+            return usize::from(s);
+        }
+    }
+    // FNV-1a: stable across processes and runs (no random seed), so every
+    // shard computes the same owner.
+    let mut h = Fnv1a::default();
+    h.write(call_id.as_bytes());
+    (h.finish() % n as u64) as usize
+}
+
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Binds `n` sockets on `addr` in one `SO_REUSEPORT` group. A probe bind
+/// without `SO_REUSEPORT` first makes sure nobody else holds the port
+/// (another process of the same user could otherwise join the group and
+/// silently take part of our traffic).
+fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
+    let domain = Domain::for_address(addr);
+    {
+        let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(true)?;
+        }
+        probe.bind(&addr.into()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("SIP UDP {addr}: {e} (is another SIP server running?)"),
+            )
+        })?;
+    }
+    (0..n)
+        .map(|_| {
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            if addr.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            s.set_reuse_port(true)?;
+            // Best effort: the kernel caps these at net.core.*mem_max
+            // (tuning/ raises it).
+            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())
+                .map_err(|e| io::Error::new(e.kind(), format!("SIP UDP {addr}: {e}")))?;
+            Ok(s.into())
+        })
+        .collect()
+}
+
+/// Builds every shard's [`SipSetup`] (None for all when SIP is disabled),
+/// given each shard's wake-up eventfd.
+pub fn setup_all(
+    cfg: &Config,
+    wakes: &[OwnedFd],
+    now: Instant,
+) -> io::Result<Vec<Option<SipSetup>>> {
+    let n = cfg.shards.count;
+    if !cfg.sip.enabled || cfg.sip.udp.is_empty() {
+        return Ok((0..n).map(|_| None).collect());
+    }
+    // socks[address][shard]
+    let mut groups = Vec::with_capacity(cfg.sip.udp.len());
+    for &a in &cfg.sip.udp {
+        groups.push(bind_group(a, n)?);
+    }
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| crossbeam_channel::bounded::<Handoff>(INBOX_DEPTH))
+        .unzip();
+    let calls = cfg.sip_calls_max();
+    let mut out = Vec::with_capacity(n);
+    for (k, inbox) in rxs.into_iter().enumerate() {
+        let socks: Vec<UdpSocket> = groups.iter_mut().map(|g| g.remove(0)).collect();
+        let local = socks[0].local_addr()?;
+        let mut ep = EndpointConfig::new(local, k as u8);
+        ep.dialogs_max = calls.saturating_mul(2).max(16);
+        ep.transactions_max = calls.saturating_mul(4).max(64);
+        ep.outputs_max = calls.saturating_mul(2).clamp(1024, 65_536);
+        ep.timers = cfg.sip.timers();
+        ep.user_agent = cfg.sip.user_agent.clone();
+        let trunks = TrunkSet::for_shard(cfg, k, now);
+        let routes = Routes::new(&cfg.routes, &trunks);
+        let pool = CallerIdPool::new(&cfg.caller_id.pool);
+        let b2bua = B2bua::new(
+            B2buaConfig::from_config(&cfg.sip, &cfg.caller_id, calls.max(1)),
+            trunks,
+            routes,
+            pool,
+            rand::random(),
+        );
+        let peers = txs
+            .iter()
+            .zip(wakes)
+            .map(|(tx, w)| {
+                Ok(Peer {
+                    tx: tx.clone(),
+                    wake: w.try_clone()?,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        out.push(Some(SipSetup {
+            socks,
+            endpoint: ep,
+            b2bua,
+            inbox,
+            peers,
+        }));
+    }
+    Ok(out)
+}
+
+/// Counters of the SIP shell (the endpoint and B2BUA count their own).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SipShellCounters {
+    /// Datagrams read from the sockets.
+    pub rx: u64,
+    /// Datagrams sent.
+    pub tx: u64,
+    /// Datagrams that could not be sent (buffer full, unreachable, no
+    /// socket of the destination's family).
+    pub tx_errors: u64,
+    /// Datagrams handed to another shard.
+    pub handed_over: u64,
+    /// Datagrams dropped because the owner's inbox was full.
+    pub handover_dropped: u64,
+    /// Datagrams received from other shards.
+    pub taken_over: u64,
+    /// Media allocations that failed (ports, calls, bad SDP).
+    pub media_failed: u64,
+    /// B2BUA actions the endpoint refused.
+    pub actions_failed: u64,
+    /// Call records produced.
+    pub records: u64,
+    /// Call records dropped because the event queue was full.
+    pub records_dropped: u64,
+}
+
+/// The SIP state a shard owns.
+pub(super) struct SipShard {
+    pub ep: SipEndpoint,
+    pub b2b: B2bua,
+    pub socks: Vec<UdpSocket>,
+    pub inbox: Receiver<Handoff>,
+    peers: Vec<Peer>,
+    index: usize,
+    buf: Vec<u8>,
+    /// The media call (shard key) of each bridged call.
+    pub bridges: HashMap<BridgeId, u64>,
+    next_key: u64,
+    pub counters: SipShellCounters,
+    /// Sockets that still had datagrams when their budget ran out.
+    pub more: Vec<bool>,
+}
+
+/// Keys of media calls made for the B2BUA: the top bit keeps them apart
+/// from the ng control plane's keys (which count up from zero).
+pub(super) const SIP_KEY_BASE: u64 = 1 << 63;
+
+impl SipShard {
+    pub(super) fn new(setup: SipSetup, index: usize) -> SipShard {
+        let seed = rand::random();
+        let n = setup.socks.len();
+        SipShard {
+            ep: SipEndpoint::new(setup.endpoint, seed),
+            b2b: setup.b2bua,
+            socks: setup.socks,
+            inbox: setup.inbox,
+            peers: setup.peers,
+            index,
+            buf: vec![0; DATAGRAM_MAX + 1],
+            bridges: HashMap::new(),
+            next_key: SIP_KEY_BASE,
+            counters: SipShellCounters::default(),
+            more: vec![false; n],
+        }
+    }
+
+    /// A fresh media key for a bridged call.
+    pub(super) fn media_key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1) | SIP_KEY_BASE;
+        k
+    }
+
+    /// Raw descriptor of socket `i` for the readiness poll.
+    pub(super) fn raw_fd(&self, i: usize) -> i32 {
+        self.socks[i].as_raw_fd()
+    }
+
+    /// Reads up to [`RECV_BUDGET`] datagrams from socket `i` and feeds
+    /// them to the endpoint or their owner shard.
+    pub(super) fn recv(&mut self, now: Instant, i: usize) {
+        let mut budget = RECV_BUDGET;
+        self.more[i] = false;
+        while budget > 0 {
+            budget -= 1;
+            match self.socks[i].recv_from(&mut self.buf) {
+                Ok((len, src)) => {
+                    self.counters.rx += 1;
+                    if len > DATAGRAM_MAX {
+                        continue;
+                    }
+                    // Take the buffer out so dispatch can borrow self.
+                    let buf = std::mem::take(&mut self.buf);
+                    self.dispatch(now, src, &buf[..len]);
+                    self.buf = buf;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP errors of earlier sends surface here; nothing to read.
+                Err(_) => {}
+            }
+        }
+        self.more[i] = true;
+    }
+
+    /// Messages other shards handed over, up to a budget.
+    pub(super) fn drain_inbox(&mut self, now: Instant) -> bool {
+        for _ in 0..RECV_BUDGET {
+            let Ok(h) = self.inbox.try_recv() else {
+                return false;
+            };
+            self.counters.taken_over += 1;
+            self.ep.handle_datagram(now, h.src, &h.bytes);
+        }
+        true
+    }
+
+    fn dispatch(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        let n = self.peers.len();
+        if n > 1 {
+            // A message that does not parse is the endpoint's to answer or
+            // count; any shard will do, so this one.
+            if let Ok(msg) = SipMessage::parse(bytes) {
+                {
+                    let cid = msg.call_id();
+                    let owner = owner_shard(cid, n);
+                    if owner != self.index {
+                        let p = &self.peers[owner];
+                        let h = Handoff {
+                            src,
+                            bytes: bytes.to_vec(),
+                        };
+                        if p.tx.try_send(h).is_ok() {
+                            self.counters.handed_over += 1;
+                            crate::sys::eventfd_signal(p.wake.as_raw_fd());
+                        } else {
+                            self.counters.handover_dropped += 1;
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        self.ep.handle_datagram(now, src, bytes);
+    }
+
+    /// Sends one datagram from the socket of `dst`'s family.
+    pub(super) fn send(&mut self, dst: SocketAddr, bytes: &[u8]) {
+        let sock = self
+            .socks
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == dst.is_ipv4()));
+        match sock.map(|s| s.send_to(bytes, dst)) {
+            Some(Ok(_)) => self.counters.tx += 1,
+            _ => self.counters.tx_errors += 1,
+        }
+    }
+
+    /// Keeps a finished call's record for the CDR writer.
+    pub(super) fn record(&mut self, _r: &CallRecord) {
+        self.counters.records += 1;
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_honours_our_shard_tag() {
+        for n in 1..=8usize {
+            for cid in ["a84b4c76e66710@pc33.atlanta.com", "x", "", "1-2-3"] {
+                let o = owner_shard(cid, n);
+                assert!(o < n);
+                assert_eq!(o, owner_shard(cid, n), "same Call-ID, same shard");
+            }
+        }
+        // Our own Call-IDs carry the shard.
+        assert_eq!(owner_shard("0123abcd-3@127.0.0.1", 4), 3);
+        assert_eq!(owner_shard("0123abcd-1@127.0.0.1", 4), 1);
+        // A tag beyond the shard count is someone else's: hashed.
+        assert!(owner_shard("0123abcd-9@127.0.0.1", 4) < 4);
+        // Hashing spreads Call-IDs over the shards.
+        let mut seen = [0u32; 4];
+        for i in 0..4000 {
+            seen[owner_shard(&format!("{i:x}@host"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
+    }
+}
