@@ -149,7 +149,30 @@ struct SockSlot {
     state: SockState,
     gen: u32,
     port: u16,
+    /// Idle in the pair pool (see [`PooledPair`]); its receive stays armed.
+    pooled: bool,
 }
+
+/// An RTP/RTCP socket pair kept open after its call ended, for the next
+/// call: opening and closing sockets (socket, bind, fixed-file update,
+/// cancelling the multishot receive) was a fifth of a shard's CPU per call
+/// at a few thousand calls per second. A pair waits [`POOL_QUARANTINE`]
+/// before reuse so the old call's stray packets cannot be latched by the
+/// new one; packets meanwhile find no leg and are dropped as unknown.
+struct PooledPair {
+    since: Instant,
+    ip: IpAddr,
+    rtp: u32,
+    rtcp: u32,
+    port: u16,
+}
+
+/// How long a pooled pair rests before reuse (12 packet times at 20 ms).
+const POOL_QUARANTINE: Duration = Duration::from_millis(250);
+/// Most pairs pooled: 2048, and at most an eighth of the socket table.
+const POOL_PAIRS_MAX: usize = 2048;
+/// Pooled pairs unused this long are closed.
+const POOL_IDLE_MAX: Duration = Duration::from_secs(2);
 
 /// Even-aligned port pairs of the slice; a pair returns when every socket
 /// bound on it has closed. Freed pairs go to the back so a just-closed
@@ -294,6 +317,11 @@ pub(super) struct Shard {
     sip_deadline: Option<Instant>,
     /// The SIP layer has input left (budget ran out): do not sleep.
     sip_busy: bool,
+    /// Socket pairs of ended calls, oldest first.
+    pool: VecDeque<PooledPair>,
+    pool_max: usize,
+    /// Local address of each open socket, by slot.
+    sock_ip: Vec<Option<IpAddr>>,
 }
 
 fn build_ring(entries: u32, cq: u32) -> io::Result<IoUring> {
@@ -354,6 +382,7 @@ impl Shard {
                     state: SockState::Free,
                     gen: 0,
                     port: 0,
+                    pooled: false,
                 };
                 cfg.sockets_max
             ],
@@ -378,6 +407,9 @@ impl Shard {
             sip: sip.map(|s| Box::new(SipShard::new(s, cfg.index))),
             sip_deadline: None,
             sip_busy: false,
+            pool: VecDeque::new(),
+            sock_ip: vec![None; cfg.sockets_max],
+            pool_max: POOL_PAIRS_MAX.min(cfg.sockets_max / 16),
             cfg,
             ring,
         };
@@ -814,6 +846,8 @@ impl Shard {
                 st.state = SockState::Idle;
                 st.gen = st.gen.wrapping_add(1);
                 st.port = port;
+                st.pooled = false;
+                self.sock_ip[slot as usize] = Some(ip);
                 self.ports.add_ref(port);
                 self.arm_recv(slot);
                 Ok(slot)
@@ -873,6 +907,28 @@ impl Shard {
     /// Open the RTP (and RTCP unless muxed) sockets of one side on a fresh
     /// port pair; retries other pairs if a port is taken by someone else.
     fn open_side(&mut self, ip: IpAddr, mux: bool) -> Result<(u32, Option<u32>, u16), ShardError> {
+        if !mux {
+            if let Some(pair) = self.take_pooled(ip, false) {
+                return Ok(pair);
+            }
+        }
+        let r = self.open_fresh(ip, mux);
+        if !matches!(r, Err(ShardError::PortsExhausted)) {
+            return r;
+        }
+        // Out of ports or socket slots: a pooled pair serves even before
+        // its quarantine ends, rather than refusing the call.
+        match self.take_pooled(ip, true) {
+            Some((rtp, Some(rtcp), port)) if mux => {
+                self.close_socket(rtcp);
+                Ok((rtp, None, port))
+            }
+            Some(pair) => Ok(pair),
+            None => r,
+        }
+    }
+
+    fn open_fresh(&mut self, ip: IpAddr, mux: bool) -> Result<(u32, Option<u32>, u16), ShardError> {
         for _ in 0..64 {
             let pair = self.ports.alloc().ok_or(ShardError::PortsExhausted)?;
             let rtp = match self.open_socket(ip, pair) {
@@ -1092,7 +1148,7 @@ impl Shard {
         let b = match self.relay.insert(leg_b) {
             Ok(b) => b,
             Err(_) => {
-                self.remove_leg(a);
+                self.remove_leg(a, false);
                 return Err(ShardError::CallsFull);
             }
         };
@@ -1111,11 +1167,80 @@ impl Shard {
         })
     }
 
-    fn remove_leg(&mut self, id: LegId) {
+    fn remove_leg(&mut self, id: LegId, pool: bool) {
         let leg = self.relay.remove(id);
+        if let (true, Some(rtcp)) = (pool, leg.rtcp_sock) {
+            if self.try_pool(leg.rtp_sock, rtcp) {
+                return;
+            }
+        }
         self.close_socket(leg.rtp_sock);
         if let Some(s) = leg.rtcp_sock {
             self.close_socket(s);
+        }
+    }
+
+    /// Keeps an unused RTP/RTCP pair open for a later call, if the pool
+    /// has room and the pair is whole (port, port + 1, both receiving).
+    fn try_pool(&mut self, rtp: u32, rtcp: u32) -> bool {
+        if self.pool.len() >= self.pool_max
+            || self.relay.socket_in_use(rtp)
+            || self.relay.socket_in_use(rtcp)
+        {
+            return false;
+        }
+        let (a, b) = (self.socks[rtp as usize], self.socks[rtcp as usize]);
+        let open = |s: SockSlot| matches!(s.state, SockState::Armed | SockState::Idle) && !s.pooled;
+        if !open(a) || !open(b) || a.port & 1 != 0 || b.port != a.port + 1 {
+            return false;
+        }
+        let Some(ip) = self.sock_ip.get(rtp as usize).copied().flatten() else {
+            return false;
+        };
+        self.socks[rtp as usize].pooled = true;
+        self.socks[rtcp as usize].pooled = true;
+        self.pool.push_back(PooledPair {
+            since: Instant::now(),
+            ip,
+            rtp,
+            rtcp,
+            port: a.port,
+        });
+        true
+    }
+
+    /// The oldest pooled pair on `ip` that has rested long enough (or, with
+    /// `force`, the oldest on `ip` at all).
+    fn take_pooled(&mut self, ip: IpAddr, force: bool) -> Option<(u32, Option<u32>, u16)> {
+        let i = if force {
+            self.pool.iter().position(|p| p.ip == ip)?
+        } else {
+            let p = self.pool.front()?;
+            if p.ip != ip || p.since.elapsed() < POOL_QUARANTINE {
+                return None;
+            }
+            0
+        };
+        let p = self.pool.remove(i)?;
+        self.socks[p.rtp as usize].pooled = false;
+        self.socks[p.rtcp as usize].pooled = false;
+        Some((p.rtp, Some(p.rtcp), p.port))
+    }
+
+    /// Closes pooled pairs unused for [`POOL_IDLE_MAX`] (all of them with
+    /// `None`, at shutdown): when calls stop coming, ports go back.
+    fn drain_pool(&mut self, now: Option<Instant>) {
+        while let Some(p) = self.pool.front() {
+            if now.is_some_and(|n| n.saturating_duration_since(p.since) < POOL_IDLE_MAX) {
+                return;
+            }
+            let Some(p) = self.pool.pop_front() else {
+                return;
+            };
+            self.socks[p.rtp as usize].pooled = false;
+            self.socks[p.rtcp as usize].pooled = false;
+            self.close_socket(p.rtp);
+            self.close_socket(p.rtcp);
         }
     }
 
@@ -1203,8 +1328,12 @@ impl Shard {
         let call = self.calls[ci as usize].take().expect("indexed call exists");
         for s in &call.streams {
             if let Some((a, b)) = s.legs {
-                self.remove_leg(a);
-                self.remove_leg(b);
+                // Bridged SIP calls come and go by the thousand per
+                // second: keep their sockets for the next one. An ng
+                // `delete` frees its ports at once (rtpengine's contract).
+                let pool = call.key & SIP_KEY_BASE != 0;
+                self.remove_leg(a, pool);
+                self.remove_leg(b, pool);
             }
         }
         if self.by_key.get(&call.key) == Some(&ci) {
@@ -1384,6 +1513,7 @@ impl Shard {
 
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
+        self.drain_pool(Some(now));
         let timeout = self.cfg.timeout;
         let mut expired = Vec::new();
         for (ci, c) in self.calls.iter().enumerate() {
@@ -1462,6 +1592,7 @@ impl Shard {
         for ci in live {
             self.teardown(ci);
         }
+        self.drain_pool(None);
         let _ = self.ring.submit();
         self.process_completions(now);
         self.publish();
