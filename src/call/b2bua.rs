@@ -48,7 +48,10 @@ use rand::SeedableRng;
 use crate::config::{CallerIdConfig, SipConfig};
 use crate::config::{CallerIdMode, Transport, TRUNKS_MAX};
 use crate::sdp::{MediaEndpoint, Rewrite, Sdp};
-use crate::sip::endpoint::{CallHandle, EndpointError, Event, InviteParams, SipEndpoint};
+use crate::sip::digest::{select_challenge, RequestInfo};
+use crate::sip::endpoint::{
+    CallHandle, Challenged, EndpointError, Event, InviteParams, SipEndpoint,
+};
 use crate::sip::trunk::{
     caller_id_headers, should_failover, transport_param, CallerIdPool, RouteTarget, Routes,
     TrunkId, TrunkMask, TrunkSet,
@@ -150,6 +153,22 @@ pub struct OutboundInvite {
     pub sdp: Vec<u8>,
     /// P-Asserted-Identity and the like.
     pub extra_headers: Vec<(String, String)>,
+    /// Set when this INVITE answers a 401/407: it goes out as
+    /// [`SipEndpoint::invite_resend`] with the refused INVITE's Call-ID and
+    /// From tag (RFC 3261 §22.2).
+    pub resend: Option<InviteResend>,
+}
+
+/// The identity an INVITE answering a challenge keeps from the refused one
+/// (RFC 3261 §22.2): same Call-ID and From tag, the next CSeq.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteResend {
+    /// The Call-ID.
+    pub call_id: String,
+    /// The From tag.
+    pub from_tag: String,
+    /// The CSeq number of the new INVITE.
+    pub cseq: u32,
 }
 
 impl OutboundInvite {
@@ -167,7 +186,7 @@ impl OutboundInvite {
             from: &self.from,
             from_display: None,
             to: &self.to,
-            call_id: None,
+            call_id: self.resend.as_ref().map(|r| r.call_id.as_str()),
             sdp: Some(&self.sdp),
             extra_headers: &headers,
         })
@@ -238,10 +257,13 @@ impl SipAction {
     /// [`SipAction::Invite`] it returns the new leg, which the shell passes
     /// to [`B2bua::handle_invite_started`] (an error there is `None`).
     ///
-    /// [`SipAction::Reoffer`] goes out as an UPDATE (RFC 3311 §5.1 allows
-    /// it for any session change in a confirmed dialog) whatever the
-    /// offerer used, because the endpoint has no UAC re-INVITE yet; the
-    /// answer comes back as [`Event::UpdateAnswered`], which
+    /// [`SipAction::Invite`] with [`OutboundInvite::resend`] set goes out
+    /// through [`SipEndpoint::invite_resend`].
+    ///
+    /// [`SipAction::Reoffer`] goes out with the offerer's method: a
+    /// re-INVITE ([`SipEndpoint::send_reinvite`]) or an UPDATE
+    /// ([`SipEndpoint::send_update`]); the answer comes back as
+    /// [`Event::ReinviteAnswered`] or [`Event::UpdateAnswered`], which
     /// [`B2bua::handle_event`] takes.
     pub fn apply(
         &self,
@@ -264,7 +286,12 @@ impl SipAction {
                 ep.respond_with_headers(now, *call, *status, reason, &h, body)?;
                 Ok(None)
             }
-            SipAction::Invite { invite, .. } => invite.with_params(|p| ep.invite(now, p)).map(Some),
+            SipAction::Invite { invite, .. } => invite
+                .with_params(|p| match &invite.resend {
+                    Some(r) => ep.invite_resend(now, p, &r.from_tag, r.cseq),
+                    None => ep.invite(now, p),
+                })
+                .map(Some),
             SipAction::Cancel { call } => ep.cancel(now, *call).map(|()| None),
             SipAction::Bye { call, headers } => {
                 let h: Vec<(&str, &str)> = headers
@@ -273,7 +300,11 @@ impl SipAction {
                     .collect();
                 ep.send_bye_with_headers(now, *call, &h).map(|()| None)
             }
-            SipAction::Reoffer { call, sdp, .. } => ep.send_update(now, *call, sdp).map(|()| None),
+            SipAction::Reoffer { call, method, sdp } => match method {
+                ReofferMethod::Invite => ep.send_reinvite(now, *call, sdp),
+                ReofferMethod::Update => ep.send_update(now, *call, sdp),
+            }
+            .map(|()| None),
         }
     }
 }
@@ -426,6 +457,8 @@ struct Pending {
     offerer: Side,
     offer_remote: Option<SocketAddr>,
     offer_sdp: Vec<u8>,
+    /// The offer as the offerer sent it.
+    offer_got: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -455,6 +488,16 @@ struct Call {
     /// The last SDP we gave A and B (for an offerless re-INVITE).
     a_last: Option<Vec<u8>>,
     b_last: Option<Vec<u8>>,
+    /// The last SDP A and B gave us, as received: an offer equal to it
+    /// (or with the same `o=` line) is a session refresh, answered on its
+    /// own leg (RFC 4028 §10, RFC 3264 §8).
+    a_got: Option<Vec<u8>>,
+    b_got: Option<Vec<u8>>,
+    /// The INVITE of the current attempt, to send again with credentials.
+    last_invite: Option<OutboundInvite>,
+    /// This attempt already answered a challenge: another 401/407 is final
+    /// (RFC 3261 §22.2, once per challenge).
+    auth_answered: bool,
     pending: Option<Pending>,
     attempt_deadline: Option<Instant>,
     max_deadline: Instant,
@@ -584,16 +627,23 @@ impl B2bua {
             Event::Ringing { call, sdp } => self.provisional(now, call, 180, sdp),
             Event::Progress { call, status, sdp } => self.provisional(now, call, status, sdp),
             Event::Answered { call, sdp } => self.answered(now, call, sdp),
-            Event::Failed { call, status, .. } => self.b_failed(now, call, Some(status)),
-            Event::TimedOut { call } => self.b_failed(now, call, None),
+            Event::Failed {
+                call,
+                status,
+                challenge,
+                ..
+            } => self.b_failed(now, call, Some(status), challenge.as_deref()),
+            Event::TimedOut { call } => self.b_failed(now, call, None, None),
             Event::Cancelled { call } => self.a_cancelled(now, call),
             Event::Acked { .. } => {}
             Event::AckTimeout { call } => self.ack_timeout(now, call),
             Event::Reinvite { call, sdp } => self.reoffer(now, call, ReofferMethod::Invite, sdp),
             Event::Update { call, sdp } => self.reoffer(now, call, ReofferMethod::Update, sdp),
-            Event::UpdateAnswered { call, status, sdp } => {
+            Event::UpdateAnswered { call, status, sdp }
+            | Event::ReinviteAnswered { call, status, sdp } => {
                 self.handle_reoffer_answered(now, call, status, sdp)
             }
+            Event::SessionExpired { call } => self.session_expired(now, call),
             Event::Ended { call, .. } => self.ended(now, call),
         }
     }
@@ -711,12 +761,16 @@ impl B2bua {
                         c.b_remote = answer_remote;
                         c.a_last = Some(body.clone());
                         c.b_last = Some(p.offer_sdp);
+                        c.a_got = Some(p.offer_got);
+                        c.b_got = sdp;
                     }
                     Side::B => {
                         c.b_remote = p.offer_remote;
                         c.a_remote = answer_remote;
                         c.b_last = Some(body.clone());
                         c.a_last = Some(p.offer_sdp);
+                        c.b_got = Some(p.offer_got);
+                        c.a_got = sdp;
                     }
                 }
                 let update = MediaRequest::Update {
@@ -845,6 +899,10 @@ impl B2bua {
             installed: false,
             a_last: None,
             b_last: None,
+            a_got: Some(a_sdp.clone()),
+            b_got: None,
+            last_invite: None,
+            auth_answered: false,
             pending: None,
             attempt_deadline: None,
             max_deadline,
@@ -945,6 +1003,7 @@ impl B2bua {
         c.answered = Some(now);
         c.trunk_status = Some(200);
         c.b_remote = stream_remote(&ans);
+        c.b_got = sdp;
         let body = rewrite_to(&ans, local).to_string_crlf().into_bytes();
         c.a_last = Some(body.clone());
         let a = c.a;
@@ -952,7 +1011,13 @@ impl B2bua {
         self.push_media(index);
     }
 
-    fn b_failed(&mut self, now: Instant, leg: CallHandle, status: Option<u16>) {
+    fn b_failed(
+        &mut self,
+        now: Instant,
+        leg: CallHandle,
+        status: Option<u16>,
+        challenge: Option<&Challenged>,
+    ) {
         let Some((index, Side::B)) = self.leg(leg) else {
             return;
         };
@@ -962,6 +1027,11 @@ impl B2bua {
         }
         self.legs.remove(&leg);
         self.call_mut(index).b = None;
+        if let (Some(s @ (401 | 407)), Some(ch)) = (status, challenge) {
+            if self.answer_challenge(now, index, s, ch) {
+                return;
+            }
+        }
         self.attempt_failed(now, index, status, true);
     }
 
@@ -988,6 +1058,33 @@ impl B2bua {
                 call: b,
                 headers: Vec::new(),
             }));
+        }
+        self.finish(now, index, 200, Q850_TIMER_EXPIRY, Hangup::Gateway);
+    }
+
+    /// RFC 4028 §10: a leg's session was not refreshed in time. The
+    /// endpoint has sent that leg's BYE (Q.850 cause 102); end the other
+    /// the same way.
+    fn session_expired(&mut self, now: Instant, leg: CallHandle) {
+        let Some((index, side)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        let other = match side {
+            Side::A => c.b,
+            Side::B => Some(c.a),
+        };
+        let reason = vec![("Reason".to_string(), MAX_DURATION_REASON.to_string())];
+        if let Some(o) = other {
+            let action = if c.state == State::Connected {
+                SipAction::Bye {
+                    call: o,
+                    headers: reason,
+                }
+            } else {
+                SipAction::Cancel { call: o }
+            };
+            self.push(Output::Sip(action));
         }
         self.finish(now, index, 200, Q850_TIMER_EXPIRY, Hangup::Gateway);
     }
@@ -1045,6 +1142,24 @@ impl B2bua {
             self.respond(leg, 491, Vec::new(), None);
             return;
         }
+        let got = match side {
+            Side::A => c.a_got.as_deref(),
+            Side::B => c.b_got.as_deref(),
+        };
+        let unchanged =
+            matches!((sdp.as_deref(), got), (Some(new), Some(old)) if same_session(new, old));
+        let last = match side {
+            Side::A => c.a_last.clone(),
+            Side::B => c.b_last.clone(),
+        };
+        if let (true, Some(last)) = (unchanged, last) {
+            // The same session offered again: a session refresh (RFC 4028
+            // §10) or a keep-alive. Answer with what this leg already has;
+            // the other leg hears nothing (RFC 3264 §8: same o= version,
+            // no change).
+            self.respond(leg, 200, Vec::new(), Some(last));
+            return;
+        }
         let Some(body) = sdp else {
             // An offerless re-INVITE (RFC 3261 §14.1) or a session refresh:
             // offer what this side already has; nothing crosses over.
@@ -1080,6 +1195,7 @@ impl B2bua {
             offerer: side,
             offer_remote: stream_remote(&offer),
             offer_sdp: out.clone(),
+            offer_got: body,
         });
         self.push(Output::Sip(SipAction::Reoffer {
             call: other,
@@ -1149,6 +1265,7 @@ impl B2bua {
         let request_uri = format!("sip:{}@{}{}", c.callee, cfg.address, tp);
         let to = format!("sip:{}@{}", c.callee, cfg.address);
         let address = cfg.address.clone();
+        let require_100rel = cfg.require_100rel;
         let mut from = c.caller.clone();
         let b_offer = c.b_offer.clone();
         let mut extra_headers = Vec::new();
@@ -1161,24 +1278,98 @@ impl B2bua {
                 from = f.trim_start_matches('<').trim_end_matches('>').to_string();
             }
         }
+        if require_100rel {
+            // RFC 3262 §4: the trunk must send its provisional responses
+            // reliably; the endpoint PRACKs them.
+            extra_headers.push(("Require".to_string(), "100rel".to_string()));
+        }
+        // Pre-authenticate with the trunk's last challenge, if any (RFC
+        // 3261 §22.3); a stale nonce is answered by one more challenge.
+        let info = RequestInfo {
+            method: "INVITE",
+            uri: &request_uri,
+            body: &b_offer,
+        };
+        if let Some((header, auth)) = self.trunks.authorize(trunk, &mut self.rng, &info) {
+            extra_headers.push((header.as_str().to_string(), auth.to_string()));
+        }
+        let invite = OutboundInvite {
+            trunk,
+            target,
+            request_uri,
+            from,
+            to,
+            sdp: b_offer,
+            extra_headers,
+            resend: None,
+        };
         let c = self.call_mut(index);
         c.state = State::Starting;
         c.attempts += 1;
+        c.auth_answered = false;
+        c.last_invite = Some(invite.clone());
         let deadline = now + timeout;
         c.attempt_deadline = Some(deadline);
         self.arm(deadline, index, TimerKind::Attempt);
-        self.push(Output::Sip(SipAction::Invite {
-            bridge,
-            invite: OutboundInvite {
-                trunk,
-                target,
-                request_uri,
-                from,
-                to,
-                sdp: b_offer,
-                extra_headers,
-            },
-        }));
+        self.push(Output::Sip(SipAction::Invite { bridge, invite }));
+    }
+
+    /// RFC 3261 §22.2: answers a 401/407 on B by sending the attempt's
+    /// INVITE again to the same trunk with credentials from the trunk's
+    /// config (same Call-ID and From tag, next CSeq, new branch). False
+    /// when it cannot or may not (no credentials, another realm, no usable
+    /// challenge, or this attempt already answered one): the 401/407 is
+    /// then final.
+    fn answer_challenge(&mut self, now: Instant, index: u32, status: u16, ch: &Challenged) -> bool {
+        let c = self.call_mut(index);
+        let trunk = c.trunk;
+        if c.auth_answered {
+            // Our credentials were refused: forget them for later calls.
+            self.trunks.clear_challenge(trunk);
+            return false;
+        }
+        let Some(mut invite) = c.last_invite.clone() else {
+            return false;
+        };
+        let Ok(challenge) = select_challenge(ch.challenges.iter().map(String::as_str)) else {
+            return false;
+        };
+        if !self.trunks.handle_challenge(trunk, status, challenge) {
+            return false;
+        }
+        let info = RequestInfo {
+            method: "INVITE",
+            uri: &invite.request_uri,
+            body: &invite.sdp,
+        };
+        let Some((header, auth)) = self.trunks.authorize(trunk, &mut self.rng, &info) else {
+            return false;
+        };
+        let Some(cseq) = ch.cseq.checked_add(1) else {
+            return false;
+        };
+        invite.extra_headers.retain(|(n, _)| {
+            !n.eq_ignore_ascii_case("Authorization")
+                && !n.eq_ignore_ascii_case("Proxy-Authorization")
+        });
+        invite
+            .extra_headers
+            .push((header.as_str().to_string(), auth.to_string()));
+        invite.resend = Some(InviteResend {
+            call_id: ch.call_id.clone(),
+            from_tag: ch.from_tag.clone(),
+            cseq,
+        });
+        let bridge = self.id_of(index);
+        let timeout = Duration::from_millis(self.trunks.config(trunk).timeout_ms);
+        let c = self.call_mut(index);
+        c.auth_answered = true;
+        c.state = State::Starting;
+        let deadline = now + timeout;
+        c.attempt_deadline = Some(deadline);
+        self.arm(deadline, index, TimerKind::Attempt);
+        self.push(Output::Sip(SipAction::Invite { bridge, invite }));
+        true
     }
 
     /// The current attempt ended without a 2xx: next trunk or final answer
@@ -1357,6 +1548,14 @@ struct Refused<'a> {
     caller: &'a str,
     callee: &'a str,
     a_call_id: &'a str,
+}
+
+/// Whether an offer repeats the last SDP from the same side, byte for byte
+/// up to trailing white space. The `o=` version alone would do by RFC 3264
+/// §8, but peers that change the media without bumping it exist, and
+/// relaying a repeat is harmless while swallowing a change is not.
+fn same_session(new: &[u8], old: &[u8]) -> bool {
+    new.trim_ascii_end() == old.trim_ascii_end()
 }
 
 /// Retry-After (seconds) on the 503 for a full call table: the same as the
@@ -1885,6 +2084,7 @@ mod test {
             call: CallHandle(100),
             status: 503,
             reason: "Service Unavailable".into(),
+            challenge: None,
         });
         let inv = expect_invite(&out, bridge);
         assert_eq!(inv.trunk, TrunkId(1));
@@ -1926,6 +2126,7 @@ mod test {
                 call: CallHandle(leg),
                 status: 503,
                 reason: "Service Unavailable".into(),
+                challenge: None,
             });
             if next {
                 expect_invite(&out, bridge);
@@ -1950,6 +2151,7 @@ mod test {
             call: CallHandle(100),
             status: 486,
             reason: "Busy Here".into(),
+            challenge: None,
         });
         assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!(respond_of(&out[0]), (CallHandle(1), 486, None));
@@ -2123,6 +2325,7 @@ mod test {
             call: CallHandle(100),
             status: 487,
             reason: "Request Terminated".into(),
+            challenge: None,
         });
         assert_eq!(out, []);
         assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
@@ -2664,6 +2867,7 @@ mod test {
                             call: leg,
                             status,
                             reason: String::new(),
+                            challenge: None,
                         }));
                     }
                     6 => {
