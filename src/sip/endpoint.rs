@@ -1983,6 +1983,18 @@ impl SipEndpoint {
         });
     }
 
+    /// Answers a re-INVITE/UPDATE still waiting for the TU with 487 when
+    /// the dialog ends, so its server transaction does not outlive the
+    /// call (RFC 3261 §15.1.2).
+    fn end_pending(&mut self, now: Instant, owner: Owner) {
+        let Some(c) = self.call_of(owner) else { return };
+        if c.pending.is_none() {
+            return;
+        }
+        let call = CallHandle(owner.idx);
+        let _ = self.respond(now, call, 487, "Request Terminated", None);
+    }
+
     /// RFC 4028 §8.1: 422 for a `Session-Expires` below our Min-SE, 400
     /// for one that does not parse; None when the request is acceptable
     /// (or session timers are off).
@@ -2066,6 +2078,7 @@ impl SipEndpoint {
         match method {
             Method::Bye => {
                 self.reply_with_tx(now, src, msg, key, 200, &[]);
+                self.end_pending(now, owner);
                 let unanswered = self
                     .call_of(owner)
                     .is_some_and(|c| !c.uac && c.state == CallState::Inviting);
@@ -2802,6 +2815,11 @@ impl SipEndpoint {
             return Err(EndpointError::InvalidState("dialog terminated"));
         }
         let fields = d.next_request_fields("BYE")?;
+        self.end_pending(now, owner);
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
+        let Some(d) = c.dialog.as_mut() else {
+            return Err(EndpointError::InvalidState("no dialog"));
+        };
         d.terminate();
         c.state = CallState::Terminating;
         c.ok = None;
@@ -3580,6 +3598,318 @@ mod test {
         assert_eq!(shard_of_branch("z9hG4bK00ff"), None);
         assert_eq!(shard_of_call_id("abcd-12@10.0.0.1"), Some(12));
         assert_eq!(shard_of_call_id("abcd@10.0.0.1"), None);
+    }
+
+    fn header_of<'a>(m: &'a SipMessage<'_>, name: &str) -> Option<&'a str> {
+        m.headers()
+            .iter()
+            .find(|h| h.raw_name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// A response to `req` with `extra` header lines (each ending CRLF).
+    fn resp_to(req: &[u8], status: u16, to_tag: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let req = SipMessage::parse(req).unwrap();
+        let mut out = Vec::new();
+        let mut w =
+            start_response_to(&req, status, reason_for(status), Some(to_tag), &mut out).unwrap();
+        for (n, v) in extra {
+            w = w.header(n, v).unwrap();
+        }
+        w.finish(&[]);
+        out
+    }
+
+    #[test]
+    fn uac_reinvite_is_acked_and_answered_once() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        // The first ACK for the re-INVITE's 2xx is lost: the UAS re-sends
+        // its 2xx and the UAC re-sends the ACK, reporting the answer once.
+        let mut dropped = false;
+        net.drop = Box::new(move |i, bytes| {
+            let first = i == 0 && !dropped && bytes.starts_with(b"ACK ") && {
+                let m = SipMessage::parse(bytes).unwrap();
+                m.cseq().0 == 2
+            };
+            dropped |= first;
+            first
+        });
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, ANSWER).unwrap();
+        // One re-INVITE at a time (§14.1).
+        assert_eq!(
+            net.eps[0].send_reinvite(now, a, ANSWER),
+            Err(EndpointError::InvalidState("an INVITE is in progress"))
+        );
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Reinvite {
+                call: b,
+                sdp: Some(ANSWER.to_vec())
+            }]
+        );
+        let re = SipMessage::parse(&net.last_sent(0, "INVITE ")).map(|m| {
+            (
+                m.cseq().0,
+                m.to().tag().is_some(),
+                header_of(&m, "Session-Expires").map(str::to_string),
+            )
+        });
+        assert_eq!(re, Ok((2, true, Some("1800;refresher=uac".to_string()))));
+        net.respond(b, 200, Some(OFFER));
+        net.run(Duration::from_secs(2));
+        assert_eq!(
+            net.take(0),
+            vec![Event::ReinviteAnswered {
+                call: a,
+                status: 200,
+                sdp: Some(OFFER.to_vec())
+            }]
+        );
+        assert_eq!(net.sent_count(0, "ACK ", "ACK"), 3);
+        assert!(net.sent_count(1, "SIP/2.0 200", "INVITE") >= 3);
+        assert_eq!(net.take(1), vec![]);
+        // The dialog goes on: another re-INVITE, refused with 488, is
+        // acknowledged by the transaction.
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, ANSWER).unwrap();
+        net.run(Duration::from_millis(50));
+        net.take(1);
+        net.respond(b, 488, None);
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(0),
+            vec![Event::ReinviteAnswered {
+                call: a,
+                status: 488,
+                sdp: None
+            }]
+        );
+        let ack = net.last_sent(0, "ACK ");
+        assert_eq!(SipMessage::parse(&ack).unwrap().cseq().0, 3);
+        let now = net.now;
+        net.eps[0].send_bye(now, a).unwrap();
+        net.settle();
+    }
+
+    #[test]
+    fn reinvite_glare_gets_491_on_both_sides() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, OFFER).unwrap();
+        net.eps[1].send_reinvite(now, b, ANSWER).unwrap();
+        net.flush();
+        net.run(Duration::from_millis(100));
+        assert_eq!(
+            net.take(0),
+            vec![Event::ReinviteAnswered {
+                call: a,
+                status: 491,
+                sdp: None
+            }]
+        );
+        assert_eq!(
+            net.take(1),
+            vec![Event::ReinviteAnswered {
+                call: b,
+                status: 491,
+                sdp: None
+            }]
+        );
+        // Both may try again afterwards (RFC 3261 §14.1 back-off is the
+        // TU's).
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, OFFER).unwrap();
+        net.run(Duration::from_millis(50));
+        assert!(matches!(net.take(1)[..], [Event::Reinvite { .. }]));
+    }
+
+    #[test]
+    fn reliable_provisional_is_pracked_once() {
+        let mut net = Net::new();
+        // Nothing reaches endpoint 1: its part is played by hand.
+        net.drop = Box::new(|i, _| i == 0);
+        let now = net.now;
+        let a = net.eps[0]
+            .invite(
+                now,
+                &InviteParams {
+                    target: net.addrs[1],
+                    request_uri: "sip:bob@10.0.0.2",
+                    from: "sip:alice@10.0.0.1",
+                    from_display: None,
+                    to: "sip:bob@10.0.0.2",
+                    call_id: None,
+                    sdp: Some(OFFER),
+                    extra_headers: &[("Require", "100rel")],
+                },
+            )
+            .unwrap();
+        net.flush();
+        let inv = net.sent[0][0].clone();
+        let m = SipMessage::parse(&inv).unwrap();
+        assert_eq!(header_of(&m, "Require"), Some("100rel"));
+        assert_eq!(header_of(&m, "Supported"), Some(UAC_SUPPORTED));
+        assert_eq!(header_of(&m, "Min-SE"), Some("90"));
+        let contact = ("Contact", "<sip:10.0.0.2:5060>");
+        let rel = |rseq: &str| {
+            resp_to(
+                &inv,
+                183,
+                "t1",
+                &[contact, ("Require", "100rel"), ("RSeq", rseq)],
+            )
+        };
+        net.inject(0, &rel("7"));
+        assert_eq!(
+            net.take(0),
+            vec![Event::Progress {
+                call: a,
+                status: 183,
+                sdp: None
+            }]
+        );
+        let prack = net.last_sent(0, "PRACK ");
+        let pm = SipMessage::parse(&prack).unwrap();
+        assert_eq!(header_of(&pm, "RAck"), Some("7 1 INVITE"));
+        assert_eq!(pm.cseq().0, 2);
+        assert_eq!(pm.to().tag(), Some("t1"));
+        // A retransmission is PRACKed again (same request), not reported.
+        net.inject(0, &rel("7"));
+        assert_eq!(net.take(0), vec![]);
+        assert_eq!(net.sent_count(0, "PRACK ", "PRACK"), 2);
+        assert_eq!(net.last_sent(0, "PRACK "), prack);
+        // Out of order (a gap) is ignored; the next in order is PRACKed.
+        net.inject(0, &rel("9"));
+        assert_eq!(net.take(0), vec![]);
+        net.inject(0, &rel("8"));
+        assert_eq!(net.take(0).len(), 1);
+        assert_eq!(net.sent_count(0, "PRACK ", "PRACK"), 3);
+        // The PRACK's 200 is absorbed.
+        net.inject(0, &resp_to(&prack, 200, "t1", &[]));
+        assert_eq!(net.take(0), vec![]);
+        // An unreliable 180 is reported without PRACK.
+        net.inject(0, &resp_to(&inv, 180, "t1", &[contact]));
+        assert_eq!(net.take(0), vec![Event::Ringing { call: a, sdp: None }]);
+        assert_eq!(net.sent_count(0, "PRACK ", "PRACK"), 3);
+        // The 2xx without Session-Expires: no session timer.
+        net.inject(0, &resp_to(&inv, 200, "t1", &[contact]));
+        assert!(matches!(net.take(0)[..], [Event::Answered { .. }]));
+        assert_eq!(
+            net.eps[0].calls[a.0 as usize].as_ref().unwrap().session,
+            None
+        );
+    }
+
+    #[test]
+    fn short_session_interval_gets_422() {
+        let mut net = Net::new();
+        net.inject(1, &raw("INVITE", None, 1, "Session-Expires: 60\r\n"));
+        let m = answer(&net);
+        assert_eq!(m.status_code(), Some(422));
+        assert_eq!(header_of(&m, "Min-SE"), Some("90"));
+        net.inject(1, &raw("INVITE", None, 2, "Session-Expires: soon\r\n"));
+        assert_eq!(answer(&net).status_code(), Some(400));
+        assert_eq!(net.take(1), vec![]);
+        assert_eq!(net.eps[1].calls_len(), 0);
+    }
+
+    #[test]
+    fn uas_session_expires_without_refresh() {
+        let mut net = Net::new();
+        net.inject(
+            1,
+            &raw(
+                "INVITE",
+                None,
+                1,
+                "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\nMin-SE: 100\r\n",
+            ),
+        );
+        let Some(Event::IncomingCall { call: b, .. }) = net.take(1).pop() else {
+            panic!("no call");
+        };
+        net.respond(b, 200, Some(ANSWER));
+        let ok = answer(&net);
+        assert_eq!(header_of(&ok, "Session-Expires"), Some("120;refresher=uac"));
+        assert_eq!(header_of(&ok, "Require"), Some("timer"));
+        let tag = ok.to().tag().unwrap().to_string();
+        net.inject(1, &raw("ACK", Some(&tag), 1, ""));
+        assert_eq!(net.take(1), vec![Event::Acked { call: b }]);
+        // A refresh (UPDATE without SDP) at 50 s restarts the interval.
+        net.run(Duration::from_secs(50));
+        net.inject(
+            1,
+            &raw(
+                "UPDATE",
+                Some(&tag),
+                2,
+                "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+            ),
+        );
+        assert_eq!(net.take(1), vec![Event::Update { call: b, sdp: None }]);
+        net.respond(b, 200, None);
+        assert_eq!(
+            header_of(&answer(&net), "Session-Expires"),
+            Some("120;refresher=uac")
+        );
+        // 120 - min(32, 40) = 88 s after the refresh, not before.
+        net.run(Duration::from_secs(87));
+        assert_eq!(net.take(1), vec![]);
+        net.run(Duration::from_secs(2));
+        assert_eq!(
+            net.take(1),
+            vec![
+                Event::SessionExpired { call: b },
+                Event::Ended {
+                    call: b,
+                    by_remote: false
+                }
+            ]
+        );
+        let bye = net.last_sent(1, "BYE ");
+        let bye = SipMessage::parse(&bye).unwrap();
+        assert_eq!(header_of(&bye, "Reason"), Some(SESSION_EXPIRED_REASON));
+    }
+
+    #[test]
+    fn uac_refreshes_at_half_the_interval() {
+        let mut net = Net::with(|_, c| c.session_expires_s = 100);
+        let (a, b) = net.connect();
+        let ok = SipMessage::parse(&net.last_sent(1, "SIP/2.0 200"))
+            .map(|m| header_of(&m, "Session-Expires").map(str::to_string));
+        assert_eq!(ok, Ok(Some("100;refresher=uac".to_string())));
+        for _ in 0..3 {
+            net.run(Duration::from_secs(50));
+            assert_eq!(net.take(1), vec![Event::Update { call: b, sdp: None }]);
+            net.respond(b, 200, None);
+            net.run(Duration::from_millis(50));
+            assert_eq!(net.take(0), vec![]);
+        }
+        // The UAS's TU stops answering refreshes: the UAS, which counts
+        // the interval without the refresh it never answered, ends the
+        // session 100 - 32 s after the last refresh, before the UAC's
+        // UPDATE times out.
+        net.run(Duration::from_secs(50));
+        assert_eq!(net.take(1), vec![Event::Update { call: b, sdp: None }]);
+        net.run(Duration::from_secs(17));
+        assert_eq!(net.take(1), vec![]);
+        net.run(Duration::from_secs(2));
+        assert_eq!(net.take(1)[0], Event::SessionExpired { call: b });
+        assert_eq!(
+            net.take(0),
+            vec![Event::Ended {
+                call: a,
+                by_remote: true
+            }]
+        );
+        // The UAS answered the unanswered UPDATE with 487 when it hung
+        // up, so no transaction is left behind.
+        assert_eq!(net.sent_count(1, "SIP/2.0 487", "UPDATE"), 1);
+        net.settle();
     }
 
     #[test]
