@@ -240,8 +240,9 @@ pub enum SipAction {
         /// Extra headers (the RFC 3326 `Reason`).
         headers: Vec<(String, String)>,
     },
-    /// Send a mid-dialog offer on the leg; report the answer with
-    /// [`B2bua::handle_reoffer_answered`].
+    /// Send a mid-dialog offer on the leg; the answer comes back as an
+    /// endpoint event. If [`SipAction::apply`] fails, report it with
+    /// [`B2bua::handle_reoffer_answered`] (status 491, no SDP).
     Reoffer {
         /// The leg.
         call: CallHandle,
@@ -717,7 +718,11 @@ impl B2bua {
     }
 
     /// The answer to a [`SipAction::Reoffer`] on `leg`: its final status
-    /// and SDP.
+    /// and SDP. [`B2bua::handle_event`] calls it for
+    /// [`Event::ReinviteAnswered`] and [`Event::UpdateAnswered`]; the shell
+    /// calls it with 491 and no SDP when [`SipAction::apply`] refuses a
+    /// re-offer (the leg has a re-INVITE of its own in progress: glare,
+    /// RFC 3261 §14.1), so the offerer hears 491 and may retry.
     pub fn handle_reoffer_answered(
         &mut self,
         _now: Instant,
@@ -2573,8 +2578,12 @@ mod test {
 
     impl E2e {
         fn new() -> Self {
+            Self::with_trunks(&two_trunks())
+        }
+
+        fn with_trunks(trunks: &[TrunkConfig]) -> Self {
             use crate::sip::endpoint::EndpointConfig;
-            let h = default_h();
+            let h = setup(8, trunks, &[RouteConfig::default()]);
             let addrs = [
                 sock("10.0.0.1:5060"),
                 sock("10.0.0.2:5060"),
@@ -2624,11 +2633,19 @@ mod test {
                     match o {
                         Output::Sip(a) => {
                             let r = a.apply(now, &mut self.eps[1]);
-                            if let SipAction::Invite { bridge, .. } = a {
-                                self.b2b
-                                    .handle_invite_started(now, bridge, r.ok().flatten());
-                            } else {
-                                r.unwrap();
+                            match a {
+                                SipAction::Invite { bridge, .. } => {
+                                    self.b2b
+                                        .handle_invite_started(now, bridge, r.ok().flatten())
+                                }
+                                // A re-offer the endpoint refused (glare
+                                // with the peer's own re-INVITE): 491.
+                                SipAction::Reoffer { call, .. } if r.is_err() => {
+                                    self.b2b.handle_reoffer_answered(now, call, 491, None)
+                                }
+                                _ => {
+                                    r.unwrap();
+                                }
                             }
                         }
                         Output::Media(MediaRequest::Allocate { call, .. }) => {
@@ -2648,6 +2665,266 @@ mod test {
             }
             panic!("never went idle");
         }
+    }
+
+    impl E2e {
+        /// A calls through the gateway; returns A's leg and the trunk's.
+        fn call(&mut self) -> (CallHandle, CallHandle) {
+            let now = self.now;
+            let a = self.eps[0]
+                .invite(
+                    now,
+                    &InviteParams {
+                        target: self.addrs[1],
+                        request_uri: "sip:+4930123@10.0.0.2",
+                        from: "sip:alice@10.0.0.1",
+                        from_display: None,
+                        to: "sip:+4930123@10.0.0.2",
+                        call_id: None,
+                        sdp: Some(A_SDP.as_bytes()),
+                        extra_headers: &[],
+                    },
+                )
+                .unwrap();
+            self.pump();
+            let [Event::IncomingCall { call: t, .. }] = self.events[2][..] else {
+                panic!("{:?}", self.events[2]);
+            };
+            self.events[2].clear();
+            (a, t)
+        }
+
+        /// [`E2e::call`] answered by the trunk.
+        fn connect(&mut self) -> (CallHandle, CallHandle) {
+            let (a, t) = self.call();
+            let now = self.now;
+            let body = Some(("application/sdp", B_SDP.as_bytes()));
+            self.eps[2].respond(now, t, 200, "OK", body).unwrap();
+            self.pump();
+            assert!(matches!(self.events[0][..], [Event::Answered { .. }]));
+            self.events[0].clear();
+            self.events[2].clear();
+            self.other.clear();
+            (a, t)
+        }
+
+        /// The INVITEs the gateway sent to the trunk.
+        fn trunk_invites(&self) -> Vec<Vec<u8>> {
+            self.sent
+                .iter()
+                .filter(|b| b.starts_with(b"INVITE sip:+4930123@192.0.2.1"))
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn header<'a>(msg: &'a [u8], name: &str) -> Option<&'a str> {
+        text(msg)
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+    }
+
+    #[test]
+    fn reinvite_crosses_as_reinvite_and_refresh_stays_local() {
+        let mut e = E2e::new();
+        let (a, t) = e.connect();
+        let now = e.now;
+        // Hold from A by re-INVITE reaches the trunk as a re-INVITE.
+        let hold = A_SDP.replace("a=sendrecv", "a=sendonly");
+        e.eps[0].send_reinvite(now, a, hold.as_bytes()).unwrap();
+        e.pump();
+        let [Event::Reinvite {
+            call,
+            sdp: Some(offer),
+        }] = &e.events[2][..]
+        else {
+            panic!("{:?}", e.events[2]);
+        };
+        assert_eq!(*call, t);
+        assert!(text(offer).contains("a=sendonly"));
+        e.events[2].clear();
+        let held = B_SDP.replace("a=rtpmap:101", "a=recvonly\r\na=rtpmap:101");
+        let body = Some(("application/sdp", held.as_bytes()));
+        e.eps[2].respond(now, t, 200, "OK", body).unwrap();
+        e.pump();
+        let [Event::ReinviteAnswered {
+            call,
+            status: 200,
+            sdp: Some(ans),
+        }] = &e.events[0][..]
+        else {
+            panic!("{:?}", e.events[0]);
+        };
+        assert_eq!(*call, a);
+        assert!(text(ans).contains("a=recvonly") && text(ans).contains("m=audio 20000 "));
+        let answer_to_a = ans.clone();
+        // The gateway ACKed the trunk's 2xx.
+        assert!(e
+            .sent
+            .iter()
+            .any(|b| b.starts_with(b"ACK ") && text(b).contains("CSeq: 2 ACK")));
+        assert!(matches!(
+            e.other[..],
+            [Output::Media(MediaRequest::Update { .. })]
+        ));
+        e.events[0].clear();
+        e.other.clear();
+        // A session refresh from A with the same SDP, and one by UPDATE
+        // without SDP: answered on A's leg, nothing reaches the trunk.
+        e.eps[0].send_reinvite(now, a, hold.as_bytes()).unwrap();
+        e.pump();
+        assert_eq!(
+            e.events[0],
+            [Event::ReinviteAnswered {
+                call: a,
+                status: 200,
+                sdp: Some(answer_to_a)
+            }]
+        );
+        assert_eq!(e.events[2], []);
+        assert_eq!(e.other, []);
+        // Glare: the trunk's re-INVITE crosses A's; A's side gets 491.
+        e.events[0].clear();
+        e.eps[2].send_reinvite(now, t, B_SDP.as_bytes()).unwrap();
+        e.eps[0].send_reinvite(now, a, A_SDP.as_bytes()).unwrap();
+        e.pump();
+        assert!(
+            e.events[0]
+                .iter()
+                .any(|ev| matches!(ev, Event::ReinviteAnswered { status: 491, .. })),
+            "{:?}",
+            e.events[0]
+        );
+    }
+
+    #[test]
+    fn trunk_challenge_is_answered_once_with_digest() {
+        use crate::sip::digest::{parse_authorization, verify};
+        let mut trunks = two_trunks();
+        trunks[0].username = Some("gw".into());
+        trunks[0].password = Some("secret".into());
+        let mut e = E2e::with_trunks(&trunks);
+        let (a, t) = e.call();
+        let now = e.now;
+        let challenge = "Digest realm=\"carrier\", nonce=\"n1\", qop=\"auth\", algorithm=SHA-256";
+        let h = [("WWW-Authenticate", challenge)];
+        e.eps[2]
+            .respond_with_headers(now, t, 401, "Unauthorized", &h, None)
+            .unwrap();
+        e.pump();
+        // The 401 was ACKed and the INVITE sent again with credentials:
+        // same Call-ID and From tag, CSeq 2, a new branch.
+        let invites = e.trunk_invites();
+        assert_eq!(invites.len(), 2);
+        let (first, second) = (&invites[0], &invites[1]);
+        assert!(e
+            .sent
+            .iter()
+            .any(|b| b.starts_with(b"ACK ") && text(b).contains("CSeq: 1 ACK")));
+        assert_eq!(header(first, "Call-ID"), header(second, "Call-ID"));
+        assert_eq!(header(first, "From"), header(second, "From"));
+        assert_eq!(header(second, "CSeq"), Some("2 INVITE"));
+        assert_ne!(header(first, "Via"), header(second, "Via"));
+        assert_eq!(header(first, "Authorization"), None);
+        let auth = parse_authorization(header(second, "Authorization").unwrap()).unwrap();
+        assert_eq!(auth.username, "gw");
+        let m = crate::sip::msg::SipMessage::parse(second).unwrap();
+        let info = RequestInfo {
+            method: "INVITE",
+            uri: "sip:+4930123@192.0.2.1:5060",
+            body: m.body(),
+        };
+        assert!(verify(&auth, "secret", &info));
+        let [Event::IncomingCall { call: t2, .. }] = e.events[2][..] else {
+            panic!("{:?}", e.events[2]);
+        };
+        e.events[2].clear();
+        // A second challenge for the same attempt is final: 500 to A, no
+        // third INVITE, no failover to t2.
+        e.eps[2]
+            .respond_with_headers(
+                now,
+                t2,
+                407,
+                "Proxy Authentication Required",
+                &[("Proxy-Authenticate", challenge)],
+                None,
+            )
+            .unwrap();
+        e.pump();
+        assert_eq!(e.trunk_invites().len(), 2);
+        assert!(e
+            .sent
+            .iter()
+            .all(|b| !b.starts_with(b"INVITE sip:+4930123@192.0.2.2")));
+        let [Event::Failed { call, status, .. }] = &e.events[0][..] else {
+            panic!("{:?}", e.events[0]);
+        };
+        assert_eq!((*call, *status), (a, 500));
+        assert_eq!(e.b2b.calls_len(), 0);
+    }
+
+    #[test]
+    fn challenge_without_credentials_is_final() {
+        let mut e = E2e::new();
+        let (a, t) = e.call();
+        let now = e.now;
+        let h = [("WWW-Authenticate", "Digest realm=\"c\", nonce=\"n\"")];
+        e.eps[2]
+            .respond_with_headers(now, t, 401, "Unauthorized", &h, None)
+            .unwrap();
+        e.pump();
+        assert_eq!(e.trunk_invites().len(), 1);
+        assert!(matches!(e.events[0][..], [Event::Failed { call, status: 500, .. }] if call == a));
+    }
+
+    #[test]
+    fn require_100rel_and_session_timer_on_invite_to_trunk() {
+        let mut trunks = two_trunks();
+        trunks[0].require_100rel = true;
+        let mut e = E2e::with_trunks(&trunks);
+        let now = e.now;
+        let p = InviteParams {
+            target: e.addrs[1],
+            request_uri: "sip:+4930123@10.0.0.2",
+            from: "sip:alice@10.0.0.1",
+            from_display: None,
+            to: "sip:+4930123@10.0.0.2",
+            call_id: None,
+            sdp: Some(A_SDP.as_bytes()),
+            extra_headers: &[],
+        };
+        e.eps[0].invite(now, &p).unwrap();
+        e.pump();
+        // (The trunk here is a Kolokol endpoint, which refuses 100rel as
+        // UAS with 420; only the request matters.)
+        let inv = &e.trunk_invites()[0];
+        assert_eq!(header(inv, "Require"), Some("100rel"));
+        assert_eq!(header(inv, "Supported"), Some("timer, 100rel"));
+        assert_eq!(header(inv, "Session-Expires"), Some("1800;refresher=uac"));
+    }
+
+    #[test]
+    fn session_expiry_on_one_leg_byes_the_other() {
+        let mut h = default_h();
+        let bridge = h.connect(1, 100);
+        let out = h.ev(Event::SessionExpired {
+            call: CallHandle(100),
+        });
+        match &out[..] {
+            [Output::Sip(SipAction::Bye { call, headers }), Output::Media(MediaRequest::Release { call: r }), Output::Record(rec)] =>
+            {
+                assert_eq!(*call, CallHandle(1));
+                assert_eq!(headers[0].1, MAX_DURATION_REASON);
+                assert_eq!(*r, bridge);
+                assert_eq!(
+                    (rec.q850_cause, rec.hangup),
+                    (Q850_TIMER_EXPIRY, Hangup::Gateway)
+                );
+            }
+            _ => panic!("{out:?}"),
+        }
+        assert_eq!(h.b.calls_len(), 0);
     }
 
     #[test]
