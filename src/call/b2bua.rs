@@ -28,14 +28,28 @@
 //! and are answered with the other side's answer.
 //!
 //! [`SipAction::apply`] carries an action out on the endpoint; a mid-call
-//! offer crosses as an UPDATE (the endpoint has no UAC re-INVITE yet), its
-//! answer comes back as [`Event::UpdateAnswered`].
+//! offer crosses with the offerer's method (re-INVITE or UPDATE), its
+//! answer comes back as [`Event::ReinviteAnswered`] or
+//! [`Event::UpdateAnswered`]. A refresh (RFC 4028 §10: a re-INVITE or
+//! UPDATE without SDP, or with the same SDP as that side's last) does not
+//! cross: it is answered on its own leg with the SDP we last gave it.
+//!
+//! Trunks: a 401/407 with a challenge is answered once per attempt with an
+//! INVITE to the same trunk carrying `Authorization`/`Proxy-Authorization`
+//! from the trunk's credentials ([`TrunkSet::handle_challenge`],
+//! [`TrunkSet::authorize`]; RFC 3261 §22.2: same Call-ID and From tag, next
+//! CSeq). Without credentials, for another realm, or for a second challenge
+//! in the same attempt the 401/407 is final (500 to A). Later INVITEs to
+//! the trunk pre-authenticate with the stored challenge. A trunk with
+//! `require_100rel` gets `Require: 100rel` (the endpoint PRACKs). Session
+//! timers run in the endpoint on both legs; when one leg's session expires
+//! ([`Event::SessionExpired`]) the other gets a BYE with cause 102.
 //!
 //! Not done here: late offers (an INVITE without SDP is refused with 488),
 //! more than one relayed stream (other `m=` lines are disabled with port 0
-//! in the offer to B), the `contact-centre` route target (404), session
-//! timers (RFC 4028), digest challenges from trunks, STIR/SHAKEN, and DNS
-//! for trunk addresses (a trunk `address` must be an IP literal).
+//! in the offer to B), the `contact-centre` route target (404),
+//! STIR/SHAKEN, and DNS for trunk addresses (a trunk `address` must be an
+//! IP literal).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

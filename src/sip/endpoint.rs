@@ -23,6 +23,30 @@
 //!   new INVITEs to a new call ([`Event::IncomingCall`]).
 //! * As UAS it retransmits its 2xx to INVITE until the ACK arrives
 //!   (§13.3.1.4); as UAC it sends the ACK for 2xx itself, from the dialog.
+//! * Mid-call offers go out as re-INVITE ([`SipEndpoint::send_reinvite`],
+//!   §14.1: one at a time, ACKed by the endpoint, re-ACKed for each
+//!   retransmitted 2xx, the outcome in [`Event::ReinviteAnswered`], 491 on
+//!   glare) or UPDATE ([`SipEndpoint::send_update`], RFC 3311).
+//! * As UAC it PRACKs reliable provisional responses (RFC 3262 §4: `Require:
+//!   100rel` with `RSeq`, in RSeq order, a retransmission PRACKed again with
+//!   the same request and not reported twice); the PRACK's answer is
+//!   absorbed. Our INVITEs say `Supported: timer, 100rel`; the TU adds
+//!   `Require: 100rel` when a trunk needs it.
+//! * A 401/407 to our INVITE carries its challenges in [`Event::Failed`]
+//!   ([`Challenged`]); the TU answers with [`SipEndpoint::invite_resend`]
+//!   (same Call-ID and From tag, next CSeq, RFC 3261 §22.2). Credentials
+//!   are the TU's business (the trunk set holds them).
+//! * Session timers (RFC 4028) on both sides: our INVITEs offer
+//!   [`EndpointConfig::session_expires_s`] with `refresher=uac` and Min-SE;
+//!   a request asking for less than [`EndpointConfig::min_se_s`] gets 422;
+//!   our 2xx to an INVITE or a refresh carries the granted Session-Expires
+//!   (and `Require: timer` when the peer supports it). The refresher
+//!   refreshes with an UPDATE without SDP at half the interval; the other
+//!   side, or a refresher whose refresh got 408/481 or no answer, ends the
+//!   call with a BYE (Q.850 cause 102, [`SESSION_EXPIRED_REASON`]) and
+//!   [`Event::SessionExpired`]. A received refresh reaches the TU as
+//!   [`Event::Reinvite`]/[`Event::Update`] like any other; the timer restarts
+//!   when the TU's 2xx goes out.
 //!
 //! Everything is bounded at creation: calls ([`EndpointConfig::dialogs_max`],
 //! over it a new INVITE gets 503), transactions
@@ -32,10 +56,14 @@
 //!
 //! Not done here: DNS (RFC 3263; requests go to the address the TU gives, or
 //! to the peer the call came from), forking (the first dialog wins),
-//! PRACK/100rel, session timers, authentication challenges, stream framing
-//! for TCP/TLS (`reliable` only switches the retransmit timers off), and a
-//! UAC-side re-INVITE (a mid-call offer goes out as an UPDATE,
-//! [`SipEndpoint::send_update`]).
+//! stream framing for TCP/TLS (`reliable` only switches the retransmit
+//! timers off), 100rel as UAS (we never send reliable provisional
+//! responses, do not advertise `100rel` in [`SUPPORTED`], answer `Require:
+//! 100rel` with 420 and PRACK with 405), offers in PRACK or in reliable
+//! provisional responses beyond reporting their SDP, retrying a 422 to our
+//! own INVITE with the peer's Min-SE (the 422 is a failure like any 4xx),
+//! and session refreshes by re-INVITE (a peer that refuses our refresh
+//! UPDATE with 405/501 keeps its call without a session timer).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -532,26 +560,30 @@ struct SessionTimer {
 }
 
 impl SessionTimer {
-    /// A timer (re)started at `now` by a 2xx to a session refresh.
-    fn start(now: Instant, interval_s: u32, we_refresh: bool, peer_timer: bool) -> Self {
+    /// A timer (re)started at `now` by a 2xx to a session refresh; None
+    /// if the interval (a peer's value) is beyond what `Instant` holds.
+    fn start(now: Instant, interval_s: u32, we_refresh: bool, peer_timer: bool) -> Option<Self> {
         let interval = Duration::from_secs(u64::from(interval_s));
         let (refresh_at, expire_at) = if we_refresh {
             // §10: the refresher refreshes at half the interval and gives
             // up when the interval has passed without a 2xx.
-            (Some(now + interval / 2), now + interval)
+            (
+                Some(now.checked_add(interval / 2)?),
+                now.checked_add(interval)?,
+            )
         } else {
             // §10: the other side sends BYE before the expiry, the lesser
             // of 32 s and a third of the interval early.
             let early = Duration::from_secs(u64::from((interval_s / 3).min(32)));
-            (None, now + interval - early)
+            (None, now.checked_add(interval - early)?)
         };
-        SessionTimer {
+        Some(SessionTimer {
             interval_s,
             we_refresh,
             peer_timer,
             refresh_at,
             expire_at,
-        }
+        })
     }
 
     fn next(&self) -> Instant {
@@ -1045,6 +1077,11 @@ impl SipEndpoint {
             TxPurpose::Reinvite => self.on_reinvite_event(now, h, owner, ev, resp),
             TxPurpose::Refresh => match (ev, resp) {
                 (TxEvent::Final(200..=299), Some(msg)) => self.uac_session(now, owner, msg),
+                // The peer cannot take an UPDATE (RFC 4028 §7.4 would need a
+                // re-INVITE with the session's SDP, which only the TU has):
+                // keep the call and stop timing it rather than cut it at the
+                // expiry; the maximum call duration still bounds it.
+                (TxEvent::Final(405 | 501), _) => self.set_session(owner, None),
                 // §10: a refresh that times out or gets 408/481 ends the
                 // session; other refusals leave the expiry to decide.
                 (TxEvent::Final(408 | 481) | TxEvent::Timeout | TxEvent::TransportError, _) => {
@@ -1226,13 +1263,13 @@ impl SipEndpoint {
     /// when there is none.
     fn uac_session(&mut self, now: Instant, owner: Owner, msg: &SipMessage<'_>) {
         let st = match session_expires_of(msg) {
-            Ok(Some((delta, refresher))) => Some(SessionTimer::start(
+            Ok(Some((delta, refresher))) => SessionTimer::start(
                 now,
                 delta.max(SESSION_EXPIRES_MIN_S),
                 // In a response `uac` names us; absent, we refresh (§7.2).
                 refresher.unwrap_or(true),
                 true,
-            )),
+            ),
             _ => None,
         };
         self.set_session(owner, st);
@@ -1254,11 +1291,14 @@ impl SipEndpoint {
         if challenges.is_empty() {
             return None;
         }
+        // Our own INVITE's CSeq: a response is matched by branch and
+        // method only, so its CSeq number is not to be trusted.
+        let cseq = SipMessage::parse(&c.invite_raw).ok()?.cseq().0;
         Some(Box::new(Challenged {
             challenges,
             call_id: c.call_id.clone(),
             from_tag: c.local_tag.clone(),
-            cseq: msg.cseq().0,
+            cseq,
         }))
     }
 
@@ -2030,12 +2070,7 @@ impl SipEndpoint {
             None if peer_timer => (self.cfg.session_expires_s.max(floor), true),
             None => return None,
         };
-        Some(SessionTimer::start(
-            now,
-            interval,
-            !peer_refreshes,
-            peer_timer,
-        ))
+        SessionTimer::start(now, interval, !peer_refreshes, peer_timer)
     }
 
     fn on_in_dialog(
