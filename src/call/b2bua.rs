@@ -3103,7 +3103,10 @@ mod test {
         let (mut records, mut answered) = (0, 0);
         for seed in 0..40u64 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut h = setup(4, &two_trunks(), &[RouteConfig::default()]);
+            let mut trunks = two_trunks();
+            trunks[0].username = Some("gw".into());
+            trunks[0].password = Some("pw".into());
+            let mut h = setup(4, &trunks, &[RouteConfig::default()]);
             let mut next_b = 1000u32;
             let mut allocs: Vec<BridgeId> = Vec::new();
             let mut handles: Vec<u32> = vec![1, 2, 3];
@@ -3121,7 +3124,7 @@ mod test {
                 let status = [180, 183, 200, 302, 401, 404, 408, 486, 487, 500, 503, 603]
                     [rng.gen_range(0..12)];
                 let mut outs: Vec<Output> = Vec::new();
-                match rng.gen_range(0..16) {
+                match rng.gen_range(0..18) {
                     0 | 1 => {
                         let a: usize = rng.gen_range(1..40);
                         let a = a as u32;
@@ -3154,11 +3157,32 @@ mod test {
                         outs.extend(h.ev(Event::Answered { call: leg, sdp }));
                     }
                     5 => {
+                        let challenge = rng.gen_bool(0.5).then(|| {
+                            Box::new(Challenged {
+                                challenges: vec![
+                                    "Digest realm=\"r\", nonce=\"n\", qop=\"auth\"".into(),
+                                    "garbage".into(),
+                                ],
+                                call_id: "c@x".into(),
+                                from_tag: "t".into(),
+                                cseq: rng.gen(),
+                            })
+                        });
                         outs.extend(h.ev(Event::Failed {
                             call: leg,
                             status,
                             reason: String::new(),
-                            challenge: None,
+                            challenge,
+                        }));
+                    }
+                    15 => {
+                        outs.extend(h.ev(Event::SessionExpired { call: leg }));
+                    }
+                    16 => {
+                        outs.extend(h.ev(Event::ReinviteAnswered {
+                            call: leg,
+                            status,
+                            sdp,
                         }));
                     }
                     6 => {

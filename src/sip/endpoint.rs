@@ -173,6 +173,14 @@ impl EndpointConfig {
             min_se_s: SESSION_EXPIRES_MIN_S,
         }
     }
+
+    /// Takes the session timer knobs (`session_expires_s`, `min_se_s`) from
+    /// the validated `[sip]` section.
+    pub fn with_session_timers(mut self, sip: &crate::config::SipConfig) -> Self {
+        self.session_expires_s = sip.session_expires_s;
+        self.min_se_s = sip.min_se_s;
+        self
+    }
 }
 
 /// Address of a call (one dialog, UAC or UAS side) in the endpoint's slab.
@@ -3837,6 +3845,29 @@ mod test {
             net.eps[0].calls[a.0 as usize].as_ref().unwrap().session,
             None
         );
+    }
+
+    #[test]
+    fn session_timers_from_config_and_off() {
+        let sip = crate::config::SipConfig {
+            session_expires_s: 600,
+            min_se_s: 120,
+            ..Default::default()
+        };
+        let c = EndpointConfig::new(addr(1), 0).with_session_timers(&sip);
+        assert_eq!((c.session_expires_s, c.min_se_s), (600, 120));
+        // Off: no Session-Expires offered or granted, none refused.
+        let mut net = Net::with(|_, c| c.session_expires_s = 0);
+        net.connect();
+        let inv = SipMessage::parse(&net.sent[0][0]).unwrap();
+        assert_eq!(header_of(&inv, "Session-Expires"), None);
+        let ok = net.last_sent(1, "SIP/2.0 200");
+        assert_eq!(
+            header_of(&SipMessage::parse(&ok).unwrap(), "Session-Expires"),
+            None
+        );
+        net.inject(1, &raw("INVITE", None, 1, "Session-Expires: 60\r\n"));
+        assert!(matches!(net.take(1)[..], [Event::IncomingCall { .. }]));
     }
 
     #[test]
