@@ -2783,8 +2783,8 @@ mod test {
         ));
         e.events[0].clear();
         e.other.clear();
-        // A session refresh from A with the same SDP, and one by UPDATE
-        // without SDP: answered on A's leg, nothing reaches the trunk.
+        // A session refresh from A with the same SDP: answered on A's leg
+        // with what A last got, nothing reaches the trunk.
         e.eps[0].send_reinvite(now, a, hold.as_bytes()).unwrap();
         e.pump();
         assert_eq!(
@@ -2916,6 +2916,43 @@ mod test {
         assert_eq!(header(inv, "Require"), Some("100rel"));
         assert_eq!(header(inv, "Supported"), Some("timer, 100rel"));
         assert_eq!(header(inv, "Session-Expires"), Some("1800;refresher=uac"));
+    }
+
+    #[test]
+    fn refreshes_are_answered_on_their_own_leg() {
+        let mut h = default_h();
+        h.connect(1, 100);
+        // UPDATE without SDP from A: 200 without a body, nothing crosses.
+        let out = h.ev(Event::Update {
+            call: CallHandle(1),
+            sdp: None,
+        });
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(respond_of(&out[0]), (CallHandle(1), 200, None));
+        // re-INVITE from the trunk repeating its SDP: answered with the
+        // offer B got from us, nothing crosses.
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(100),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (call, status, sdp) = respond_of(&out[0]);
+        assert_eq!((call, status), (CallHandle(100), 200));
+        assert!(sdp.unwrap().contains("m=audio 20002 "));
+        // A changed SDP from the trunk does cross.
+        let moved = B_SDP.replace("50000", "50002");
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(100),
+            sdp: Some(moved.into_bytes()),
+        });
+        assert!(matches!(
+            out[..],
+            [Output::Sip(SipAction::Reoffer {
+                call: CallHandle(1),
+                method: ReofferMethod::Invite,
+                ..
+            })]
+        ));
     }
 
     #[test]
