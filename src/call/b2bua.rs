@@ -28,14 +28,28 @@
 //! and are answered with the other side's answer.
 //!
 //! [`SipAction::apply`] carries an action out on the endpoint; a mid-call
-//! offer crosses as an UPDATE (the endpoint has no UAC re-INVITE yet), its
-//! answer comes back as [`Event::UpdateAnswered`].
+//! offer crosses with the offerer's method (re-INVITE or UPDATE), its
+//! answer comes back as [`Event::ReinviteAnswered`] or
+//! [`Event::UpdateAnswered`]. A refresh (RFC 4028 §10: a re-INVITE or
+//! UPDATE without SDP, or with the same SDP as that side's last) does not
+//! cross: it is answered on its own leg with the SDP we last gave it.
+//!
+//! Trunks: a 401/407 with a challenge is answered once per attempt with an
+//! INVITE to the same trunk carrying `Authorization`/`Proxy-Authorization`
+//! from the trunk's credentials ([`TrunkSet::handle_challenge`],
+//! [`TrunkSet::authorize`]; RFC 3261 §22.2: same Call-ID and From tag, next
+//! CSeq). Without credentials, for another realm, or for a second challenge
+//! in the same attempt the 401/407 is final (500 to A). Later INVITEs to
+//! the trunk pre-authenticate with the stored challenge. A trunk with
+//! `require_100rel` gets `Require: 100rel` (the endpoint PRACKs). Session
+//! timers run in the endpoint on both legs; when one leg's session expires
+//! ([`Event::SessionExpired`]) the other gets a BYE with cause 102.
 //!
 //! Not done here: late offers (an INVITE without SDP is refused with 488),
 //! more than one relayed stream (other `m=` lines are disabled with port 0
-//! in the offer to B), the `contact-centre` route target (404), session
-//! timers (RFC 4028), digest challenges from trunks, STIR/SHAKEN, and DNS
-//! for trunk addresses (a trunk `address` must be an IP literal).
+//! in the offer to B), the `contact-centre` route target (404),
+//! STIR/SHAKEN, and DNS for trunk addresses (a trunk `address` must be an
+//! IP literal).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -48,7 +62,10 @@ use rand::SeedableRng;
 use crate::config::{CallerIdConfig, SipConfig};
 use crate::config::{CallerIdMode, Transport, TRUNKS_MAX};
 use crate::sdp::{MediaEndpoint, Rewrite, Sdp};
-use crate::sip::endpoint::{CallHandle, EndpointError, Event, InviteParams, SipEndpoint};
+use crate::sip::digest::{select_challenge, RequestInfo};
+use crate::sip::endpoint::{
+    CallHandle, Challenged, EndpointError, Event, InviteParams, SipEndpoint,
+};
 use crate::sip::trunk::{
     caller_id_headers, should_failover, transport_param, CallerIdPool, RouteTarget, Routes,
     TrunkId, TrunkMask, TrunkSet,
@@ -150,6 +167,22 @@ pub struct OutboundInvite {
     pub sdp: Vec<u8>,
     /// P-Asserted-Identity and the like.
     pub extra_headers: Vec<(String, String)>,
+    /// Set when this INVITE answers a 401/407: it goes out as
+    /// [`SipEndpoint::invite_resend`] with the refused INVITE's Call-ID and
+    /// From tag (RFC 3261 §22.2).
+    pub resend: Option<InviteResend>,
+}
+
+/// The identity an INVITE answering a challenge keeps from the refused one
+/// (RFC 3261 §22.2): same Call-ID and From tag, the next CSeq.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteResend {
+    /// The Call-ID.
+    pub call_id: String,
+    /// The From tag.
+    pub from_tag: String,
+    /// The CSeq number of the new INVITE.
+    pub cseq: u32,
 }
 
 impl OutboundInvite {
@@ -167,7 +200,7 @@ impl OutboundInvite {
             from: &self.from,
             from_display: None,
             to: &self.to,
-            call_id: None,
+            call_id: self.resend.as_ref().map(|r| r.call_id.as_str()),
             sdp: Some(&self.sdp),
             extra_headers: &headers,
         })
@@ -221,8 +254,9 @@ pub enum SipAction {
         /// Extra headers (the RFC 3326 `Reason`).
         headers: Vec<(String, String)>,
     },
-    /// Send a mid-dialog offer on the leg; report the answer with
-    /// [`B2bua::handle_reoffer_answered`].
+    /// Send a mid-dialog offer on the leg; the answer comes back as an
+    /// endpoint event. If [`SipAction::apply`] fails, report it with
+    /// [`B2bua::handle_reoffer_answered`] (status 491, no SDP).
     Reoffer {
         /// The leg.
         call: CallHandle,
@@ -238,10 +272,13 @@ impl SipAction {
     /// [`SipAction::Invite`] it returns the new leg, which the shell passes
     /// to [`B2bua::handle_invite_started`] (an error there is `None`).
     ///
-    /// [`SipAction::Reoffer`] goes out as an UPDATE (RFC 3311 §5.1 allows
-    /// it for any session change in a confirmed dialog) whatever the
-    /// offerer used, because the endpoint has no UAC re-INVITE yet; the
-    /// answer comes back as [`Event::UpdateAnswered`], which
+    /// [`SipAction::Invite`] with [`OutboundInvite::resend`] set goes out
+    /// through [`SipEndpoint::invite_resend`].
+    ///
+    /// [`SipAction::Reoffer`] goes out with the offerer's method: a
+    /// re-INVITE ([`SipEndpoint::send_reinvite`]) or an UPDATE
+    /// ([`SipEndpoint::send_update`]); the answer comes back as
+    /// [`Event::ReinviteAnswered`] or [`Event::UpdateAnswered`], which
     /// [`B2bua::handle_event`] takes.
     pub fn apply(
         &self,
@@ -264,7 +301,12 @@ impl SipAction {
                 ep.respond_with_headers(now, *call, *status, reason, &h, body)?;
                 Ok(None)
             }
-            SipAction::Invite { invite, .. } => invite.with_params(|p| ep.invite(now, p)).map(Some),
+            SipAction::Invite { invite, .. } => invite
+                .with_params(|p| match &invite.resend {
+                    Some(r) => ep.invite_resend(now, p, &r.from_tag, r.cseq),
+                    None => ep.invite(now, p),
+                })
+                .map(Some),
             SipAction::Cancel { call } => ep.cancel(now, *call).map(|()| None),
             SipAction::Bye { call, headers } => {
                 let h: Vec<(&str, &str)> = headers
@@ -273,7 +315,11 @@ impl SipAction {
                     .collect();
                 ep.send_bye_with_headers(now, *call, &h).map(|()| None)
             }
-            SipAction::Reoffer { call, sdp, .. } => ep.send_update(now, *call, sdp).map(|()| None),
+            SipAction::Reoffer { call, method, sdp } => match method {
+                ReofferMethod::Invite => ep.send_reinvite(now, *call, sdp),
+                ReofferMethod::Update => ep.send_update(now, *call, sdp),
+            }
+            .map(|()| None),
         }
     }
 }
@@ -426,6 +472,8 @@ struct Pending {
     offerer: Side,
     offer_remote: Option<SocketAddr>,
     offer_sdp: Vec<u8>,
+    /// The offer as the offerer sent it.
+    offer_got: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -455,6 +503,16 @@ struct Call {
     /// The last SDP we gave A and B (for an offerless re-INVITE).
     a_last: Option<Vec<u8>>,
     b_last: Option<Vec<u8>>,
+    /// The last SDP A and B gave us, as received: an offer equal to it
+    /// (or with the same `o=` line) is a session refresh, answered on its
+    /// own leg (RFC 4028 §10, RFC 3264 §8).
+    a_got: Option<Vec<u8>>,
+    b_got: Option<Vec<u8>>,
+    /// The INVITE of the current attempt, to send again with credentials.
+    last_invite: Option<OutboundInvite>,
+    /// This attempt already answered a challenge: another 401/407 is final
+    /// (RFC 3261 §22.2, once per challenge).
+    auth_answered: bool,
     pending: Option<Pending>,
     attempt_deadline: Option<Instant>,
     max_deadline: Instant,
@@ -584,16 +642,23 @@ impl B2bua {
             Event::Ringing { call, sdp } => self.provisional(now, call, 180, sdp),
             Event::Progress { call, status, sdp } => self.provisional(now, call, status, sdp),
             Event::Answered { call, sdp } => self.answered(now, call, sdp),
-            Event::Failed { call, status, .. } => self.b_failed(now, call, Some(status)),
-            Event::TimedOut { call } => self.b_failed(now, call, None),
+            Event::Failed {
+                call,
+                status,
+                challenge,
+                ..
+            } => self.b_failed(now, call, Some(status), challenge.as_deref()),
+            Event::TimedOut { call } => self.b_failed(now, call, None, None),
             Event::Cancelled { call } => self.a_cancelled(now, call),
             Event::Acked { .. } => {}
             Event::AckTimeout { call } => self.ack_timeout(now, call),
             Event::Reinvite { call, sdp } => self.reoffer(now, call, ReofferMethod::Invite, sdp),
             Event::Update { call, sdp } => self.reoffer(now, call, ReofferMethod::Update, sdp),
-            Event::UpdateAnswered { call, status, sdp } => {
+            Event::UpdateAnswered { call, status, sdp }
+            | Event::ReinviteAnswered { call, status, sdp } => {
                 self.handle_reoffer_answered(now, call, status, sdp)
             }
+            Event::SessionExpired { call } => self.session_expired(now, call),
             Event::Ended { call, .. } => self.ended(now, call),
         }
     }
@@ -667,7 +732,11 @@ impl B2bua {
     }
 
     /// The answer to a [`SipAction::Reoffer`] on `leg`: its final status
-    /// and SDP.
+    /// and SDP. [`B2bua::handle_event`] calls it for
+    /// [`Event::ReinviteAnswered`] and [`Event::UpdateAnswered`]; the shell
+    /// calls it with 491 and no SDP when [`SipAction::apply`] refuses a
+    /// re-offer (the leg has a re-INVITE of its own in progress: glare,
+    /// RFC 3261 §14.1), so the offerer hears 491 and may retry.
     pub fn handle_reoffer_answered(
         &mut self,
         _now: Instant,
@@ -711,12 +780,16 @@ impl B2bua {
                         c.b_remote = answer_remote;
                         c.a_last = Some(body.clone());
                         c.b_last = Some(p.offer_sdp);
+                        c.a_got = Some(p.offer_got);
+                        c.b_got = sdp;
                     }
                     Side::B => {
                         c.b_remote = p.offer_remote;
                         c.a_remote = answer_remote;
                         c.b_last = Some(body.clone());
                         c.a_last = Some(p.offer_sdp);
+                        c.b_got = Some(p.offer_got);
+                        c.a_got = sdp;
                     }
                 }
                 let update = MediaRequest::Update {
@@ -845,6 +918,10 @@ impl B2bua {
             installed: false,
             a_last: None,
             b_last: None,
+            a_got: Some(a_sdp.clone()),
+            b_got: None,
+            last_invite: None,
+            auth_answered: false,
             pending: None,
             attempt_deadline: None,
             max_deadline,
@@ -945,6 +1022,7 @@ impl B2bua {
         c.answered = Some(now);
         c.trunk_status = Some(200);
         c.b_remote = stream_remote(&ans);
+        c.b_got = sdp;
         let body = rewrite_to(&ans, local).to_string_crlf().into_bytes();
         c.a_last = Some(body.clone());
         let a = c.a;
@@ -952,7 +1030,13 @@ impl B2bua {
         self.push_media(index);
     }
 
-    fn b_failed(&mut self, now: Instant, leg: CallHandle, status: Option<u16>) {
+    fn b_failed(
+        &mut self,
+        now: Instant,
+        leg: CallHandle,
+        status: Option<u16>,
+        challenge: Option<&Challenged>,
+    ) {
         let Some((index, Side::B)) = self.leg(leg) else {
             return;
         };
@@ -962,6 +1046,11 @@ impl B2bua {
         }
         self.legs.remove(&leg);
         self.call_mut(index).b = None;
+        if let (Some(s @ (401 | 407)), Some(ch)) = (status, challenge) {
+            if self.answer_challenge(now, index, s, ch) {
+                return;
+            }
+        }
         self.attempt_failed(now, index, status, true);
     }
 
@@ -988,6 +1077,33 @@ impl B2bua {
                 call: b,
                 headers: Vec::new(),
             }));
+        }
+        self.finish(now, index, 200, Q850_TIMER_EXPIRY, Hangup::Gateway);
+    }
+
+    /// RFC 4028 §10: a leg's session was not refreshed in time. The
+    /// endpoint has sent that leg's BYE (Q.850 cause 102); end the other
+    /// the same way.
+    fn session_expired(&mut self, now: Instant, leg: CallHandle) {
+        let Some((index, side)) = self.leg(leg) else {
+            return;
+        };
+        let c = self.call_mut(index);
+        let other = match side {
+            Side::A => c.b,
+            Side::B => Some(c.a),
+        };
+        let reason = vec![("Reason".to_string(), MAX_DURATION_REASON.to_string())];
+        if let Some(o) = other {
+            let action = if c.state == State::Connected {
+                SipAction::Bye {
+                    call: o,
+                    headers: reason,
+                }
+            } else {
+                SipAction::Cancel { call: o }
+            };
+            self.push(Output::Sip(action));
         }
         self.finish(now, index, 200, Q850_TIMER_EXPIRY, Hangup::Gateway);
     }
@@ -1045,6 +1161,24 @@ impl B2bua {
             self.respond(leg, 491, Vec::new(), None);
             return;
         }
+        let got = match side {
+            Side::A => c.a_got.as_deref(),
+            Side::B => c.b_got.as_deref(),
+        };
+        let unchanged =
+            matches!((sdp.as_deref(), got), (Some(new), Some(old)) if same_session(new, old));
+        let last = match side {
+            Side::A => c.a_last.clone(),
+            Side::B => c.b_last.clone(),
+        };
+        if let (true, Some(last)) = (unchanged, last) {
+            // The same session offered again: a session refresh (RFC 4028
+            // §10) or a keep-alive. Answer with what this leg already has;
+            // the other leg hears nothing (RFC 3264 §8: same o= version,
+            // no change).
+            self.respond(leg, 200, Vec::new(), Some(last));
+            return;
+        }
         let Some(body) = sdp else {
             // An offerless re-INVITE (RFC 3261 §14.1) or a session refresh:
             // offer what this side already has; nothing crosses over.
@@ -1080,6 +1214,7 @@ impl B2bua {
             offerer: side,
             offer_remote: stream_remote(&offer),
             offer_sdp: out.clone(),
+            offer_got: body,
         });
         self.push(Output::Sip(SipAction::Reoffer {
             call: other,
@@ -1149,6 +1284,7 @@ impl B2bua {
         let request_uri = format!("sip:{}@{}{}", c.callee, cfg.address, tp);
         let to = format!("sip:{}@{}", c.callee, cfg.address);
         let address = cfg.address.clone();
+        let require_100rel = cfg.require_100rel;
         let mut from = c.caller.clone();
         let b_offer = c.b_offer.clone();
         let mut extra_headers = Vec::new();
@@ -1161,24 +1297,98 @@ impl B2bua {
                 from = f.trim_start_matches('<').trim_end_matches('>').to_string();
             }
         }
+        if require_100rel {
+            // RFC 3262 §4: the trunk must send its provisional responses
+            // reliably; the endpoint PRACKs them.
+            extra_headers.push(("Require".to_string(), "100rel".to_string()));
+        }
+        // Pre-authenticate with the trunk's last challenge, if any (RFC
+        // 3261 §22.3); a stale nonce is answered by one more challenge.
+        let info = RequestInfo {
+            method: "INVITE",
+            uri: &request_uri,
+            body: &b_offer,
+        };
+        if let Some((header, auth)) = self.trunks.authorize(trunk, &mut self.rng, &info) {
+            extra_headers.push((header.as_str().to_string(), auth.to_string()));
+        }
+        let invite = OutboundInvite {
+            trunk,
+            target,
+            request_uri,
+            from,
+            to,
+            sdp: b_offer,
+            extra_headers,
+            resend: None,
+        };
         let c = self.call_mut(index);
         c.state = State::Starting;
         c.attempts += 1;
+        c.auth_answered = false;
+        c.last_invite = Some(invite.clone());
         let deadline = now + timeout;
         c.attempt_deadline = Some(deadline);
         self.arm(deadline, index, TimerKind::Attempt);
-        self.push(Output::Sip(SipAction::Invite {
-            bridge,
-            invite: OutboundInvite {
-                trunk,
-                target,
-                request_uri,
-                from,
-                to,
-                sdp: b_offer,
-                extra_headers,
-            },
-        }));
+        self.push(Output::Sip(SipAction::Invite { bridge, invite }));
+    }
+
+    /// RFC 3261 §22.2: answers a 401/407 on B by sending the attempt's
+    /// INVITE again to the same trunk with credentials from the trunk's
+    /// config (same Call-ID and From tag, next CSeq, new branch). False
+    /// when it cannot or may not (no credentials, another realm, no usable
+    /// challenge, or this attempt already answered one): the 401/407 is
+    /// then final.
+    fn answer_challenge(&mut self, now: Instant, index: u32, status: u16, ch: &Challenged) -> bool {
+        let c = self.call_mut(index);
+        let trunk = c.trunk;
+        if c.auth_answered {
+            // Our credentials were refused: forget them for later calls.
+            self.trunks.clear_challenge(trunk);
+            return false;
+        }
+        let Some(mut invite) = c.last_invite.clone() else {
+            return false;
+        };
+        let Ok(challenge) = select_challenge(ch.challenges.iter().map(String::as_str)) else {
+            return false;
+        };
+        if !self.trunks.handle_challenge(trunk, status, challenge) {
+            return false;
+        }
+        let info = RequestInfo {
+            method: "INVITE",
+            uri: &invite.request_uri,
+            body: &invite.sdp,
+        };
+        let Some((header, auth)) = self.trunks.authorize(trunk, &mut self.rng, &info) else {
+            return false;
+        };
+        let Some(cseq) = ch.cseq.checked_add(1) else {
+            return false;
+        };
+        invite.extra_headers.retain(|(n, _)| {
+            !n.eq_ignore_ascii_case("Authorization")
+                && !n.eq_ignore_ascii_case("Proxy-Authorization")
+        });
+        invite
+            .extra_headers
+            .push((header.as_str().to_string(), auth.to_string()));
+        invite.resend = Some(InviteResend {
+            call_id: ch.call_id.clone(),
+            from_tag: ch.from_tag.clone(),
+            cseq,
+        });
+        let bridge = self.id_of(index);
+        let timeout = Duration::from_millis(self.trunks.config(trunk).timeout_ms);
+        let c = self.call_mut(index);
+        c.auth_answered = true;
+        c.state = State::Starting;
+        let deadline = now + timeout;
+        c.attempt_deadline = Some(deadline);
+        self.arm(deadline, index, TimerKind::Attempt);
+        self.push(Output::Sip(SipAction::Invite { bridge, invite }));
+        true
     }
 
     /// The current attempt ended without a 2xx: next trunk or final answer
@@ -1357,6 +1567,14 @@ struct Refused<'a> {
     caller: &'a str,
     callee: &'a str,
     a_call_id: &'a str,
+}
+
+/// Whether an offer repeats the last SDP from the same side, byte for byte
+/// up to trailing white space. The `o=` version alone would do by RFC 3264
+/// §8, but peers that change the media without bumping it exist, and
+/// relaying a repeat is harmless while swallowing a change is not.
+fn same_session(new: &[u8], old: &[u8]) -> bool {
+    new.trim_ascii_end() == old.trim_ascii_end()
 }
 
 /// Retry-After (seconds) on the 503 for a full call table: the same as the
@@ -1885,6 +2103,7 @@ mod test {
             call: CallHandle(100),
             status: 503,
             reason: "Service Unavailable".into(),
+            challenge: None,
         });
         let inv = expect_invite(&out, bridge);
         assert_eq!(inv.trunk, TrunkId(1));
@@ -1926,6 +2145,7 @@ mod test {
                 call: CallHandle(leg),
                 status: 503,
                 reason: "Service Unavailable".into(),
+                challenge: None,
             });
             if next {
                 expect_invite(&out, bridge);
@@ -1950,6 +2170,7 @@ mod test {
             call: CallHandle(100),
             status: 486,
             reason: "Busy Here".into(),
+            challenge: None,
         });
         assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!(respond_of(&out[0]), (CallHandle(1), 486, None));
@@ -2123,6 +2344,7 @@ mod test {
             call: CallHandle(100),
             status: 487,
             reason: "Request Terminated".into(),
+            challenge: None,
         });
         assert_eq!(out, []);
         assert_eq!(h.b.trunks().calls(TrunkId(0)), 0);
@@ -2370,8 +2592,12 @@ mod test {
 
     impl E2e {
         fn new() -> Self {
+            Self::with_trunks(&two_trunks())
+        }
+
+        fn with_trunks(trunks: &[TrunkConfig]) -> Self {
             use crate::sip::endpoint::EndpointConfig;
-            let h = default_h();
+            let h = setup(8, trunks, &[RouteConfig::default()]);
             let addrs = [
                 sock("10.0.0.1:5060"),
                 sock("10.0.0.2:5060"),
@@ -2421,11 +2647,19 @@ mod test {
                     match o {
                         Output::Sip(a) => {
                             let r = a.apply(now, &mut self.eps[1]);
-                            if let SipAction::Invite { bridge, .. } = a {
-                                self.b2b
-                                    .handle_invite_started(now, bridge, r.ok().flatten());
-                            } else {
-                                r.unwrap();
+                            match a {
+                                SipAction::Invite { bridge, .. } => {
+                                    self.b2b
+                                        .handle_invite_started(now, bridge, r.ok().flatten())
+                                }
+                                // A re-offer the endpoint refused (glare
+                                // with the peer's own re-INVITE): 491.
+                                SipAction::Reoffer { call, .. } if r.is_err() => {
+                                    self.b2b.handle_reoffer_answered(now, call, 491, None)
+                                }
+                                _ => {
+                                    r.unwrap();
+                                }
                             }
                         }
                         Output::Media(MediaRequest::Allocate { call, .. }) => {
@@ -2445,6 +2679,303 @@ mod test {
             }
             panic!("never went idle");
         }
+    }
+
+    impl E2e {
+        /// A calls through the gateway; returns A's leg and the trunk's.
+        fn call(&mut self) -> (CallHandle, CallHandle) {
+            let now = self.now;
+            let a = self.eps[0]
+                .invite(
+                    now,
+                    &InviteParams {
+                        target: self.addrs[1],
+                        request_uri: "sip:+4930123@10.0.0.2",
+                        from: "sip:alice@10.0.0.1",
+                        from_display: None,
+                        to: "sip:+4930123@10.0.0.2",
+                        call_id: None,
+                        sdp: Some(A_SDP.as_bytes()),
+                        extra_headers: &[],
+                    },
+                )
+                .unwrap();
+            self.pump();
+            let [Event::IncomingCall { call: t, .. }] = self.events[2][..] else {
+                panic!("{:?}", self.events[2]);
+            };
+            self.events[2].clear();
+            (a, t)
+        }
+
+        /// [`E2e::call`] answered by the trunk.
+        fn connect(&mut self) -> (CallHandle, CallHandle) {
+            let (a, t) = self.call();
+            let now = self.now;
+            let body = Some(("application/sdp", B_SDP.as_bytes()));
+            self.eps[2].respond(now, t, 200, "OK", body).unwrap();
+            self.pump();
+            assert!(matches!(self.events[0][..], [Event::Answered { .. }]));
+            self.events[0].clear();
+            self.events[2].clear();
+            self.other.clear();
+            (a, t)
+        }
+
+        /// The INVITEs the gateway sent to the trunk.
+        fn trunk_invites(&self) -> Vec<Vec<u8>> {
+            self.sent
+                .iter()
+                .filter(|b| b.starts_with(b"INVITE sip:+4930123@192.0.2.1"))
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn header<'a>(msg: &'a [u8], name: &str) -> Option<&'a str> {
+        text(msg)
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+    }
+
+    #[test]
+    fn reinvite_crosses_as_reinvite_and_refresh_stays_local() {
+        let mut e = E2e::new();
+        let (a, t) = e.connect();
+        let now = e.now;
+        // Hold from A by re-INVITE reaches the trunk as a re-INVITE.
+        let hold = A_SDP.replace("a=sendrecv", "a=sendonly");
+        e.eps[0].send_reinvite(now, a, hold.as_bytes()).unwrap();
+        e.pump();
+        let [Event::Reinvite {
+            call,
+            sdp: Some(offer),
+        }] = &e.events[2][..]
+        else {
+            panic!("{:?}", e.events[2]);
+        };
+        assert_eq!(*call, t);
+        assert!(text(offer).contains("a=sendonly"));
+        e.events[2].clear();
+        let held = B_SDP.replace("a=rtpmap:101", "a=recvonly\r\na=rtpmap:101");
+        let body = Some(("application/sdp", held.as_bytes()));
+        e.eps[2].respond(now, t, 200, "OK", body).unwrap();
+        e.pump();
+        let [Event::ReinviteAnswered {
+            call,
+            status: 200,
+            sdp: Some(ans),
+        }] = &e.events[0][..]
+        else {
+            panic!("{:?}", e.events[0]);
+        };
+        assert_eq!(*call, a);
+        assert!(text(ans).contains("a=recvonly") && text(ans).contains("m=audio 20000 "));
+        let answer_to_a = ans.clone();
+        // The gateway ACKed the trunk's 2xx.
+        assert!(e
+            .sent
+            .iter()
+            .any(|b| b.starts_with(b"ACK ") && text(b).contains("CSeq: 2 ACK")));
+        assert!(matches!(
+            e.other[..],
+            [Output::Media(MediaRequest::Update { .. })]
+        ));
+        e.events[0].clear();
+        e.other.clear();
+        // A session refresh from A with the same SDP: answered on A's leg
+        // with what A last got, nothing reaches the trunk.
+        e.eps[0].send_reinvite(now, a, hold.as_bytes()).unwrap();
+        e.pump();
+        assert_eq!(
+            e.events[0],
+            [Event::ReinviteAnswered {
+                call: a,
+                status: 200,
+                sdp: Some(answer_to_a)
+            }]
+        );
+        assert_eq!(e.events[2], []);
+        assert_eq!(e.other, []);
+        // Glare: the trunk's re-INVITE crosses A's; A's side gets 491.
+        e.events[0].clear();
+        e.eps[2].send_reinvite(now, t, B_SDP.as_bytes()).unwrap();
+        e.eps[0].send_reinvite(now, a, A_SDP.as_bytes()).unwrap();
+        e.pump();
+        assert!(
+            e.events[0]
+                .iter()
+                .any(|ev| matches!(ev, Event::ReinviteAnswered { status: 491, .. })),
+            "{:?}",
+            e.events[0]
+        );
+    }
+
+    #[test]
+    fn trunk_challenge_is_answered_once_with_digest() {
+        use crate::sip::digest::{parse_authorization, verify};
+        let mut trunks = two_trunks();
+        trunks[0].username = Some("gw".into());
+        trunks[0].password = Some("secret".into());
+        let mut e = E2e::with_trunks(&trunks);
+        let (a, t) = e.call();
+        let now = e.now;
+        let challenge = "Digest realm=\"carrier\", nonce=\"n1\", qop=\"auth\", algorithm=SHA-256";
+        let h = [("WWW-Authenticate", challenge)];
+        e.eps[2]
+            .respond_with_headers(now, t, 401, "Unauthorized", &h, None)
+            .unwrap();
+        e.pump();
+        // The 401 was ACKed and the INVITE sent again with credentials:
+        // same Call-ID and From tag, CSeq 2, a new branch.
+        let invites = e.trunk_invites();
+        assert_eq!(invites.len(), 2);
+        let (first, second) = (&invites[0], &invites[1]);
+        assert!(e
+            .sent
+            .iter()
+            .any(|b| b.starts_with(b"ACK ") && text(b).contains("CSeq: 1 ACK")));
+        assert_eq!(header(first, "Call-ID"), header(second, "Call-ID"));
+        assert_eq!(header(first, "From"), header(second, "From"));
+        assert_eq!(header(second, "CSeq"), Some("2 INVITE"));
+        assert_ne!(header(first, "Via"), header(second, "Via"));
+        assert_eq!(header(first, "Authorization"), None);
+        let auth = parse_authorization(header(second, "Authorization").unwrap()).unwrap();
+        assert_eq!(auth.username, "gw");
+        let m = crate::sip::msg::SipMessage::parse(second).unwrap();
+        let info = RequestInfo {
+            method: "INVITE",
+            uri: "sip:+4930123@192.0.2.1:5060",
+            body: m.body(),
+        };
+        assert!(verify(&auth, "secret", &info));
+        let [Event::IncomingCall { call: t2, .. }] = e.events[2][..] else {
+            panic!("{:?}", e.events[2]);
+        };
+        e.events[2].clear();
+        // A second challenge for the same attempt is final: 500 to A, no
+        // third INVITE, no failover to t2.
+        e.eps[2]
+            .respond_with_headers(
+                now,
+                t2,
+                407,
+                "Proxy Authentication Required",
+                &[("Proxy-Authenticate", challenge)],
+                None,
+            )
+            .unwrap();
+        e.pump();
+        assert_eq!(e.trunk_invites().len(), 2);
+        assert!(e
+            .sent
+            .iter()
+            .all(|b| !b.starts_with(b"INVITE sip:+4930123@192.0.2.2")));
+        let [Event::Failed { call, status, .. }] = &e.events[0][..] else {
+            panic!("{:?}", e.events[0]);
+        };
+        assert_eq!((*call, *status), (a, 500));
+        assert_eq!(e.b2b.calls_len(), 0);
+    }
+
+    #[test]
+    fn challenge_without_credentials_is_final() {
+        let mut e = E2e::new();
+        let (a, t) = e.call();
+        let now = e.now;
+        let h = [("WWW-Authenticate", "Digest realm=\"c\", nonce=\"n\"")];
+        e.eps[2]
+            .respond_with_headers(now, t, 401, "Unauthorized", &h, None)
+            .unwrap();
+        e.pump();
+        assert_eq!(e.trunk_invites().len(), 1);
+        assert!(matches!(e.events[0][..], [Event::Failed { call, status: 500, .. }] if call == a));
+    }
+
+    #[test]
+    fn require_100rel_and_session_timer_on_invite_to_trunk() {
+        let mut trunks = two_trunks();
+        trunks[0].require_100rel = true;
+        let mut e = E2e::with_trunks(&trunks);
+        let now = e.now;
+        let p = InviteParams {
+            target: e.addrs[1],
+            request_uri: "sip:+4930123@10.0.0.2",
+            from: "sip:alice@10.0.0.1",
+            from_display: None,
+            to: "sip:+4930123@10.0.0.2",
+            call_id: None,
+            sdp: Some(A_SDP.as_bytes()),
+            extra_headers: &[],
+        };
+        e.eps[0].invite(now, &p).unwrap();
+        e.pump();
+        // (The trunk here is a Kolokol endpoint, which refuses 100rel as
+        // UAS with 420; only the request matters.)
+        let inv = &e.trunk_invites()[0];
+        assert_eq!(header(inv, "Require"), Some("100rel"));
+        assert_eq!(header(inv, "Supported"), Some("timer, 100rel"));
+        assert_eq!(header(inv, "Session-Expires"), Some("1800;refresher=uac"));
+    }
+
+    #[test]
+    fn refreshes_are_answered_on_their_own_leg() {
+        let mut h = default_h();
+        h.connect(1, 100);
+        // UPDATE without SDP from A: 200 without a body, nothing crosses.
+        let out = h.ev(Event::Update {
+            call: CallHandle(1),
+            sdp: None,
+        });
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(respond_of(&out[0]), (CallHandle(1), 200, None));
+        // re-INVITE from the trunk repeating its SDP: answered with the
+        // offer B got from us, nothing crosses.
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(100),
+            sdp: Some(B_SDP.as_bytes().to_vec()),
+        });
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (call, status, sdp) = respond_of(&out[0]);
+        assert_eq!((call, status), (CallHandle(100), 200));
+        assert!(sdp.unwrap().contains("m=audio 20002 "));
+        // A changed SDP from the trunk does cross.
+        let moved = B_SDP.replace("50000", "50002");
+        let out = h.ev(Event::Reinvite {
+            call: CallHandle(100),
+            sdp: Some(moved.into_bytes()),
+        });
+        assert!(matches!(
+            out[..],
+            [Output::Sip(SipAction::Reoffer {
+                call: CallHandle(1),
+                method: ReofferMethod::Invite,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn session_expiry_on_one_leg_byes_the_other() {
+        let mut h = default_h();
+        let bridge = h.connect(1, 100);
+        let out = h.ev(Event::SessionExpired {
+            call: CallHandle(100),
+        });
+        match &out[..] {
+            [Output::Sip(SipAction::Bye { call, headers }), Output::Media(MediaRequest::Release { call: r }), Output::Record(rec)] =>
+            {
+                assert_eq!(*call, CallHandle(1));
+                assert_eq!(headers[0].1, MAX_DURATION_REASON);
+                assert_eq!(*r, bridge);
+                assert_eq!(
+                    (rec.q850_cause, rec.hangup),
+                    (Q850_TIMER_EXPIRY, Hangup::Gateway)
+                );
+            }
+            _ => panic!("{out:?}"),
+        }
+        assert_eq!(h.b.calls_len(), 0);
     }
 
     #[test]
@@ -2609,7 +3140,10 @@ mod test {
         let (mut records, mut answered) = (0, 0);
         for seed in 0..40u64 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut h = setup(4, &two_trunks(), &[RouteConfig::default()]);
+            let mut trunks = two_trunks();
+            trunks[0].username = Some("gw".into());
+            trunks[0].password = Some("pw".into());
+            let mut h = setup(4, &trunks, &[RouteConfig::default()]);
             let mut next_b = 1000u32;
             let mut allocs: Vec<BridgeId> = Vec::new();
             let mut handles: Vec<u32> = vec![1, 2, 3];
@@ -2627,7 +3161,7 @@ mod test {
                 let status = [180, 183, 200, 302, 401, 404, 408, 486, 487, 500, 503, 603]
                     [rng.gen_range(0..12)];
                 let mut outs: Vec<Output> = Vec::new();
-                match rng.gen_range(0..16) {
+                match rng.gen_range(0..18) {
                     0 | 1 => {
                         let a: usize = rng.gen_range(1..40);
                         let a = a as u32;
@@ -2660,10 +3194,32 @@ mod test {
                         outs.extend(h.ev(Event::Answered { call: leg, sdp }));
                     }
                     5 => {
+                        let challenge = rng.gen_bool(0.5).then(|| {
+                            Box::new(Challenged {
+                                challenges: vec![
+                                    "Digest realm=\"r\", nonce=\"n\", qop=\"auth\"".into(),
+                                    "garbage".into(),
+                                ],
+                                call_id: "c@x".into(),
+                                from_tag: "t".into(),
+                                cseq: rng.gen(),
+                            })
+                        });
                         outs.extend(h.ev(Event::Failed {
                             call: leg,
                             status,
                             reason: String::new(),
+                            challenge,
+                        }));
+                    }
+                    15 => {
+                        outs.extend(h.ev(Event::SessionExpired { call: leg }));
+                    }
+                    16 => {
+                        outs.extend(h.ev(Event::ReinviteAnswered {
+                            call: leg,
+                            status,
+                            sdp,
                         }));
                     }
                     6 => {

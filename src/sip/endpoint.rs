@@ -23,6 +23,30 @@
 //!   new INVITEs to a new call ([`Event::IncomingCall`]).
 //! * As UAS it retransmits its 2xx to INVITE until the ACK arrives
 //!   (§13.3.1.4); as UAC it sends the ACK for 2xx itself, from the dialog.
+//! * Mid-call offers go out as re-INVITE ([`SipEndpoint::send_reinvite`],
+//!   §14.1: one at a time, ACKed by the endpoint, re-ACKed for each
+//!   retransmitted 2xx, the outcome in [`Event::ReinviteAnswered`], 491 on
+//!   glare) or UPDATE ([`SipEndpoint::send_update`], RFC 3311).
+//! * As UAC it PRACKs reliable provisional responses (RFC 3262 §4: `Require:
+//!   100rel` with `RSeq`, in RSeq order, a retransmission PRACKed again with
+//!   the same request and not reported twice); the PRACK's answer is
+//!   absorbed. Our INVITEs say `Supported: timer, 100rel`; the TU adds
+//!   `Require: 100rel` when a trunk needs it.
+//! * A 401/407 to our INVITE carries its challenges in [`Event::Failed`]
+//!   ([`Challenged`]); the TU answers with [`SipEndpoint::invite_resend`]
+//!   (same Call-ID and From tag, next CSeq, RFC 3261 §22.2). Credentials
+//!   are the TU's business (the trunk set holds them).
+//! * Session timers (RFC 4028) on both sides: our INVITEs offer
+//!   [`EndpointConfig::session_expires_s`] with `refresher=uac` and Min-SE;
+//!   a request asking for less than [`EndpointConfig::min_se_s`] gets 422;
+//!   our 2xx to an INVITE or a refresh carries the granted Session-Expires
+//!   (and `Require: timer` when the peer supports it). The refresher
+//!   refreshes with an UPDATE without SDP at half the interval; the other
+//!   side, or a refresher whose refresh got 408/481 or no answer, ends the
+//!   call with a BYE (Q.850 cause 102, [`SESSION_EXPIRED_REASON`]) and
+//!   [`Event::SessionExpired`]. A received refresh reaches the TU as
+//!   [`Event::Reinvite`]/[`Event::Update`] like any other; the timer restarts
+//!   when the TU's 2xx goes out.
 //!
 //! Everything is bounded at creation: calls ([`EndpointConfig::dialogs_max`],
 //! over it a new INVITE gets 503), transactions
@@ -32,10 +56,14 @@
 //!
 //! Not done here: DNS (RFC 3263; requests go to the address the TU gives, or
 //! to the peer the call came from), forking (the first dialog wins),
-//! PRACK/100rel, session timers, authentication challenges, stream framing
-//! for TCP/TLS (`reliable` only switches the retransmit timers off), and a
-//! UAC-side re-INVITE (a mid-call offer goes out as an UPDATE,
-//! [`SipEndpoint::send_update`]).
+//! stream framing for TCP/TLS (`reliable` only switches the retransmit
+//! timers off), 100rel as UAS (we never send reliable provisional
+//! responses, do not advertise `100rel` in [`SUPPORTED`], answer `Require:
+//! 100rel` with 420 and PRACK with 405), offers in PRACK or in reliable
+//! provisional responses beyond reporting their SDP, retrying a 422 to our
+//! own INVITE with the peer's Min-SE (the 422 is a failure like any 4xx),
+//! and session refreshes by re-INVITE (a peer that refuses our refresh
+//! UPDATE with 405/501 keeps its call without a session timer).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -63,9 +91,26 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 /// Body types accepted, for `Accept` (§20.1).
 pub const ACCEPT: &str = "application/sdp";
 
-/// Option tags supported (§20.37). None yet: 100rel and timer are F-S2/F-S6
-/// work still to come, so any `Require` is answered with 420.
-pub const SUPPORTED: &[&str] = &[];
+/// Option tags supported as UAS (§20.37): session timers (RFC 4028). A
+/// request that requires anything else (`100rel` included: reliable
+/// provisional responses are only implemented as UAC) gets 420.
+pub const SUPPORTED: &[&str] = &["timer"];
+
+/// `Supported` of the INVITEs we send: as UAC we answer reliable
+/// provisional responses with PRACK (RFC 3262) and take part in session
+/// timers (RFC 4028).
+pub const UAC_SUPPORTED: &str = "timer, 100rel";
+
+/// The `Reason` (RFC 3326) on the BYE of a session that was not refreshed
+/// in time (RFC 4028 §10): Q.850 cause 102 "recovery on timer expiry".
+pub const SESSION_EXPIRED_REASON: &str = "Q.850;cause=102;text=\"Recovery on timer expiry\"";
+
+/// The smallest session interval RFC 4028 §4 allows, seconds.
+pub const SESSION_EXPIRES_MIN_S: u32 = 90;
+
+/// Challenge header values kept from one 401/407 (servers list a few
+/// algorithms at most; more are noise).
+const CHALLENGES_MAX: usize = 8;
 
 /// Seconds a 503 asks the peer to wait (§20.33). Long enough for a burst of
 /// calls to clear, short enough not to look like an outage.
@@ -101,11 +146,19 @@ pub struct EndpointConfig {
     pub user_agent: String,
     /// True for TCP/TLS: no retransmission timers (§17.1.1.2, §17.2.1).
     pub reliable: bool,
+    /// Session interval (RFC 4028 Session-Expires) we offer in our INVITEs
+    /// and grant to peers at most, seconds; 0 switches session timers off
+    /// (`sip.session_expires_s`).
+    pub session_expires_s: u32,
+    /// Smallest session interval we accept (Min-SE); a request asking for
+    /// less gets 422 (RFC 4028 §8.1; `sip.min_se_s`).
+    pub min_se_s: u32,
 }
 
 impl EndpointConfig {
     /// Defaults sized for one shard of a small gateway: 4096 transactions,
-    /// 1024 calls, 1024 pending outputs, RFC timer values, UDP.
+    /// 1024 calls, 1024 pending outputs, RFC timer values, UDP, session
+    /// timers of 1800 s with a Min-SE of 90 s (the `[sip]` defaults).
     pub fn new(local: SocketAddr, shard: u8) -> Self {
         Self {
             local,
@@ -116,7 +169,17 @@ impl EndpointConfig {
             shard,
             user_agent: "Kolokol".to_string(),
             reliable: false,
+            session_expires_s: 1800,
+            min_se_s: SESSION_EXPIRES_MIN_S,
         }
+    }
+
+    /// Takes the session timer knobs (`session_expires_s`, `min_se_s`) from
+    /// the validated `[sip]` section.
+    pub fn with_session_timers(mut self, sip: &crate::config::SipConfig) -> Self {
+        self.session_expires_s = sip.session_expires_s;
+        self.min_se_s = sip.min_se_s;
+        self
     }
 }
 
@@ -185,6 +248,9 @@ pub enum Event {
         status: u16,
         /// Its reason phrase.
         reason: String,
+        /// For a 401/407 with challenges: what the TU needs to answer it
+        /// with [`SipEndpoint::invite_resend`] (RFC 3261 §22.2).
+        challenge: Option<Box<Challenged>>,
     },
     /// UAC: no final response within 64*T1 (Timer B, §17.1.1.2), or a
     /// transport error. The handle is dead after this event.
@@ -235,6 +301,24 @@ pub enum Event {
         /// The SDP answer, if any.
         sdp: Option<Vec<u8>>,
     },
+    /// The final answer to our re-INVITE ([`SipEndpoint::send_reinvite`]);
+    /// the endpoint has sent the ACK for a 2xx. 491 means the peer's offer
+    /// crossed ours (glare, RFC 3261 §14.1); 408 that none came.
+    ReinviteAnswered {
+        /// The call.
+        call: CallHandle,
+        /// The final status.
+        status: u16,
+        /// The SDP answer, if any.
+        sdp: Option<Vec<u8>>,
+    },
+    /// The session was not refreshed in time (RFC 4028 §10), or our
+    /// refresh got 408/481: the endpoint has sent a BYE with
+    /// [`SESSION_EXPIRED_REASON`] and [`Event::Ended`] follows.
+    SessionExpired {
+        /// The call.
+        call: CallHandle,
+    },
     /// The dialog ended by a BYE. The handle is dead after this event.
     Ended {
         /// The call.
@@ -256,6 +340,23 @@ pub enum Output {
     },
     /// Tell the transaction user.
     Event(Event),
+}
+
+/// A 401/407 challenge to our INVITE and the identity of the refused
+/// request, so the TU can send it again with credentials: same Call-ID and
+/// From tag, CSeq one higher ([`SipEndpoint::invite_resend`], RFC 3261
+/// §22.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenged {
+    /// The `WWW-Authenticate` (401) or `Proxy-Authenticate` (407) values,
+    /// in order, at most a few.
+    pub challenges: Vec<String>,
+    /// The Call-ID of the refused INVITE.
+    pub call_id: String,
+    /// Its From tag.
+    pub from_tag: String,
+    /// Its CSeq number.
+    pub cseq: u32,
 }
 
 /// A TU call that could not be carried out (API misuse or overload, never
@@ -366,6 +467,12 @@ enum TxPurpose {
     Update,
     /// Our CANCEL.
     Cancel,
+    /// Our re-INVITE in a confirmed dialog.
+    Reinvite,
+    /// Our PRACK (RFC 3262); its answer is absorbed.
+    Prack,
+    /// Our session refresh (an UPDATE without SDP, RFC 4028 §10).
+    Refresh,
     /// A received request (server transaction) or anything else.
     Other,
 }
@@ -433,6 +540,117 @@ struct Call {
     ack: Option<(u32, Vec<u8>)>,
     ok: Option<OkRetransmit>,
     pending: Option<PendingServer>,
+    /// Our re-INVITE is waiting for its final response (§14.1: one at a
+    /// time).
+    reinvite_pending: bool,
+    /// UAC: the RSeq of the last reliable provisional response we
+    /// acknowledged, and that PRACK, re-sent as is when the provisional
+    /// response is retransmitted (RFC 3262 §4).
+    prack: Option<(u32, Vec<u8>)>,
+    /// The negotiated session timer (RFC 4028), once a 2xx set it.
+    session: Option<SessionTimer>,
+}
+
+/// One dialog's session timer (RFC 4028 §10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SessionTimer {
+    /// The session interval, seconds.
+    interval_s: u32,
+    /// True when we are the refresher.
+    we_refresh: bool,
+    /// The peer supports `timer` (our 2xx then carries `Require: timer`).
+    peer_timer: bool,
+    /// When we send the next refresh (we are the refresher, none in
+    /// flight).
+    refresh_at: Option<Instant>,
+    /// When the session expires without a refresh: BYE then.
+    expire_at: Instant,
+}
+
+impl SessionTimer {
+    /// A timer (re)started at `now` by a 2xx to a session refresh; None
+    /// if the interval (a peer's value) is beyond what `Instant` holds.
+    fn start(now: Instant, interval_s: u32, we_refresh: bool, peer_timer: bool) -> Option<Self> {
+        let interval = Duration::from_secs(u64::from(interval_s));
+        let (refresh_at, expire_at) = if we_refresh {
+            // §10: the refresher refreshes at half the interval and gives
+            // up when the interval has passed without a 2xx.
+            (
+                Some(now.checked_add(interval / 2)?),
+                now.checked_add(interval)?,
+            )
+        } else {
+            // §10: the other side sends BYE before the expiry, the lesser
+            // of 32 s and a third of the interval early.
+            let early = Duration::from_secs(u64::from((interval_s / 3).min(32)));
+            (None, now.checked_add(interval - early)?)
+        };
+        Some(SessionTimer {
+            interval_s,
+            we_refresh,
+            peer_timer,
+            refresh_at,
+            expire_at,
+        })
+    }
+
+    fn next(&self) -> Instant {
+        self.refresh_at
+            .map_or(self.expire_at, |r| r.min(self.expire_at))
+    }
+
+    /// The `Session-Expires` value for a request or response we send;
+    /// `request` says whether we are the UAC of this transaction (the
+    /// `refresher` names a transaction role, §4).
+    fn header(&self, request: bool) -> String {
+        let role = if self.we_refresh == request {
+            "uac"
+        } else {
+            "uas"
+        };
+        format!("{};refresher={role}", self.interval_s)
+    }
+}
+
+/// A parsed `Session-Expires` (RFC 4028 §4): delta-seconds and whether
+/// `refresher=uac` (Some(true)), `uas` (Some(false)) or absent.
+fn session_expires_of(msg: &SipMessage<'_>) -> Result<Option<(u32, Option<bool>)>, ()> {
+    let Some(h) = msg.header(HeaderName::SessionExpires) else {
+        return Ok(None);
+    };
+    let v = h.value.trim();
+    let mut parts = v.split(';');
+    let delta = parts
+        .next()
+        .map(str::trim)
+        .and_then(|d| d.parse::<u32>().ok())
+        .ok_or(())?;
+    let mut refresher = None;
+    for p in parts {
+        if let Some((n, val)) = p.split_once('=') {
+            if n.trim().eq_ignore_ascii_case("refresher") {
+                refresher = match val.trim() {
+                    r if r.eq_ignore_ascii_case("uac") => Some(true),
+                    r if r.eq_ignore_ascii_case("uas") => Some(false),
+                    _ => return Err(()),
+                };
+            }
+        }
+    }
+    Ok(Some((delta, refresher)))
+}
+
+/// The `Min-SE` delta-seconds of a message, if present and numeric.
+fn min_se_of(msg: &SipMessage<'_>) -> Option<u32> {
+    let h = msg.header(HeaderName::MinSe)?;
+    h.value.split(';').next()?.trim().parse().ok()
+}
+
+/// Whether the message lists `tag` in Supported or Require.
+fn has_option(msg: &SipMessage<'_>, tag: &str) -> bool {
+    msg.supported()
+        .chain(msg.require())
+        .any(|o| o.eq_ignore_ascii_case(tag))
 }
 
 /// The sans-IO SIP endpoint of one shard. See the module documentation.
@@ -450,6 +668,9 @@ pub struct SipEndpoint {
     /// 2xx retransmit deadlines: (at, call slot, generation), lazily
     /// deleted.
     ok_timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Session timer deadlines (RFC 4028): (at, call slot, generation),
+    /// lazily deleted like `ok_timers`.
+    session_timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     outputs: VecDeque<Output>,
     counters: EndpointCounters,
     last_now: Option<Instant>,
@@ -497,6 +718,25 @@ fn without_tag(raw: &str) -> String {
         }
     }
     out
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, top Via,
+/// From, Call-ID and Route of the INVITE `invite`, To of the response.
+fn non_2xx_ack_of(invite: &[u8], resp: &SipMessage<'_>) -> Option<Vec<u8>> {
+    let inv = SipMessage::parse(invite).ok()?;
+    let mut out = Vec::with_capacity(invite.len().min(1024));
+    let w = MessageWriter::request(&mut out, Method::Ack, inv.request_uri()?.as_str()).ok()?;
+    let mut w = w.header("Via", inv.top_via().raw).ok()?;
+    w = w.header("Max-Forwards", "70").ok()?;
+    for r in inv.headers_named(HeaderName::Route) {
+        w = w.header("Route", r.value).ok()?;
+    }
+    w = w.header("From", inv.from().raw).ok()?;
+    w = w.header("To", resp.to().raw).ok()?;
+    w = w.header("Call-ID", inv.call_id()).ok()?;
+    w = w.header("CSeq", &format!("{} ACK", inv.cseq().0)).ok()?;
+    w.finish(&[]);
+    Some(out)
 }
 
 /// Answers a request that did not parse from the lines that can still be
@@ -606,6 +846,7 @@ impl SipEndpoint {
             free_calls: (0..cfg.dialogs_max as u32).rev().collect(),
             by_dialog: HashMap::with_capacity(cfg.dialogs_max),
             ok_timers: BinaryHeap::with_capacity(2 * cfg.dialogs_max + 1),
+            session_timers: BinaryHeap::with_capacity(2 * cfg.dialogs_max + 1),
             outputs: VecDeque::with_capacity(cfg.outputs_max),
             counters: EndpointCounters::default(),
             last_now: None,
@@ -646,11 +887,13 @@ impl SipEndpoint {
     /// The earliest deadline: call [`SipEndpoint::handle_timeout`] then.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.drop_stale_ok_timers();
+        self.drop_stale_session_timers();
         let ok = self.ok_timers.peek().map(|Reverse((at, _, _))| *at);
-        match (self.table.poll_timeout(), ok) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let session = self.session_timers.peek().map(|Reverse((at, _, _))| *at);
+        [self.table.poll_timeout(), ok, session]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // -- outputs ----------------------------------------------------------
@@ -825,8 +1068,10 @@ impl SipEndpoint {
             TxPurpose::Update => {
                 let (status, sdp) = match (ev, resp) {
                     (TxEvent::Final(status), Some(msg)) => {
-                        let body = msg.body();
-                        (status, (!body.is_empty()).then(|| body.to_vec()))
+                        if (200..300).contains(&status) {
+                            self.uac_session(now, owner, msg);
+                        }
+                        (status, body_of(msg))
                     }
                     (TxEvent::Timeout | TxEvent::TransportError, _) => (408, None),
                     _ => return,
@@ -837,7 +1082,25 @@ impl SipEndpoint {
                     sdp,
                 });
             }
-            TxPurpose::Cancel | TxPurpose::Other => {}
+            TxPurpose::Reinvite => self.on_reinvite_event(now, h, owner, ev, resp),
+            TxPurpose::Refresh => match (ev, resp) {
+                (TxEvent::Final(200..=299), Some(msg)) => self.uac_session(now, owner, msg),
+                // The peer cannot take an UPDATE (RFC 4028 §7.4 would need a
+                // re-INVITE with the session's SDP, which only the TU has):
+                // keep the call and stop timing it rather than cut it at the
+                // expiry; the maximum call duration still bounds it.
+                (TxEvent::Final(405 | 501), _) => self.set_session(owner, None),
+                // §10: a refresh that times out or gets 408/481 ends the
+                // session; other refusals leave the expiry to decide.
+                (TxEvent::Final(408 | 481) | TxEvent::Timeout | TxEvent::TransportError, _) => {
+                    let live = self.call_of(owner).is_some_and(|c| c.session.is_some());
+                    if live {
+                        self.expire_session(now, owner);
+                    }
+                }
+                _ => {}
+            },
+            TxPurpose::Prack | TxPurpose::Cancel | TxPurpose::Other => {}
         }
     }
 
@@ -863,6 +1126,11 @@ impl SipEndpoint {
                 if c.cancel_requested && !c.cancel_sent && c.provisional {
                     self.send_cancel(now, owner);
                 }
+                if status > 100 && !self.prack_reliable(now, owner, msg) {
+                    // A retransmitted reliable provisional: PRACKed again,
+                    // not reported twice.
+                    return;
+                }
                 let sdp = body_of(msg);
                 match status {
                     100 => {}
@@ -886,10 +1154,12 @@ impl SipEndpoint {
                 let Some(c) = self.call_of(owner) else { return };
                 if c.state == CallState::Inviting {
                     let reason = msg.reason().unwrap_or("").to_string();
+                    let challenge = Self::challenge_of(c, status, msg);
                     self.push_event(Event::Failed {
                         call,
                         status,
                         reason,
+                        challenge,
                     });
                     self.free_call(owner.idx);
                 }
@@ -903,6 +1173,220 @@ impl SipEndpoint {
             }
             _ => {}
         }
+    }
+
+    /// Our re-INVITE's transaction: ACK a 2xx from the dialog (re-sent for
+    /// each retransmission), hand the non-2xx ACK to the transaction, and
+    /// report the outcome once.
+    fn on_reinvite_event(
+        &mut self,
+        now: Instant,
+        h: TxHandle,
+        owner: Owner,
+        ev: TxEvent,
+        resp: Option<&SipMessage<'_>>,
+    ) {
+        let call = CallHandle(owner.idx);
+        match (ev, resp) {
+            (TxEvent::Final(status @ 200..=299), Some(msg)) => {
+                let cseq = msg.cseq().0;
+                let Some(c) = self.call_of(owner) else { return };
+                let peer = c.peer;
+                if let Some((_, ack)) = c.ack.clone().filter(|a| a.0 == cseq) {
+                    // A retransmitted 2xx: re-send the ACK (§13.2.2.4).
+                    self.push_transmit(peer, ack);
+                    return;
+                }
+                if let (Some(d), Some(contact)) = (c.dialog.as_mut(), msg.contact().next()) {
+                    let _ = d.update_remote_target(contact.raw);
+                }
+                let fields = c
+                    .dialog
+                    .as_mut()
+                    .map(|d| d.next_request_fields("ACK"))
+                    .and_then(Result::ok);
+                c.reinvite_pending = false;
+                if let Some(fields) = fields {
+                    let branch = self.new_branch();
+                    match self.build_in_dialog(&fields, Method::Ack, &branch, &[], None) {
+                        Ok(ack) => {
+                            self.push_transmit(peer, ack.clone());
+                            if let Some(c) = self.call_of(owner) {
+                                c.ack = Some((fields.cseq, ack));
+                            }
+                        }
+                        Err(_) => self.counters.build_failed += 1,
+                    }
+                }
+                self.uac_session(now, owner, msg);
+                self.push_event(Event::ReinviteAnswered {
+                    call,
+                    status,
+                    sdp: body_of(msg),
+                });
+            }
+            (TxEvent::Final(status), Some(msg)) => {
+                // 3xx–6xx: the ACK goes through the transaction (§17.1.1.3),
+                // built from the re-INVITE it acknowledges.
+                let request = self
+                    .table
+                    .get(h)
+                    .and_then(|t| match t {
+                        Transaction::Client(c) => Some(c.request().to_vec()),
+                        Transaction::Server(_) => None,
+                    })
+                    .unwrap_or_default();
+                if let Some(ack) = non_2xx_ack_of(&request, msg) {
+                    self.table.update(h, |t| {
+                        if let Transaction::Client(c) = t {
+                            let _ = c.set_ack(now, ack);
+                        }
+                    });
+                }
+                let Some(c) = self.call_of(owner) else { return };
+                c.reinvite_pending = false;
+                self.push_event(Event::ReinviteAnswered {
+                    call,
+                    status,
+                    sdp: None,
+                });
+            }
+            (TxEvent::Timeout | TxEvent::TransportError, _) => {
+                let Some(c) = self.call_of(owner) else { return };
+                if c.reinvite_pending {
+                    c.reinvite_pending = false;
+                    self.push_event(Event::ReinviteAnswered {
+                        call,
+                        status: 408,
+                        sdp: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// RFC 4028 §7.2/§7.4: the 2xx to our INVITE, re-INVITE or UPDATE sets
+    /// the session timer from its `Session-Expires`, or switches it off
+    /// when there is none.
+    fn uac_session(&mut self, now: Instant, owner: Owner, msg: &SipMessage<'_>) {
+        let st = match session_expires_of(msg) {
+            Ok(Some((delta, refresher))) => SessionTimer::start(
+                now,
+                delta.max(SESSION_EXPIRES_MIN_S),
+                // In a response `uac` names us; absent, we refresh (§7.2).
+                refresher.unwrap_or(true),
+                true,
+            ),
+            _ => None,
+        };
+        self.set_session(owner, st);
+    }
+
+    /// The challenges of a 401/407 to the call's INVITE (RFC 3261 §22.2),
+    /// None for other statuses or a 401/407 without any.
+    fn challenge_of(c: &Call, status: u16, msg: &SipMessage<'_>) -> Option<Box<Challenged>> {
+        let name = match status {
+            401 => HeaderName::WwwAuthenticate,
+            407 => HeaderName::ProxyAuthenticate,
+            _ => return None,
+        };
+        let challenges: Vec<String> = msg
+            .headers_named(name)
+            .take(CHALLENGES_MAX)
+            .map(|h| h.unfolded().into_owned())
+            .collect();
+        if challenges.is_empty() {
+            return None;
+        }
+        // Our own INVITE's CSeq: a response is matched by branch and
+        // method only, so its CSeq number is not to be trusted.
+        let cseq = SipMessage::parse(&c.invite_raw).ok()?.cseq().0;
+        Some(Box::new(Challenged {
+            challenges,
+            call_id: c.call_id.clone(),
+            from_tag: c.local_tag.clone(),
+            cseq,
+        }))
+    }
+
+    /// RFC 3262 §4: answers a reliable provisional response (`Require:
+    /// 100rel` and `RSeq`) with a PRACK in the early dialog. Returns false
+    /// when the response repeats an RSeq already acknowledged (the same
+    /// PRACK is re-sent) or is out of order (ignored), so the TU does not
+    /// hear of it again; true otherwise, also for unreliable responses.
+    fn prack_reliable(&mut self, now: Instant, owner: Owner, msg: &SipMessage<'_>) -> bool {
+        if !msg.require().any(|o| o.eq_ignore_ascii_case("100rel")) {
+            return true;
+        }
+        let Some(rseq) = msg
+            .header(HeaderName::RSeq)
+            .and_then(|h| h.value.trim().parse::<u32>().ok())
+        else {
+            return true;
+        };
+        let full = self.table.len() >= self.table.capacity();
+        let Some(c) = self.call_of(owner) else {
+            return false;
+        };
+        let peer = c.peer;
+        match &c.prack {
+            Some((last, bytes)) if *last == rseq => {
+                let bytes = bytes.clone();
+                self.push_transmit(peer, bytes);
+                return false;
+            }
+            // §4: only the next RSeq in order is acknowledged.
+            Some((last, _)) if Some(rseq) != last.checked_add(1) => return false,
+            _ => {}
+        }
+        let same_dialog = c
+            .dialog
+            .as_ref()
+            .is_some_and(|d| Some(d.id().remote_tag.as_str()) == msg.to().tag());
+        if !same_dialog || full {
+            // No early dialog to PRACK in (no To-tag or Contact, or another
+            // fork), or no room: report it and let the UAS retransmit.
+            return true;
+        }
+        let invite_cseq = msg.cseq().0;
+        let Some(fields) = c
+            .dialog
+            .as_mut()
+            .and_then(|d| d.next_request_fields("PRACK").ok())
+        else {
+            return true;
+        };
+        let rack = format!("{rseq} {invite_cseq} INVITE");
+        let branch = self.new_branch();
+        let Ok(bytes) =
+            self.build_in_dialog(&fields, Method::Prack, &branch, &[("RAck", &rack)], None)
+        else {
+            self.counters.build_failed += 1;
+            return true;
+        };
+        let Ok(key) = TransactionKey::client(&branch, "PRACK") else {
+            return true;
+        };
+        let tx = ClientTransaction::new(
+            now,
+            TxKind::NonInvite,
+            bytes.clone(),
+            self.cfg.reliable,
+            self.cfg.timers,
+        );
+        let meta = TxMeta {
+            dst: peer,
+            owner: Some(owner),
+            purpose: TxPurpose::Prack,
+        };
+        if let Ok(h) = self.insert_tx(key, Transaction::Client(tx), meta) {
+            self.drain_tx(now, h, None);
+            if let Some(c) = self.call_of(owner) {
+                c.prack = Some((rseq, bytes));
+            }
+        }
+        true
     }
 
     /// §12.1.2: a provisional response with a To-tag and Contact creates an
@@ -978,6 +1462,7 @@ impl SipEndpoint {
                 call,
                 status: 502,
                 reason: "Bad 2xx (no Contact)".to_string(),
+                challenge: None,
             });
             self.free_call(owner.idx);
             return;
@@ -1004,6 +1489,7 @@ impl SipEndpoint {
             // The 2xx crossed our CANCEL: acknowledge and hang up (§9.1).
             let _ = self.send_bye(now, call);
         } else {
+            self.uac_session(now, owner, msg);
             self.push_event(Event::Answered {
                 call,
                 sdp: body_of(msg),
@@ -1011,24 +1497,10 @@ impl SipEndpoint {
         }
     }
 
-    /// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, top
-    /// Via, From, Call-ID and Route of the INVITE, To of the response.
+    /// The ACK for a non-2xx final response to the call's INVITE.
     fn non_2xx_ack(&mut self, owner: Owner, resp: &SipMessage<'_>) -> Option<Vec<u8>> {
         let c = self.call_of(owner)?;
-        let inv = SipMessage::parse(&c.invite_raw).ok()?;
-        let mut out = Vec::with_capacity(c.invite_raw.len().min(1024));
-        let w = MessageWriter::request(&mut out, Method::Ack, inv.request_uri()?.as_str()).ok()?;
-        let mut w = w.header("Via", inv.top_via().raw).ok()?;
-        w = w.header("Max-Forwards", "70").ok()?;
-        for r in inv.headers_named(HeaderName::Route) {
-            w = w.header("Route", r.value).ok()?;
-        }
-        w = w.header("From", inv.from().raw).ok()?;
-        w = w.header("To", resp.to().raw).ok()?;
-        w = w.header("Call-ID", inv.call_id()).ok()?;
-        w = w.header("CSeq", &format!("{} ACK", inv.cseq().0)).ok()?;
-        w.finish(&[]);
-        Some(out)
+        non_2xx_ack_of(&c.invite_raw, resp)
     }
 
     /// Builds an in-dialog request from [`Dialog::next_request_fields`].
@@ -1475,6 +1947,12 @@ impl SipEndpoint {
             self.counters.rejected_other += 1;
             return self.reply_with_tx(now, src, msg, Some(key), 400, &[]);
         };
+        if let Some(status) = self.session_refusal(msg) {
+            // RFC 4028 §8.1: too short a session interval gets 422.
+            self.counters.rejected_other += 1;
+            let min_se = self.cfg.min_se_s.to_string();
+            return self.reply_with_tx(now, src, msg, Some(key), status, &[("Min-SE", &min_se)]);
+        }
         let retry = RETRY_AFTER_S.to_string();
         // One slot stays free for the transaction that carries the 503's
         // retransmissions; without it the 503 goes statelessly.
@@ -1499,6 +1977,9 @@ impl SipEndpoint {
             ack: None,
             ok: None,
             pending: None,
+            reinvite_pending: false,
+            prack: None,
+            session: None,
         };
         let Some(owner) = self.alloc_call(call) else {
             self.counters.rejected_busy += 1;
@@ -1550,6 +2031,56 @@ impl SipEndpoint {
         });
     }
 
+    /// Answers a re-INVITE/UPDATE still waiting for the TU with 487 when
+    /// the dialog ends, so its server transaction does not outlive the
+    /// call (RFC 3261 §15.1.2).
+    fn end_pending(&mut self, now: Instant, owner: Owner) {
+        let Some(c) = self.call_of(owner) else { return };
+        if c.pending.is_none() {
+            return;
+        }
+        let call = CallHandle(owner.idx);
+        let _ = self.respond(now, call, 487, "Request Terminated", None);
+    }
+
+    /// RFC 4028 §8.1: 422 for a `Session-Expires` below our Min-SE, 400
+    /// for one that does not parse; None when the request is acceptable
+    /// (or session timers are off).
+    fn session_refusal(&self, msg: &SipMessage<'_>) -> Option<u16> {
+        if self.cfg.session_expires_s == 0 {
+            return None;
+        }
+        match session_expires_of(msg) {
+            Err(()) => Some(400),
+            Ok(Some((delta, _))) if delta < self.cfg.min_se_s => Some(422),
+            Ok(_) => None,
+        }
+    }
+
+    /// RFC 4028 §9: the session timer we grant as UAS for `req` (an INVITE
+    /// or a refresh): None when timers are off or neither side asked.
+    fn uas_session(&self, now: Instant, req: &SipMessage<'_>) -> Option<SessionTimer> {
+        if self.cfg.session_expires_s == 0 {
+            return None;
+        }
+        let peer_timer = has_option(req, "timer");
+        let floor = min_se_of(req)
+            .unwrap_or(0)
+            .max(self.cfg.min_se_s)
+            .max(SESSION_EXPIRES_MIN_S);
+        let (interval, peer_refreshes) = match session_expires_of(req).ok().flatten() {
+            // We may shorten the interval, not below the Min-SE (§9). A peer
+            // without `timer` cannot refresh, so we do (§9).
+            Some((delta, refresher)) => (
+                delta.min(self.cfg.session_expires_s).max(floor),
+                refresher.unwrap_or(true) && peer_timer,
+            ),
+            None if peer_timer => (self.cfg.session_expires_s.max(floor), true),
+            None => return None,
+        };
+        SessionTimer::start(now, interval, !peer_refreshes, peer_timer)
+    }
+
     fn on_in_dialog(
         &mut self,
         now: Instant,
@@ -1590,6 +2121,7 @@ impl SipEndpoint {
         match method {
             Method::Bye => {
                 self.reply_with_tx(now, src, msg, key, 200, &[]);
+                self.end_pending(now, owner);
                 let unanswered = self
                     .call_of(owner)
                     .is_some_and(|c| !c.uac && c.state == CallState::Inviting);
@@ -1619,12 +2151,26 @@ impl SipEndpoint {
                 let Some(c) = self.call_of(owner) else { return };
                 let busy = c.pending.is_some()
                     || c.state != CallState::Confirmed
-                    || (method == Method::Invite && c.ok.is_some());
+                    || (method == Method::Invite && c.ok.is_some())
+                    || (c.reinvite_pending && (method == Method::Invite || !msg.body().is_empty()));
                 if busy {
                     // §14.2: an offer while ours is pending.
                     self.counters.rejected_other += 1;
                     return self.reply_with_tx(now, src, msg, Some(key), 491, &[]);
                 }
+                if let Some(status) = self.session_refusal(msg) {
+                    self.counters.rejected_other += 1;
+                    let min_se = self.cfg.min_se_s.to_string();
+                    return self.reply_with_tx(
+                        now,
+                        src,
+                        msg,
+                        Some(key),
+                        status,
+                        &[("Min-SE", &min_se)],
+                    );
+                }
+                let Some(c) = self.call_of(owner) else { return };
                 if let Some(contact) = msg.contact().next() {
                     if let Some(d) = c.dialog.as_mut() {
                         let _ = d.update_remote_target(contact.raw);
@@ -1691,6 +2237,96 @@ impl SipEndpoint {
             }
             self.ok_timers.pop();
             self.on_ok_timer(now, Owner { idx, generation });
+        }
+        for _ in 0..self.calls.len() + 1 {
+            self.drop_stale_session_timers();
+            let Some(Reverse((at, idx, generation))) = self.session_timers.peek().copied() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.session_timers.pop();
+            self.on_session_timer(now, Owner { idx, generation });
+        }
+    }
+
+    fn drop_stale_session_timers(&mut self) {
+        while let Some(Reverse((at, idx, generation))) = self.session_timers.peek().copied() {
+            let live = self.generations[idx as usize] == generation
+                && self.calls[idx as usize]
+                    .as_ref()
+                    .and_then(|c| c.session.as_ref())
+                    .is_some_and(|s| s.next() == at);
+            if live {
+                return;
+            }
+            self.session_timers.pop();
+        }
+    }
+
+    /// Installs (or clears, with None) the call's session timer and arms
+    /// its deadline.
+    fn set_session(&mut self, owner: Owner, session: Option<SessionTimer>) {
+        let Some(c) = self.call_of(owner) else { return };
+        c.session = session;
+        let Some(at) = session.map(|s| s.next()) else {
+            return;
+        };
+        if self.session_timers.len() > 2 * self.calls.len() {
+            // Rebuild from the live deadlines (at most one per call).
+            let live: Vec<_> = self
+                .calls
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    let next = c.as_ref()?.session.as_ref()?.next();
+                    Some(Reverse((next, i as u32, self.generations[i])))
+                })
+                .collect();
+            self.session_timers.clear();
+            self.session_timers.extend(live);
+        }
+        self.session_timers
+            .push(Reverse((at, owner.idx, owner.generation)));
+    }
+
+    /// RFC 4028 §10: refresh at half the interval when we are the
+    /// refresher; BYE when the session expires unrefreshed.
+    fn on_session_timer(&mut self, now: Instant, owner: Owner) {
+        let Some(c) = self.call_of(owner) else { return };
+        let Some(mut st) = c.session else { return };
+        if c.state != CallState::Confirmed && c.state != CallState::WaitAck {
+            return;
+        }
+        if now >= st.expire_at {
+            self.expire_session(now, owner);
+            return;
+        }
+        if st.refresh_at.is_some_and(|r| r <= now) {
+            st.refresh_at = None;
+            self.set_session(owner, Some(st));
+            if self.send_refresh(now, owner).is_err() {
+                // No room for the refresh now: the expiry still ends the
+                // call if nothing else refreshes it.
+                self.counters.build_failed += 1;
+            }
+        }
+    }
+
+    /// Ends the call because its session expired: BYE with the Q.850 102
+    /// `Reason`, [`Event::SessionExpired`] (and [`Event::Ended`] later).
+    fn expire_session(&mut self, now: Instant, owner: Owner) {
+        let call = CallHandle(owner.idx);
+        self.set_session(owner, None);
+        self.push_event(Event::SessionExpired { call });
+        let reason = [("Reason", SESSION_EXPIRED_REASON)];
+        if self.send_bye_with_headers(now, call, &reason).is_err() {
+            self.push_event(Event::Ended {
+                call,
+                by_remote: false,
+            });
+            self.free_call(owner.idx);
         }
     }
 
@@ -1804,12 +2440,26 @@ impl SipEndpoint {
         let req = SipMessage::parse(&raw)
             .map_err(|_| EndpointError::InvalidState("stored request does not parse"))?;
         let local_tag = c.local_tag.clone();
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2 + extra_headers.len());
+        // RFC 4028 §9: a 2xx to an INVITE or a refresh carries the granted
+        // session interval (and Require: timer when the peer supports it).
+        let session = if (200..300).contains(&status) {
+            self.uas_session(now, &req)
+        } else {
+            None
+        };
+        let se = session.map(|s| s.header(false));
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(4 + extra_headers.len());
         if status < 300 {
             headers.push(("Contact", &contact));
         }
         if (200..300).contains(&status) {
             headers.push(("Allow", ALLOW));
+        }
+        if let (Some(st), Some(se)) = (session, se.as_deref()) {
+            headers.push(("Session-Expires", se));
+            if st.peer_timer {
+                headers.push(("Require", "timer"));
+            }
         }
         headers.extend_from_slice(extra_headers);
         let bytes = self.response_bytes(&req, status, reason, Some(&local_tag), &headers, body)?;
@@ -1868,6 +2518,9 @@ impl SipEndpoint {
             self.free_call(owner.idx);
         }
         self.drain_tx(now, h, None);
+        if (200..300).contains(&status) {
+            self.set_session(owner, session);
+        }
         if invite && (200..300).contains(&status) {
             let next = (!reliable).then_some(now + t1);
             if let Some(c) = self.call_of(owner) {
@@ -1891,10 +2544,54 @@ impl SipEndpoint {
     /// UAC: starts a call. Generates the Call-ID (unless given), From tag
     /// and branch from the RNG, with the shard number in the Call-ID and
     /// branch ([`shard_of_call_id`], [`shard_of_branch`]).
+    ///
+    /// The INVITE carries `Supported: timer, 100rel` ([`UAC_SUPPORTED`]):
+    /// reliable provisional responses are PRACKed (RFC 3262; put `Require:
+    /// 100rel` into `extra_headers` to insist on them), and, unless
+    /// [`EndpointConfig::session_expires_s`] is 0, `Session-Expires` with
+    /// `refresher=uac` and `Min-SE` (RFC 4028 §7.1).
     pub fn invite(
         &mut self,
         now: Instant,
         p: &InviteParams<'_>,
+    ) -> Result<CallHandle, EndpointError> {
+        self.invite_inner(now, p, None)
+    }
+
+    /// UAC: sends an INVITE refused with a 401/407 again as a new call,
+    /// with the same Call-ID (`p.call_id`, required) and From tag
+    /// (`from_tag`) and the CSeq number `cseq` (one more than the refused
+    /// one), a new branch, and the credentials in `p.extra_headers`
+    /// (RFC 3261 §22.2). [`Challenged`] in [`Event::Failed`] has the
+    /// values.
+    pub fn invite_resend(
+        &mut self,
+        now: Instant,
+        p: &InviteParams<'_>,
+        from_tag: &str,
+        cseq: u32,
+    ) -> Result<CallHandle, EndpointError> {
+        if p.call_id.is_none() {
+            return Err(EndpointError::InvalidState(
+                "a resent INVITE needs its Call-ID",
+            ));
+        }
+        let tag_ok = !from_tag.is_empty()
+            && from_tag.len() <= 64
+            && from_tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+        if !tag_ok || cseq == 0 || cseq >= 1 << 31 {
+            return Err(EndpointError::Build(BuildError::Value));
+        }
+        self.invite_inner(now, p, Some((from_tag, cseq)))
+    }
+
+    fn invite_inner(
+        &mut self,
+        now: Instant,
+        p: &InviteParams<'_>,
+        resend: Option<(&str, u32)>,
     ) -> Result<CallHandle, EndpointError> {
         self.last_now = Some(now);
         if self.free_calls.is_empty() {
@@ -1919,8 +2616,17 @@ impl SipEndpoint {
             Some(c) => c.to_string(),
             None => self.new_call_id(),
         };
-        let tag = new_tag(&mut self.rng);
+        let (tag, cseq) = match resend {
+            Some((t, n)) => (t.to_string(), n),
+            None => (new_tag(&mut self.rng), 1),
+        };
         let branch = self.new_branch();
+        let session_expires = (self.cfg.session_expires_s > 0).then(|| {
+            (
+                format!("{};refresher=uac", self.cfg.session_expires_s),
+                self.cfg.min_se_s.to_string(),
+            )
+        });
         let mut out = Vec::with_capacity(1024);
         {
             let mut w = MessageWriter::request(&mut out, Method::Invite, p.request_uri)?;
@@ -1929,9 +2635,14 @@ impl SipEndpoint {
             w = w.header("From", &format!("{local_uri};tag={tag}"))?;
             w = w.header("To", &format!("<{}>", p.to))?;
             w = w.header("Call-ID", &call_id)?;
-            w = w.header("CSeq", "1 INVITE")?;
+            w = w.header("CSeq", &format!("{cseq} INVITE"))?;
             w = w.header("Contact", &self.contact())?;
             w = w.header("Allow", ALLOW)?;
+            w = w.header("Supported", UAC_SUPPORTED)?;
+            if let Some((se, min_se)) = &session_expires {
+                w = w.header("Session-Expires", se)?;
+                w = w.header("Min-SE", min_se)?;
+            }
             w = w.header("User-Agent", &self.cfg.user_agent)?;
             for (n, v) in p.extra_headers {
                 w = w.header(n, v)?;
@@ -1963,6 +2674,9 @@ impl SipEndpoint {
             ack: None,
             ok: None,
             pending: None,
+            reinvite_pending: false,
+            prack: None,
+            session: None,
         };
         let owner = self.alloc_call(call).ok_or(EndpointError::CallsFull)?;
         let tx =
@@ -2024,6 +2738,52 @@ impl SipEndpoint {
     ) -> Result<(), EndpointError> {
         self.last_now = Some(now);
         let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
+        self.send_in_dialog(now, owner, Method::Update, TxPurpose::Update, Some(sdp))
+    }
+
+    /// Sends a re-INVITE (RFC 3261 §14.1) with an SDP offer in a confirmed
+    /// dialog (either side). [`Event::ReinviteAnswered`] brings the final
+    /// status and answer; the endpoint sends the ACK for a 2xx itself and
+    /// re-sends it for each retransmitted 2xx (§13.2.2.4). Only one
+    /// re-INVITE may be in progress at a time, and none while the peer's
+    /// re-INVITE waits for our answer (§14.1).
+    pub fn send_reinvite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        sdp: &[u8],
+    ) -> Result<(), EndpointError> {
+        self.last_now = Some(now);
+        let owner = self.owner_of(call).ok_or(EndpointError::UnknownCall)?;
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
+        if c.state != CallState::Confirmed {
+            return Err(EndpointError::InvalidState("no confirmed dialog"));
+        }
+        if c.reinvite_pending || c.pending.as_ref().is_some_and(|p| p.invite) {
+            return Err(EndpointError::InvalidState("an INVITE is in progress"));
+        }
+        self.send_in_dialog(now, owner, Method::Invite, TxPurpose::Reinvite, Some(sdp))?;
+        if let Some(c) = self.call_of(owner) {
+            c.reinvite_pending = true;
+        }
+        Ok(())
+    }
+
+    /// A session refresh (RFC 4028 §10): an UPDATE without SDP.
+    fn send_refresh(&mut self, now: Instant, owner: Owner) -> Result<(), EndpointError> {
+        self.send_in_dialog(now, owner, Method::Update, TxPurpose::Refresh, None)
+    }
+
+    /// Sends an INVITE or UPDATE in the call's dialog through a new client
+    /// transaction, with the session timer headers when a timer runs.
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        method: Method<'static>,
+        purpose: TxPurpose,
+        sdp: Option<&[u8]>,
+    ) -> Result<(), EndpointError> {
         if self.table.len() >= self.table.capacity() {
             return Err(EndpointError::TransactionsFull);
         }
@@ -2031,6 +2791,7 @@ impl SipEndpoint {
         if !matches!(c.state, CallState::Confirmed | CallState::WaitAck) {
             return Err(EndpointError::InvalidState("no confirmed dialog"));
         }
+        let session = c.session;
         let d = c
             .dialog
             .as_mut()
@@ -2038,24 +2799,32 @@ impl SipEndpoint {
         if d.state() == DialogState::Terminated {
             return Err(EndpointError::InvalidState("dialog terminated"));
         }
-        let fields = d.next_request_fields("UPDATE")?;
+        let fields = d.next_request_fields(method.as_str())?;
         let peer = c.peer;
         let branch = self.new_branch();
-        let body = Some(("application/sdp", sdp));
-        let bytes = self.build_in_dialog(&fields, Method::Update, &branch, &[], body)?;
-        let key = TransactionKey::client(&branch, "UPDATE")
+        let body = sdp.map(|b| ("application/sdp", b));
+        let se = session.map(|s| s.header(true));
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
+        if method == Method::Invite {
+            headers.push(("Allow", ALLOW));
+        }
+        if let Some(se) = se.as_deref() {
+            headers.push(("Supported", "timer"));
+            headers.push(("Session-Expires", se));
+        }
+        let bytes = self.build_in_dialog(&fields, method, &branch, &headers, body)?;
+        let key = TransactionKey::client(&branch, method.as_str())
             .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
-        let tx = ClientTransaction::new(
-            now,
-            TxKind::NonInvite,
-            bytes,
-            self.cfg.reliable,
-            self.cfg.timers,
-        );
+        let kind = if method == Method::Invite {
+            TxKind::Invite
+        } else {
+            TxKind::NonInvite
+        };
+        let tx = ClientTransaction::new(now, kind, bytes, self.cfg.reliable, self.cfg.timers);
         let meta = TxMeta {
             dst: peer,
             owner: Some(owner),
-            purpose: TxPurpose::Update,
+            purpose,
         };
         let h = self
             .insert_tx(key, Transaction::Client(tx), meta)
@@ -2089,6 +2858,11 @@ impl SipEndpoint {
             return Err(EndpointError::InvalidState("dialog terminated"));
         }
         let fields = d.next_request_fields("BYE")?;
+        self.end_pending(now, owner);
+        let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
+        let Some(d) = c.dialog.as_mut() else {
+            return Err(EndpointError::InvalidState("no dialog"));
+        };
         d.terminate();
         c.state = CallState::Terminating;
         c.ok = None;
@@ -2789,6 +3563,7 @@ mod test {
                 call,
                 status,
                 reason,
+                challenge: None,
             }] => {
                 assert_eq!((*call, *status, reason.as_str()), (a, 486, ""));
             }
@@ -2866,6 +3641,341 @@ mod test {
         assert_eq!(shard_of_branch("z9hG4bK00ff"), None);
         assert_eq!(shard_of_call_id("abcd-12@10.0.0.1"), Some(12));
         assert_eq!(shard_of_call_id("abcd@10.0.0.1"), None);
+    }
+
+    fn header_of<'a>(m: &'a SipMessage<'_>, name: &str) -> Option<&'a str> {
+        m.headers()
+            .iter()
+            .find(|h| h.raw_name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// A response to `req` with `extra` header lines (each ending CRLF).
+    fn resp_to(req: &[u8], status: u16, to_tag: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let req = SipMessage::parse(req).unwrap();
+        let mut out = Vec::new();
+        let mut w =
+            start_response_to(&req, status, reason_for(status), Some(to_tag), &mut out).unwrap();
+        for (n, v) in extra {
+            w = w.header(n, v).unwrap();
+        }
+        w.finish(&[]);
+        out
+    }
+
+    #[test]
+    fn uac_reinvite_is_acked_and_answered_once() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        // The first ACK for the re-INVITE's 2xx is lost: the UAS re-sends
+        // its 2xx and the UAC re-sends the ACK, reporting the answer once.
+        let mut dropped = false;
+        net.drop = Box::new(move |i, bytes| {
+            let first = i == 0 && !dropped && bytes.starts_with(b"ACK ") && {
+                let m = SipMessage::parse(bytes).unwrap();
+                m.cseq().0 == 2
+            };
+            dropped |= first;
+            first
+        });
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, ANSWER).unwrap();
+        // One re-INVITE at a time (§14.1).
+        assert_eq!(
+            net.eps[0].send_reinvite(now, a, ANSWER),
+            Err(EndpointError::InvalidState("an INVITE is in progress"))
+        );
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(1),
+            vec![Event::Reinvite {
+                call: b,
+                sdp: Some(ANSWER.to_vec())
+            }]
+        );
+        let re = SipMessage::parse(&net.last_sent(0, "INVITE ")).map(|m| {
+            (
+                m.cseq().0,
+                m.to().tag().is_some(),
+                header_of(&m, "Session-Expires").map(str::to_string),
+            )
+        });
+        assert_eq!(re, Ok((2, true, Some("1800;refresher=uac".to_string()))));
+        net.respond(b, 200, Some(OFFER));
+        net.run(Duration::from_secs(2));
+        assert_eq!(
+            net.take(0),
+            vec![Event::ReinviteAnswered {
+                call: a,
+                status: 200,
+                sdp: Some(OFFER.to_vec())
+            }]
+        );
+        assert_eq!(net.sent_count(0, "ACK ", "ACK"), 3);
+        assert!(net.sent_count(1, "SIP/2.0 200", "INVITE") >= 3);
+        assert_eq!(net.take(1), vec![]);
+        // The dialog goes on: another re-INVITE, refused with 488, is
+        // acknowledged by the transaction.
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, ANSWER).unwrap();
+        net.run(Duration::from_millis(50));
+        net.take(1);
+        net.respond(b, 488, None);
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(0),
+            vec![Event::ReinviteAnswered {
+                call: a,
+                status: 488,
+                sdp: None
+            }]
+        );
+        let ack = net.last_sent(0, "ACK ");
+        assert_eq!(SipMessage::parse(&ack).unwrap().cseq().0, 3);
+        let now = net.now;
+        net.eps[0].send_bye(now, a).unwrap();
+        net.settle();
+    }
+
+    #[test]
+    fn reinvite_glare_gets_491_on_both_sides() {
+        let mut net = Net::new();
+        let (a, b) = net.connect();
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, OFFER).unwrap();
+        net.eps[1].send_reinvite(now, b, ANSWER).unwrap();
+        net.flush();
+        net.run(Duration::from_millis(100));
+        assert_eq!(
+            net.take(0),
+            vec![Event::ReinviteAnswered {
+                call: a,
+                status: 491,
+                sdp: None
+            }]
+        );
+        assert_eq!(
+            net.take(1),
+            vec![Event::ReinviteAnswered {
+                call: b,
+                status: 491,
+                sdp: None
+            }]
+        );
+        // Both may try again afterwards (RFC 3261 §14.1 back-off is the
+        // TU's).
+        let now = net.now;
+        net.eps[0].send_reinvite(now, a, OFFER).unwrap();
+        net.run(Duration::from_millis(50));
+        assert!(matches!(net.take(1)[..], [Event::Reinvite { .. }]));
+    }
+
+    #[test]
+    fn reliable_provisional_is_pracked_once() {
+        let mut net = Net::new();
+        // Nothing reaches endpoint 1: its part is played by hand.
+        net.drop = Box::new(|i, _| i == 0);
+        let now = net.now;
+        let a = net.eps[0]
+            .invite(
+                now,
+                &InviteParams {
+                    target: net.addrs[1],
+                    request_uri: "sip:bob@10.0.0.2",
+                    from: "sip:alice@10.0.0.1",
+                    from_display: None,
+                    to: "sip:bob@10.0.0.2",
+                    call_id: None,
+                    sdp: Some(OFFER),
+                    extra_headers: &[("Require", "100rel")],
+                },
+            )
+            .unwrap();
+        net.flush();
+        let inv = net.sent[0][0].clone();
+        let m = SipMessage::parse(&inv).unwrap();
+        assert_eq!(header_of(&m, "Require"), Some("100rel"));
+        assert_eq!(header_of(&m, "Supported"), Some(UAC_SUPPORTED));
+        assert_eq!(header_of(&m, "Min-SE"), Some("90"));
+        let contact = ("Contact", "<sip:10.0.0.2:5060>");
+        let rel = |rseq: &str| {
+            resp_to(
+                &inv,
+                183,
+                "t1",
+                &[contact, ("Require", "100rel"), ("RSeq", rseq)],
+            )
+        };
+        net.inject(0, &rel("7"));
+        assert_eq!(
+            net.take(0),
+            vec![Event::Progress {
+                call: a,
+                status: 183,
+                sdp: None
+            }]
+        );
+        let prack = net.last_sent(0, "PRACK ");
+        let pm = SipMessage::parse(&prack).unwrap();
+        assert_eq!(header_of(&pm, "RAck"), Some("7 1 INVITE"));
+        assert_eq!(pm.cseq().0, 2);
+        assert_eq!(pm.to().tag(), Some("t1"));
+        // A retransmission is PRACKed again (same request), not reported.
+        net.inject(0, &rel("7"));
+        assert_eq!(net.take(0), vec![]);
+        assert_eq!(net.sent_count(0, "PRACK ", "PRACK"), 2);
+        assert_eq!(net.last_sent(0, "PRACK "), prack);
+        // Out of order (a gap) is ignored; the next in order is PRACKed.
+        net.inject(0, &rel("9"));
+        assert_eq!(net.take(0), vec![]);
+        net.inject(0, &rel("8"));
+        assert_eq!(net.take(0).len(), 1);
+        assert_eq!(net.sent_count(0, "PRACK ", "PRACK"), 3);
+        // The PRACK's 200 is absorbed.
+        net.inject(0, &resp_to(&prack, 200, "t1", &[]));
+        assert_eq!(net.take(0), vec![]);
+        // An unreliable 180 is reported without PRACK.
+        net.inject(0, &resp_to(&inv, 180, "t1", &[contact]));
+        assert_eq!(net.take(0), vec![Event::Ringing { call: a, sdp: None }]);
+        assert_eq!(net.sent_count(0, "PRACK ", "PRACK"), 3);
+        // The 2xx without Session-Expires: no session timer.
+        net.inject(0, &resp_to(&inv, 200, "t1", &[contact]));
+        assert!(matches!(net.take(0)[..], [Event::Answered { .. }]));
+        assert_eq!(
+            net.eps[0].calls[a.0 as usize].as_ref().unwrap().session,
+            None
+        );
+    }
+
+    #[test]
+    fn session_timers_from_config_and_off() {
+        let sip = crate::config::SipConfig {
+            session_expires_s: 600,
+            min_se_s: 120,
+            ..Default::default()
+        };
+        let c = EndpointConfig::new(addr(1), 0).with_session_timers(&sip);
+        assert_eq!((c.session_expires_s, c.min_se_s), (600, 120));
+        // Off: no Session-Expires offered or granted, none refused.
+        let mut net = Net::with(|_, c| c.session_expires_s = 0);
+        net.connect();
+        let inv = SipMessage::parse(&net.sent[0][0]).unwrap();
+        assert_eq!(header_of(&inv, "Session-Expires"), None);
+        let ok = net.last_sent(1, "SIP/2.0 200");
+        assert_eq!(
+            header_of(&SipMessage::parse(&ok).unwrap(), "Session-Expires"),
+            None
+        );
+        net.inject(1, &raw("INVITE", None, 1, "Session-Expires: 60\r\n"));
+        assert!(matches!(net.take(1)[..], [Event::IncomingCall { .. }]));
+    }
+
+    #[test]
+    fn short_session_interval_gets_422() {
+        let mut net = Net::new();
+        net.inject(1, &raw("INVITE", None, 1, "Session-Expires: 60\r\n"));
+        let m = answer(&net);
+        assert_eq!(m.status_code(), Some(422));
+        assert_eq!(header_of(&m, "Min-SE"), Some("90"));
+        net.inject(1, &raw("INVITE", None, 2, "Session-Expires: soon\r\n"));
+        assert_eq!(answer(&net).status_code(), Some(400));
+        assert_eq!(net.take(1), vec![]);
+        assert_eq!(net.eps[1].calls_len(), 0);
+    }
+
+    #[test]
+    fn uas_session_expires_without_refresh() {
+        let mut net = Net::new();
+        net.inject(
+            1,
+            &raw(
+                "INVITE",
+                None,
+                1,
+                "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\nMin-SE: 100\r\n",
+            ),
+        );
+        let Some(Event::IncomingCall { call: b, .. }) = net.take(1).pop() else {
+            panic!("no call");
+        };
+        net.respond(b, 200, Some(ANSWER));
+        let ok = answer(&net);
+        assert_eq!(header_of(&ok, "Session-Expires"), Some("120;refresher=uac"));
+        assert_eq!(header_of(&ok, "Require"), Some("timer"));
+        let tag = ok.to().tag().unwrap().to_string();
+        net.inject(1, &raw("ACK", Some(&tag), 1, ""));
+        assert_eq!(net.take(1), vec![Event::Acked { call: b }]);
+        // A refresh (UPDATE without SDP) at 50 s restarts the interval.
+        net.run(Duration::from_secs(50));
+        net.inject(
+            1,
+            &raw(
+                "UPDATE",
+                Some(&tag),
+                2,
+                "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+            ),
+        );
+        assert_eq!(net.take(1), vec![Event::Update { call: b, sdp: None }]);
+        net.respond(b, 200, None);
+        assert_eq!(
+            header_of(&answer(&net), "Session-Expires"),
+            Some("120;refresher=uac")
+        );
+        // 120 - min(32, 40) = 88 s after the refresh, not before.
+        net.run(Duration::from_secs(87));
+        assert_eq!(net.take(1), vec![]);
+        net.run(Duration::from_secs(2));
+        assert_eq!(
+            net.take(1),
+            vec![
+                Event::SessionExpired { call: b },
+                Event::Ended {
+                    call: b,
+                    by_remote: false
+                }
+            ]
+        );
+        let bye = net.last_sent(1, "BYE ");
+        let bye = SipMessage::parse(&bye).unwrap();
+        assert_eq!(header_of(&bye, "Reason"), Some(SESSION_EXPIRED_REASON));
+    }
+
+    #[test]
+    fn uac_refreshes_at_half_the_interval() {
+        let mut net = Net::with(|_, c| c.session_expires_s = 100);
+        let (a, b) = net.connect();
+        let ok = SipMessage::parse(&net.last_sent(1, "SIP/2.0 200"))
+            .map(|m| header_of(&m, "Session-Expires").map(str::to_string));
+        assert_eq!(ok, Ok(Some("100;refresher=uac".to_string())));
+        for _ in 0..3 {
+            net.run(Duration::from_secs(50));
+            assert_eq!(net.take(1), vec![Event::Update { call: b, sdp: None }]);
+            net.respond(b, 200, None);
+            net.run(Duration::from_millis(50));
+            assert_eq!(net.take(0), vec![]);
+        }
+        // The UAS's TU stops answering refreshes: the UAS, which counts
+        // the interval without the refresh it never answered, ends the
+        // session 100 - 32 s after the last refresh, before the UAC's
+        // UPDATE times out.
+        net.run(Duration::from_secs(50));
+        assert_eq!(net.take(1), vec![Event::Update { call: b, sdp: None }]);
+        net.run(Duration::from_secs(17));
+        assert_eq!(net.take(1), vec![]);
+        net.run(Duration::from_secs(2));
+        assert_eq!(net.take(1)[0], Event::SessionExpired { call: b });
+        assert_eq!(
+            net.take(0),
+            vec![Event::Ended {
+                call: a,
+                by_remote: true
+            }]
+        );
+        // The UAS answered the unanswered UPDATE with 487 when it hung
+        // up, so no transaction is left behind.
+        assert_eq!(net.sent_count(1, "SIP/2.0 487", "UPDATE"), 1);
+        net.settle();
     }
 
     #[test]
