@@ -1391,10 +1391,19 @@ impl Shard {
                 match o {
                     B2buaOutput::Sip(action) => {
                         let r = action.apply(now, &mut sip.ep);
-                        if let SipAction::Invite { bridge, .. } = action {
-                            sip.b2b.handle_invite_started(now, bridge, r.ok().flatten());
-                        } else if r.is_err() {
-                            sip.counters.actions_failed += 1;
+                        match action {
+                            SipAction::Invite { bridge, .. } => {
+                                sip.b2b.handle_invite_started(now, bridge, r.ok().flatten());
+                            }
+                            // A re-offer the endpoint refused (glare: the
+                            // leg has its own re-INVITE out) must still be
+                            // answered, or the bridge waits forever.
+                            SipAction::Reoffer { call, .. } if r.is_err() => {
+                                sip.counters.actions_failed += 1;
+                                sip.b2b.handle_reoffer_answered(now, call, 491, None);
+                            }
+                            _ if r.is_err() => sip.counters.actions_failed += 1,
+                            _ => {}
                         }
                     }
                     B2buaOutput::Media(req) => self.sip_media(now, sip, req),

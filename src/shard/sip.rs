@@ -189,6 +189,7 @@ pub fn setup_all(
         ep.outputs_max = calls.saturating_mul(2).clamp(1024, 65_536);
         ep.timers = cfg.sip.timers();
         ep.user_agent = cfg.sip.user_agent.clone();
+        let ep = ep.with_session_timers(&cfg.sip);
         let trunks = TrunkSet::for_shard(cfg, k, now);
         let routes = Routes::new(&cfg.routes, &trunks);
         let pool = CallerIdPool::new(&cfg.caller_id.pool);
