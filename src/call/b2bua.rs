@@ -436,6 +436,8 @@ pub struct B2buaCounters {
     pub events_unknown: u64,
     /// Outputs dropped because the queue was full.
     pub outputs_dropped: u64,
+    /// Connected calls ended because their media stopped.
+    pub media_timeouts: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -729,6 +731,24 @@ impl B2bua {
             // would and ends with a 500/503 toward A.
             None => self.attempt_failed(now, index, Some(503), false),
         }
+    }
+
+    /// The relay saw no packet on either leg of a connected call for the
+    /// media timeout (`media.timeout_s`): both legs get a BYE with
+    /// `Reason: Q.850;cause=102` and the call ends as the gateway's doing.
+    /// A call still ringing has no media to miss and is left alone (its
+    /// trunk timeout and the maximum duration bound it); returns whether
+    /// the call was ended.
+    pub fn handle_media_timeout(&mut self, now: Instant, bridge: BridgeId) -> bool {
+        let Some(index) = self.live(bridge) else {
+            return false;
+        };
+        if self.call_mut(index).state != State::Connected {
+            return false;
+        }
+        self.counters.media_timeouts += 1;
+        self.max_duration(now, index);
+        true
     }
 
     /// The answer to a [`SipAction::Reoffer`] on `leg`: its final status
@@ -2491,6 +2511,34 @@ mod test {
         let r = record_of(&out[3]);
         assert_eq!((r.hangup, r.q850_cause), (Hangup::Gateway, 102));
         assert_eq!(h.b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn media_timeout_ends_connected_calls_only() {
+        let mut h = default_h();
+        // Ringing: no media expected yet, nothing happens.
+        let (ringing, _) = h.start(2);
+        h.started(ringing, 200);
+        assert!(!h.b.handle_media_timeout(h.now, ringing));
+        assert_eq!(h.drain(), []);
+        let bridge = h.connect(1, 100);
+        assert!(h.b.handle_media_timeout(h.now, bridge));
+        let out = h.drain();
+        let byes: Vec<CallHandle> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Sip(SipAction::Bye { call, headers }) => {
+                    assert_eq!(headers[0].1, MAX_DURATION_REASON);
+                    Some(*call)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(byes, [CallHandle(1), CallHandle(100)]);
+        assert!(out.contains(&Output::Media(MediaRequest::Release { call: bridge })));
+        assert_eq!(h.b.counters().media_timeouts, 1);
+        // The call is gone: a second timeout is a no-op.
+        assert!(!h.b.handle_media_timeout(h.now, bridge));
     }
 
     #[test]

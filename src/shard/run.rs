@@ -1431,8 +1431,19 @@ impl Shard {
                 call,
                 a_remote,
                 b_remote,
+            } => {
+                if let Some(&key) = sip.bridges.get(&call) {
+                    self.set_remotes(key, a_remote, b_remote);
+                    // The media timeout counts from the answer: a call may
+                    // ring for long without early media.
+                    if let Some(&ci) = self.by_key.get(&key) {
+                        if let Some(c) = self.calls[ci as usize].as_mut() {
+                            c.created_at = now;
+                        }
+                    }
+                }
             }
-            | MediaRequest::Update {
+            MediaRequest::Update {
                 call,
                 a_remote,
                 b_remote,
@@ -1443,6 +1454,7 @@ impl Shard {
             }
             MediaRequest::Release { call } => {
                 if let Some(key) = sip.bridges.remove(&call) {
+                    sip.media_bridge.remove(&key);
                     if let Some(&ci) = self.by_key.get(&key) {
                         self.teardown(ci);
                     }
@@ -1487,6 +1499,7 @@ impl Shard {
         let key = sip.media_key();
         let ports = self.offer(now, key, vec![offer], false)?;
         sip.bridges.insert(call, key);
+        sip.media_bridge.insert(key, call);
         let p = ports[0];
         Ok((
             SocketAddr::new(p.a.address, p.a.rtp_port),
@@ -1527,11 +1540,6 @@ impl Shard {
         let mut expired = Vec::new();
         for (ci, c) in self.calls.iter().enumerate() {
             let Some(c) = c else { continue };
-            // A bridged SIP call ends by SIP (BYE, session timer, maximum
-            // duration), not behind the B2BUA's back.
-            if c.key & SIP_KEY_BASE != 0 {
-                continue;
-            }
             let mut last = c.created_at;
             for s in &c.streams {
                 if let Some((a, b)) = s.legs {
@@ -1545,6 +1553,23 @@ impl Shard {
             if now.saturating_duration_since(last) >= timeout {
                 expired.push(ci as u32);
             }
+        }
+        // A bridged SIP call is ended by SIP (BYEs from the B2BUA), not
+        // behind the B2BUA's back; it releases the media itself.
+        let (sip_expired, expired): (Vec<u32>, Vec<u32>) = expired.into_iter().partition(|&ci| {
+            self.calls[ci as usize]
+                .as_ref()
+                .is_some_and(|c| c.key & SIP_KEY_BASE != 0)
+        });
+        if let Some(mut sip) = self.sip.take() {
+            for ci in sip_expired {
+                let key = self.calls[ci as usize].as_ref().map_or(0, |c| c.key);
+                if let Some(&bridge) = sip.media_bridge.get(&key) {
+                    sip.b2b.handle_media_timeout(now, bridge);
+                }
+            }
+            self.drive_sip(&mut sip, now);
+            self.sip = Some(sip);
         }
         for ci in expired {
             let r = self.delete(now, ci);

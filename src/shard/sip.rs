@@ -258,6 +258,8 @@ pub(super) struct SipShard {
     buf: Vec<u8>,
     /// The media call (shard key) of each bridged call.
     pub bridges: HashMap<BridgeId, u64>,
+    /// The bridged call of each media call.
+    pub media_bridge: HashMap<u64, BridgeId>,
     next_key: u64,
     pub counters: SipShellCounters,
     /// Sockets that still had datagrams when their budget ran out.
@@ -281,6 +283,7 @@ impl SipShard {
             index,
             buf: vec![0; DATAGRAM_MAX + 1],
             bridges: HashMap::new(),
+            media_bridge: HashMap::new(),
             next_key: SIP_KEY_BASE,
             counters: SipShellCounters::default(),
             more: vec![false; n],
