@@ -228,6 +228,15 @@ fn failover_on_timeout() {
     assert_eq!(t.log_lines("trunk1", "UAS_OFFER_SDP").len(), 1);
     assert_eq!(t.log_lines("trunk1", "UAS_GOT_BYE").len(), 1);
     assert_eq!(t.log_lines("caller", "UAC_ANSWER_SDP").len(), 1);
+    // Trunk 2 is tried when trunk 1's timeout_ms has run out: not before,
+    // and not only at Timer B (32 s).
+    let first = t.first_received_at("trunk0", "INVITE ");
+    let second = t.first_received_at("trunk1", "INVITE ");
+    let gap = second - first;
+    assert!(
+        (1.4..3.0).contains(&gap),
+        "the INVITE reached trunk 2 {gap:.3} s after trunk 1 (timeout_ms = 1500)"
+    );
     // 1.5 s of silence on trunk 1 plus the 1 s hold.
     assert!(
         took >= Duration::from_millis(2400),
@@ -527,6 +536,30 @@ impl Test {
             }
         }
         assert_eq!(n, want, "{name} received {n} messages starting {start:?}");
+    }
+
+    /// When SIPp `name` first received a message starting with `start`
+    /// (seconds since midnight, from the -trace_msg time stamps).
+    fn first_received_at(&self, name: &str, start: &str) -> f64 {
+        let path = self.h.dir.join(format!("{name}_msg.log"));
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut stamp = None;
+        let mut lines = text.lines();
+        while let Some(l) = lines.next() {
+            if let Some(rest) = l.strip_prefix("-----") {
+                // `----- 2026-11-26 17:38:02.041350`
+                stamp = rest.split_whitespace().nth(1).map(str::to_owned);
+            } else if l.starts_with("UDP message received") {
+                let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
+                if first.starts_with(start) {
+                    let s = stamp.clone().unwrap_or_default();
+                    let f: Vec<f64> = s.split(':').filter_map(|x| x.parse().ok()).collect();
+                    assert_eq!(f.len(), 3, "bad time stamp {s:?} in {}", path.display());
+                    return f[0] * 3600.0 + f[1] * 60.0 + f[2];
+                }
+            }
+        }
+        panic!("{name} received no message starting {start:?}");
     }
 
     /// SIGTERM the gateway, wait for it, and return the counters it printed.
