@@ -548,7 +548,7 @@ impl Test {
         while let Some(l) = lines.next() {
             if let Some(rest) = l.strip_prefix("-----") {
                 // `----- 2026-11-26 17:38:02.041350`
-                stamp = rest.split_whitespace().nth(1).map(str::to_owned);
+                stamp = rest.split_whitespace().last().map(str::to_owned);
             } else if l.starts_with("UDP message received") {
                 let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
                 if first.starts_with(start) {
