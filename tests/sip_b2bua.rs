@@ -250,21 +250,22 @@ fn failover_on_timeout() {
 
 /// The only trunk has `max_calls = 2`; the caller places 3 overlapping 3 s
 /// calls 200 ms apart. The first two must be answered; exactly the third
-/// must get 503 with a Retry-After, and never reach the trunk.
+/// must get 503 with a Retry-After, and never reach the trunk. Once they
+/// have ended, two more overlapping calls must both be answered: the
+/// trunk's slots are given back (also for the refused call).
 #[test]
 fn trunk_max_calls_gives_503() {
     let mut t = Test::new("max-calls");
     let mut t1 = Trunk::new("t1", 0);
     t1.max_calls = 2;
     let gw = t.gateway(&[t1]);
-    let uas = t.trunk_uas(0, "uas_answer.xml", 2);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 4);
     let uac = t.caller(
         "uac_limit.xml",
         3,
         &["-r", "5", "-rp", "1000", "-d", "3000"],
     );
     t.expect_success(uac, 3);
-    t.expect_success(uas, 2);
     let answered: Vec<String> = t
         .log_lines("caller", "UAC_ANSWERED")
         .into_iter()
@@ -285,6 +286,65 @@ fn trunk_max_calls_gives_503() {
         "INVITEs that reached the trunk"
     );
     assert_eq!(t.log_lines("caller", "UAC_BYE_OK").len(), 2);
+
+    let again = t.caller_named(
+        "caller2",
+        "uac_limit.xml",
+        2,
+        &["-r", "10", "-rp", "1000", "-d", "1000"],
+    );
+    t.expect_success(again, 2);
+    t.expect_success(uas, 4);
+    let refused = t.log_lines("caller2", "UAC_GOT_503");
+    assert!(
+        refused.is_empty(),
+        "after the first calls ended the trunk still refused calls (slots not given \
+         back?): {refused:?}"
+    );
+    assert_eq!(t.log_lines("caller2", "UAC_ANSWERED").len(), 2);
+    t.stop_gateway(gw);
+}
+
+/// Every trunk answers 503: the caller gets a final error, 500 (the gateway
+/// does not pass a trunk's 503 upstream, RFC 3261 §16.7 step 6, see
+/// `map_failure` in src/call/b2bua.rs) after both trunks were tried.
+#[test]
+fn all_trunks_503_gives_500() {
+    let mut t = Test::new("all-503");
+    let gw = t.gateway(&[Trunk::new("t1", 0), Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_503.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_503.xml", 1);
+    let uac = t.caller("uac_refused.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas1, 1);
+    t.expect_success(uas2, 1);
+    let finals = t.log_lines("caller", "UAC_FINAL");
+    assert_eq!(finals.len(), 1, "final responses: {finals:?}");
+    assert_eq!(finals[0]["status"], "500", "final response to the caller");
+    t.stop_gateway(gw);
+}
+
+/// A Request-URI user that is not a number has no route: 404 from the
+/// gateway, and nothing reaches the trunk.
+#[test]
+fn non_numeric_user_gets_404() {
+    let mut t = Test::new("404");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1);
+    let mut c = t.sipp_cmd("caller", "uac_refused.xml");
+    c.arg(format!("{SIP_IP}:{}", t.ports.kolokol))
+        .args(["-s", "service"])
+        .args(["-i", &SIP_IP.to_string(), "-p", &t.ports.uac.to_string()])
+        .args(["-mi", &UAC_MEDIA_IP.to_string()])
+        .args(["-mp", &t.ports.uac_media.to_string()])
+        .args(["-m", "1", "-recv_timeout", "10000"]);
+    let uac = t.h.spawn("caller", c);
+    t.expect_success(uac, 1);
+    let finals = t.log_lines("caller", "UAC_FINAL");
+    assert_eq!(finals.len(), 1, "final responses: {finals:?}");
+    assert_eq!(finals[0]["status"], "404", "final response to the caller");
+    t.h.assert_alive(uas);
+    t.assert_msg_count("trunk0", "INVITE ", 0);
     t.stop_gateway(gw);
 }
 
