@@ -180,6 +180,30 @@ fn cancel_while_ringing() {
     t.stop_gateway(gw);
 }
 
+/// The caller cancels as soon as it has the gateway's 100 Trying, before
+/// the trunk has said anything; the trunk rings a second later. The
+/// gateway may CANCEL the trunk only after that provisional response
+/// (RFC 3261 §9.1), and must then do so: the caller gets 200 and 487, the
+/// trunk a CANCEL after its 180.
+#[test]
+fn cancel_before_trunk_rings() {
+    let mut t = Test::new("cancel-early");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_late_ring_cancel.xml", 1);
+    let uac = t.caller("uac_cancel_early.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    for tag in ["UAC_GOT_100", "UAC_CANCEL_OK", "UAC_GOT_487"] {
+        let l = t.log_lines("caller", tag);
+        assert_eq!(l.len(), 1, "caller {tag}: {l:?}");
+    }
+    for tag in ["UAS_GOT_INVITE", "UAS_GOT_CANCEL", "UAS_GOT_ACK_487"] {
+        let l = t.log_lines("trunk0", tag);
+        assert_eq!(l.len(), 1, "trunk {tag}: {l:?}");
+    }
+    t.stop_gateway(gw);
+}
+
 // ---------------------------------------------------------------------------
 // 5. and 6. Failover
 
