@@ -1,0 +1,1131 @@
+//! Kolokol as a SIP B2BUA, end to end over UDP: the real `kolokol` binary
+//! between a SIPp caller and one or two SIPp trunks.
+//!
+//! ```text
+//!   SIPp caller ──SIP──> kolokol (127.0.0.1) ──SIP──> SIPp trunk(s)
+//!   media 127.0.0.2        relay ports 127.0.0.1      media 127.0.0.3 / .4
+//!        └──────RTP──────> [media range] <──────RTP──────┘ (-rtp_echo)
+//! ```
+//!
+//! Every test writes its own config (SIP, ng and media ports picked free in
+//! 10000-19999, see [`Ports`]), starts the gateway, waits until it answers
+//! OPTIONS, starts the trunk UAS(es) and then the caller with scenarios
+//! from `tests/sipp/b2bua/`, waits (bounded) for SIPp to exit, and asserts
+//! on SIPp's exit status and `-trace_stat` counters, on the `<log>` lines
+//! each side wrote (`-trace_logs`) and, for media, on the counters the
+//! gateway prints when it stops (SIGTERM). Every SIPp also writes its
+//! messages (`-trace_msg`) into the test's directory, which is kept and
+//! printed after a failure (`KOLOKOL_IT_KEEP_LOGS=1` keeps it after a pass).
+//!
+//! SIPp must be installed (Debian `sip-tester`); the test never installs it
+//! and fails with a clear message when it is missing. The tests run in
+//! parallel with each other and with other test binaries: nothing uses a
+//! fixed port.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The number every caller dials (numeric user part: routed to the trunks).
+const NUMBER: &str = "4930123456";
+
+const SIP_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const RELAY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const UAC_MEDIA_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const TRUNK_MEDIA_IP: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 3), Ipv4Addr::new(127, 0, 0, 4)];
+
+/// RTP packets the caller streams per call in the media test (160-byte
+/// PCMU payloads, 20 ms apart: 3 s of audio).
+const AUDIO_PACKETS: usize = 150;
+/// How long a SIPp process may run before the test gives up on it.
+const SIPP_LIMIT: Duration = Duration::from_secs(25);
+
+// ---------------------------------------------------------------------------
+// 1. Basic call with RTP
+
+/// One call, 3 s of G.711 from the caller, echoed by the trunk. The SDP
+/// each side receives must point at the gateway's relay (127.0.0.1, a port
+/// in its media range), never at the other party, and the gateway must have
+/// relayed the audio both ways.
+#[test]
+fn basic_call_relays_rtp_and_rewrites_sdp() {
+    let mut t = Test::new("basic");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "4000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+
+    let media = t.ports.media_min..=t.ports.media_max;
+    let offers = t.log_lines("trunk0", "UAS_OFFER_SDP");
+    let answers = t.log_lines("caller", "UAC_ANSWER_SDP");
+    assert_eq!(offers.len(), 1, "offers logged by the trunk: {offers:?}");
+    assert_eq!(
+        answers.len(),
+        1,
+        "answers logged by the caller: {answers:?}"
+    );
+    let (oc, om) = (&offers[0]["c"], port_of(&offers[0]["m"]));
+    let (ac, am) = (&answers[0]["c"], port_of(&answers[0]["m"]));
+    assert_eq!(
+        oc,
+        &RELAY_IP.to_string(),
+        "offer reaching the trunk: c= is not the gateway's address \
+         (the caller's media address is {UAC_MEDIA_IP})"
+    );
+    assert!(
+        media.contains(&om) && om != t.ports.uac_media,
+        "offer reaching the trunk: m=audio {om} is not in the gateway's media range \
+         {media:?} (the caller's own port is {})",
+        t.ports.uac_media
+    );
+    assert_eq!(
+        ac,
+        &RELAY_IP.to_string(),
+        "answer reaching the caller: c= is not the gateway's address \
+         (the trunk's media address is {})",
+        TRUNK_MEDIA_IP[0]
+    );
+    assert!(
+        media.contains(&am) && am != t.ports.trunk_media[0],
+        "answer reaching the caller: m=audio {am} is not in the gateway's media range \
+         {media:?} (the trunk's own port is {})",
+        t.ports.trunk_media[0]
+    );
+    assert_ne!(
+        om, am,
+        "the two legs share one relay port in per-leg mode (offer to the trunk and \
+         answer to the caller both say {om})"
+    );
+
+    // The caller sent AUDIO_PACKETS; the trunk only echoes what the relay
+    // forwarded to it, so the relay sees up to 2x that in and sends up to
+    // 2x that out. One direction alone stays at AUDIO_PACKETS.
+    let c = t.stop_gateway(gw);
+    let want = (AUDIO_PACKETS as u64) * 2 * 80 / 100;
+    assert!(
+        c.rx >= want && c.tx >= want,
+        "gateway relayed rx {} / tx {} RTP packets; want >= {want} each (caller sent \
+         {AUDIO_PACKETS}, the trunk echoes them, so both directions must pass): {c:?}",
+        c.rx,
+        c.tx
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. and 3. Hang-ups
+
+/// The caller sends BYE: the trunk must receive a BYE and answer 200, and
+/// the caller's BYE must be answered 200.
+#[test]
+fn caller_hangs_up() {
+    let mut t = Test::new("caller-bye");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    let byes = t.log_lines("trunk0", "UAS_GOT_BYE");
+    assert_eq!(byes.len(), 1, "BYEs that reached the trunk: {byes:?}");
+    let ok = t.log_lines("caller", "UAC_BYE_OK");
+    assert_eq!(ok.len(), 1, "200s to the caller's BYE: {ok:?}");
+    t.assert_msg_count("trunk0", "BYE sip:", 1);
+    t.stop_gateway(gw);
+}
+
+/// The trunk sends BYE after a second: the caller must receive a BYE and
+/// answer it, and the trunk's BYE must be answered 200.
+#[test]
+fn callee_hangs_up() {
+    let mut t = Test::new("callee-bye");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_hangup.xml", 1);
+    let uac = t.caller("uac_callee_hangup.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    let byes = t.log_lines("caller", "UAC_GOT_BYE");
+    assert_eq!(byes.len(), 1, "BYEs that reached the caller: {byes:?}");
+    let ok = t.log_lines("trunk0", "UAS_BYE_OK");
+    assert_eq!(ok.len(), 1, "200s to the trunk's BYE: {ok:?}");
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 4. CANCEL
+
+/// The trunk rings and never answers; the caller cancels after the 180. The
+/// caller gets 200 for the CANCEL and 487 for the INVITE; the trunk gets a
+/// CANCEL, answers 200 and 487, and gets the ACK for its 487.
+#[test]
+fn cancel_while_ringing() {
+    let mut t = Test::new("cancel");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_ring_cancel.xml", 1);
+    let uac = t.caller("uac_cancel.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    for tag in ["UAC_GOT_180", "UAC_CANCEL_OK", "UAC_GOT_487"] {
+        let l = t.log_lines("caller", tag);
+        assert_eq!(l.len(), 1, "caller {tag}: {l:?}");
+    }
+    for tag in ["UAS_GOT_INVITE", "UAS_GOT_CANCEL", "UAS_GOT_ACK_487"] {
+        let l = t.log_lines("trunk0", tag);
+        assert_eq!(l.len(), 1, "trunk {tag}: {l:?}");
+    }
+    t.stop_gateway(gw);
+}
+
+/// The caller cancels as soon as it has the gateway's 100 Trying, before
+/// the trunk has said anything; the trunk rings a second later. The
+/// gateway may CANCEL the trunk only after that provisional response
+/// (RFC 3261 §9.1), and must then do so: the caller gets 200 and 487, the
+/// trunk a CANCEL after its 180.
+#[test]
+fn cancel_before_trunk_rings() {
+    let mut t = Test::new("cancel-early");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_late_ring_cancel.xml", 1);
+    let uac = t.caller("uac_cancel_early.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    for tag in ["UAC_GOT_100", "UAC_CANCEL_OK", "UAC_GOT_487"] {
+        let l = t.log_lines("caller", tag);
+        assert_eq!(l.len(), 1, "caller {tag}: {l:?}");
+    }
+    for tag in ["UAS_GOT_INVITE", "UAS_GOT_CANCEL", "UAS_GOT_ACK_487"] {
+        let l = t.log_lines("trunk0", tag);
+        assert_eq!(l.len(), 1, "trunk {tag}: {l:?}");
+    }
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 5. and 6. Failover
+
+/// Trunk 1 (priority 10) answers 503; the call must go to trunk 2
+/// (priority 20) and complete there.
+#[test]
+fn failover_on_503() {
+    let mut t = Test::new("failover-503");
+    let gw = t.gateway(&[Trunk::new("t1", 0), Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_503.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas1, 1);
+    t.expect_success(uas2, 1);
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_INVITE").len(), 1);
+    assert_eq!(
+        t.log_lines("trunk0", "UAS_GOT_ACK_503").len(),
+        1,
+        "the 503 was not ACKed"
+    );
+    let offers = t.log_lines("trunk1", "UAS_OFFER_SDP");
+    assert_eq!(offers.len(), 1, "INVITEs at the second trunk: {offers:?}");
+    assert_eq!(t.log_lines("trunk1", "UAS_GOT_BYE").len(), 1);
+    assert_eq!(t.log_lines("caller", "UAC_ANSWER_SDP").len(), 1);
+    t.stop_gateway(gw);
+}
+
+/// Trunk 1 receives the INVITE and says nothing at all; after its
+/// `timeout_ms` (1500) the call must go to trunk 2 and complete there.
+#[test]
+fn failover_on_timeout() {
+    let mut t = Test::new("failover-timeout");
+    let mut t1 = Trunk::new("t1", 0);
+    t1.timeout_ms = 1500;
+    let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_silent.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_answer.xml", 1);
+    let started = Instant::now();
+    let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
+    t.expect_success(uac, 1);
+    let took = started.elapsed();
+    t.expect_success(uas2, 1);
+    t.expect_success(uas1, 1);
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_INVITE").len(), 1);
+    assert_eq!(t.log_lines("trunk1", "UAS_OFFER_SDP").len(), 1);
+    assert_eq!(t.log_lines("trunk1", "UAS_GOT_BYE").len(), 1);
+    assert_eq!(t.log_lines("caller", "UAC_ANSWER_SDP").len(), 1);
+    // Trunk 2 is tried when trunk 1's timeout_ms has run out: not before,
+    // and not only at Timer B (32 s).
+    let first = t.first_received_at("trunk0", "INVITE ");
+    let second = t.first_received_at("trunk1", "INVITE ");
+    let gap = second - first;
+    assert!(
+        (1.4..3.0).contains(&gap),
+        "the INVITE reached trunk 2 {gap:.3} s after trunk 1 (timeout_ms = 1500)"
+    );
+    // 1.5 s of silence on trunk 1 plus the 1 s hold.
+    assert!(
+        took >= Duration::from_millis(2400),
+        "the call ended after {took:?}: too soon for a 1.5 s trunk timeout and a 1 s hold"
+    );
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Trunk call limit
+
+/// The only trunk has `max_calls = 2`; the caller places 3 overlapping 3 s
+/// calls 200 ms apart. The first two must be answered; exactly the third
+/// must get 503 with a Retry-After, and never reach the trunk. Once they
+/// have ended, two more overlapping calls must both be answered: the
+/// trunk's slots are given back (also for the refused call).
+#[test]
+fn trunk_max_calls_gives_503() {
+    let mut t = Test::new("max-calls");
+    let mut t1 = Trunk::new("t1", 0);
+    t1.max_calls = 2;
+    let gw = t.gateway(&[t1]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 4);
+    let uac = t.caller(
+        "uac_limit.xml",
+        3,
+        &["-r", "5", "-rp", "1000", "-d", "3000"],
+    );
+    t.expect_success(uac, 3);
+    let answered: Vec<String> = t
+        .log_lines("caller", "UAC_ANSWERED")
+        .into_iter()
+        .map(|l| l["call"].clone())
+        .collect();
+    let refused = t.log_lines("caller", "UAC_GOT_503");
+    assert_eq!(answered, ["1", "2"], "answered calls (by SIPp call number)");
+    assert_eq!(refused.len(), 1, "503s: {refused:?}");
+    assert_eq!(refused[0]["call"], "3", "the 503 went to the wrong call");
+    let retry = &refused[0]["retry_after"];
+    assert!(
+        retry.parse::<u32>().is_ok_and(|s| s > 0),
+        "the 503 carries no usable Retry-After (got {retry:?})"
+    );
+    assert_eq!(
+        t.log_lines("trunk0", "UAS_OFFER_SDP").len(),
+        2,
+        "INVITEs that reached the trunk"
+    );
+    assert_eq!(t.log_lines("caller", "UAC_BYE_OK").len(), 2);
+
+    let again = t.caller_named(
+        "caller2",
+        "uac_limit.xml",
+        2,
+        &["-r", "10", "-rp", "1000", "-d", "1000"],
+    );
+    t.expect_success(again, 2);
+    t.expect_success(uas, 4);
+    let refused = t.log_lines("caller2", "UAC_GOT_503");
+    assert!(
+        refused.is_empty(),
+        "after the first calls ended the trunk still refused calls (slots not given \
+         back?): {refused:?}"
+    );
+    assert_eq!(t.log_lines("caller2", "UAC_ANSWERED").len(), 2);
+    t.stop_gateway(gw);
+}
+
+/// Every trunk answers 503: the caller gets a final error, 500 (the gateway
+/// does not pass a trunk's 503 upstream, RFC 3261 §16.7 step 6, see
+/// `map_failure` in src/call/b2bua.rs) after both trunks were tried.
+#[test]
+fn all_trunks_503_gives_500() {
+    let mut t = Test::new("all-503");
+    let gw = t.gateway(&[Trunk::new("t1", 0), Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_503.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_503.xml", 1);
+    let uac = t.caller("uac_refused.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas1, 1);
+    t.expect_success(uas2, 1);
+    let finals = t.log_lines("caller", "UAC_FINAL");
+    assert_eq!(finals.len(), 1, "final responses: {finals:?}");
+    assert_eq!(finals[0]["status"], "500", "final response to the caller");
+    t.stop_gateway(gw);
+}
+
+/// A Request-URI user that is not a number has no route: 404 from the
+/// gateway, and nothing reaches the trunk.
+#[test]
+fn non_numeric_user_gets_404() {
+    let mut t = Test::new("404");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1);
+    let mut c = t.sipp_cmd("caller", "uac_refused.xml");
+    c.arg(format!("{SIP_IP}:{}", t.ports.kolokol))
+        .args(["-s", "service"])
+        .args(["-i", &SIP_IP.to_string(), "-p", &t.ports.uac.to_string()])
+        .args(["-mi", &UAC_MEDIA_IP.to_string()])
+        .args(["-mp", &t.ports.uac_media.to_string()])
+        .args(["-m", "1", "-recv_timeout", "10000"]);
+    let uac = t.h.spawn("caller", c);
+    t.expect_success(uac, 1);
+    let finals = t.log_lines("caller", "UAC_FINAL");
+    assert_eq!(finals.len(), 1, "final responses: {finals:?}");
+    assert_eq!(finals[0]["status"], "404", "final response to the caller");
+    t.h.assert_alive(uas);
+    t.assert_msg_count("trunk0", "INVITE ", 0);
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 8. Malformed and out-of-dialog requests
+
+/// A BYE for a dialog that does not exist gets 481; an INVITE with a broken
+/// header gets 400; garbage datagrams are dropped without harm: afterwards
+/// the gateway still answers OPTIONS and completes a call.
+#[test]
+fn malformed_and_out_of_dialog() {
+    let mut t = Test::new("malformed");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let bad = t.caller_named("bad", "uac_bad.xml", 1, &[]);
+    t.expect_success(bad, 1);
+    assert_eq!(t.log_lines("bad", "UAC_BYE_481").len(), 1);
+    assert_eq!(t.log_lines("bad", "UAC_INVITE_400").len(), 1);
+
+    let sock = UdpSocket::bind((SIP_IP, 0)).unwrap();
+    let to: SocketAddr = (SIP_IP, t.ports.kolokol).into();
+    let mut junk: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"\r\n\r\n".to_vec(),
+        b"\x00\x01\x02\x03\xff\xfe\xfd".to_vec(),
+        b"INVITE".to_vec(),
+        b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+        b"INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP\r\nContent-Length: 99999\r\n\r\nx".to_vec(),
+        vec![b'A'; 9000],
+    ];
+    let mut rng = nanos() | 1;
+    for _ in 0..20 {
+        junk.push(
+            (0..(xorshift(&mut rng) % 1400) as usize)
+                .map(|_| xorshift(&mut rng) as u8)
+                .collect(),
+        );
+    }
+    for j in &junk {
+        sock.send_to(j, to).unwrap();
+    }
+    t.h.assert_alive(gw);
+    wait_options_200(&mut t.h, gw, t.ports.kolokol, Duration::from_secs(5));
+
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "500"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_BYE").len(), 1);
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// Test set-up
+
+/// One trunk of the gateway's config; `uas` is the index of the SIPp trunk
+/// (and of its port in [`Ports::trunks`]) behind it. Priorities follow the
+/// index: 10, 20.
+struct Trunk {
+    name: &'static str,
+    uas: usize,
+    max_calls: u32,
+    timeout_ms: u32,
+}
+
+impl Trunk {
+    fn new(name: &'static str, uas: usize) -> Trunk {
+        Trunk {
+            name,
+            uas,
+            max_calls: 100,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// One scenario: its ports, its processes, its directory.
+struct Test {
+    name: &'static str,
+    ports: Ports,
+    h: Harness,
+}
+
+impl Test {
+    fn new(name: &'static str) -> Test {
+        let sipp = find_tool("sipp", "Debian package `sip-tester`");
+        let h = Harness::new(name, sipp);
+        let ports = Ports::pick();
+        eprintln!("sip_b2bua[{name}]: files in {}; {ports:?}", h.dir.display());
+        fs::write(h.dir.join("g711u.raw"), vec![0xffu8; 160 * AUDIO_PACKETS]).unwrap();
+        Test { name, ports, h }
+    }
+
+    /// Start the gateway with these trunks and wait until it answers
+    /// OPTIONS on its SIP port.
+    fn gateway(&mut self, trunks: &[Trunk]) -> ProcId {
+        let p = &self.ports;
+        let mut cfg = format!(
+            "# written by tests/sip_b2bua.rs ({})\n\
+             [shards]\ncount = 1\ncpus = []\n\n\
+             [media]\naddress = \"{RELAY_IP}\"\nport_min = {}\nport_max = {}\n\
+             timeout_s = 30\nstrict_source = false\ndscp = 0\nport_mode = \"per-leg\"\n\
+             calls_max = 16\n\n\
+             [ng]\nlisten = \"127.0.0.1:{}\"\n\n\
+             [log]\nlevel = \"info\"\n\n\
+             [sip]\nudp = [\"{SIP_IP}:{}\"]\ntcp = []\n\n",
+            self.name, p.media_min, p.media_max, p.ng, p.kolokol
+        );
+        for (i, tr) in trunks.iter().enumerate() {
+            cfg.push_str(&format!(
+                "[[trunks]]\nname = \"{}\"\naddress = \"{SIP_IP}:{}\"\ntransport = \"udp\"\n\
+                 priority = {}\nweight = 100\nmax_calls = {}\ncps = 50\n\
+                 options_interval_s = 0\ntimeout_ms = {}\n\n",
+                tr.name,
+                p.trunks[tr.uas],
+                10 * (i + 1),
+                tr.max_calls,
+                tr.timeout_ms
+            ));
+        }
+        cfg.push_str("[[routes]]\nprefix = \"\"\nto = \"trunks\"\n");
+        let path = self.h.dir.join("kolokol.toml");
+        fs::write(&path, cfg).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kolokol"));
+        c.arg("run").arg("--config").arg(&path);
+        let id = self.h.spawn("kolokol", c);
+        wait_options_200(&mut self.h, id, p.kolokol, Duration::from_secs(15));
+        id
+    }
+
+    /// Start SIPp trunk number `n` (`trunk0`, `trunk1`) with a scenario
+    /// from tests/sipp/b2bua, echoing RTP, for `calls` calls; returns once
+    /// its SIP socket is bound.
+    fn trunk_uas(&mut self, n: usize, xml: &str, calls: u32) -> ProcId {
+        let name = ["trunk0", "trunk1"][n];
+        let port = self.ports.trunks[n];
+        let mut c = self.sipp_cmd(name, xml);
+        c.args(["-i", &SIP_IP.to_string(), "-p", &port.to_string()])
+            .args(["-mi", &TRUNK_MEDIA_IP[n].to_string()])
+            .args(["-mp", &self.ports.trunk_media[n].to_string()])
+            .arg("-rtp_echo")
+            .args(["-m", &calls.to_string()]);
+        let id = self.h.spawn(name, c);
+        wait_udp_bound(&mut self.h, id, SIP_IP, port, Duration::from_secs(10));
+        id
+    }
+
+    /// Start the SIPp caller towards the gateway: `calls` calls (all may
+    /// overlap), the called number [`NUMBER`], plus `extra` arguments.
+    fn caller(&mut self, xml: &str, calls: u32, extra: &[&str]) -> ProcId {
+        self.caller_named("caller", xml, calls, extra)
+    }
+
+    fn caller_named(
+        &mut self,
+        name: &'static str,
+        xml: &str,
+        calls: u32,
+        extra: &[&str],
+    ) -> ProcId {
+        let mut c = self.sipp_cmd(name, xml);
+        c.arg(format!("{SIP_IP}:{}", self.ports.kolokol))
+            .args(["-s", NUMBER])
+            .args(["-i", &SIP_IP.to_string(), "-p", &self.ports.uac.to_string()])
+            .args(["-mi", &UAC_MEDIA_IP.to_string()])
+            .args(["-mp", &self.ports.uac_media.to_string()])
+            .args(["-m", &calls.to_string(), "-l", &calls.to_string()])
+            .args(["-recv_timeout", "10000"])
+            .args(extra);
+        self.h.spawn(name, c)
+    }
+
+    /// A SIPp command with the scenario copied into the test directory and
+    /// every trace on: `<name>_logs.log` (`<log>` lines), `_msg.log` (all
+    /// messages), `_errors.log`, `_stat.csv`.
+    fn sipp_cmd(&self, name: &str, xml: &str) -> Command {
+        let dir = &self.h.dir;
+        let scen = dir.join(format!("{name}_{xml}"));
+        fs::copy(fixture(xml), &scen).unwrap_or_else(|e| panic!("cannot copy scenario {xml}: {e}"));
+        let mut c = Command::new(&self.h.sipp);
+        c.current_dir(dir)
+            .arg("-sf")
+            .arg(&scen)
+            .args(["-nostdin", "-trace_logs", "-log_file"])
+            .arg(dir.join(format!("{name}_logs.log")))
+            .args(["-trace_msg", "-message_file"])
+            .arg(dir.join(format!("{name}_msg.log")))
+            .args(["-trace_err", "-error_file"])
+            .arg(dir.join(format!("{name}_errors.log")))
+            .args(["-trace_stat", "-stf"])
+            .arg(dir.join(format!("{name}_stat.csv")))
+            .args(["-timeout", &format!("{}s", SIPP_LIMIT.as_secs())])
+            .arg("-timeout_error");
+        c
+    }
+
+    /// Wait (bounded) for a SIPp process; it must exit 0 (every call
+    /// successful) with `calls` successful and no failed calls.
+    fn expect_success(&mut self, id: ProcId, calls: u32) {
+        let status = self.h.wait(id, SIPP_LIMIT + Duration::from_secs(5));
+        let name = self.h.procs[id].name;
+        let all = sipp_final_stats(&self.h.dir.join(format!("{name}_stat.csv")));
+        // The cumulative counters that say something: calls and failures.
+        let stats: BTreeMap<&str, i64> = all
+            .iter()
+            .filter(|(k, v)| {
+                k.ends_with("(C)") && (**v != 0 || k.starts_with("SuccessfulCall"))
+                    || k.starts_with("FailedCall(C)")
+            })
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert!(
+            status.success(),
+            "SIPp {name} exited with {status} (0 = all calls successful); stats {stats:?}; \
+             errors:\n{}",
+            tail(&self.h.dir.join(format!("{name}_errors.log")), 20)
+        );
+        assert_eq!(
+            stats.get("SuccessfulCall(C)").copied(),
+            Some(i64::from(calls)),
+            "SIPp {name}: successful calls; stats {stats:?}"
+        );
+        assert_eq!(
+            stats.get("FailedCall(C)").copied(),
+            Some(0),
+            "SIPp {name}: failed calls; stats {stats:?}"
+        );
+    }
+
+    /// `<TAG> key=value ...` lines a SIPp process logged, as maps.
+    fn log_lines(&self, name: &str, tag: &str) -> Vec<BTreeMap<String, String>> {
+        let path = self.h.dir.join(format!("{name}_logs.log"));
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.split_whitespace().next() == Some(tag))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|w| w.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The number of messages SIPp `name` received that start with `start`
+    /// (from its -trace_msg file) must be `want`.
+    fn assert_msg_count(&self, name: &str, start: &str, want: usize) {
+        let path = self.h.dir.join(format!("{name}_msg.log"));
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut n = 0;
+        let mut lines = text.lines();
+        while let Some(l) = lines.next() {
+            if l.starts_with("UDP message received") {
+                let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
+                if first.starts_with(start) {
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, want, "{name} received {n} messages starting {start:?}");
+    }
+
+    /// When SIPp `name` first received a message starting with `start`
+    /// (seconds since midnight, from the -trace_msg time stamps).
+    fn first_received_at(&self, name: &str, start: &str) -> f64 {
+        let path = self.h.dir.join(format!("{name}_msg.log"));
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut stamp = None;
+        let mut lines = text.lines();
+        while let Some(l) = lines.next() {
+            if let Some(rest) = l.strip_prefix("-----") {
+                // `----- 2026-11-26 17:38:02.041350`
+                stamp = rest.split_whitespace().last().map(str::to_owned);
+            } else if l.starts_with("UDP message received") {
+                let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
+                if first.starts_with(start) {
+                    let s = stamp.clone().unwrap_or_default();
+                    let f: Vec<f64> = s.split(':').filter_map(|x| x.parse().ok()).collect();
+                    assert_eq!(f.len(), 3, "bad time stamp {s:?} in {}", path.display());
+                    return f[0] * 3600.0 + f[1] * 60.0 + f[2];
+                }
+            }
+        }
+        panic!("{name} received no message starting {start:?}");
+    }
+
+    /// SIGTERM the gateway, wait for it, and return the counters it printed.
+    fn stop_gateway(&mut self, id: ProcId) -> GatewayCounters {
+        let status = self.h.terminate(id, Duration::from_secs(10));
+        let err = fs::read_to_string(self.h.dir.join("kolokol.err")).unwrap_or_default();
+        assert!(
+            status.success(),
+            "kolokol exited with {status} after SIGTERM; stderr:\n{}",
+            tail(&self.h.dir.join("kolokol.err"), 30)
+        );
+        let c = GatewayCounters::parse(&err);
+        eprintln!("sip_b2bua[{}]: gateway {c:?}", self.name);
+        c
+    }
+}
+
+/// What `kolokol` prints per shard when it stops:
+/// `shard N: rx A tx B drops C wakeups D; sip rx E tx F ...`, summed.
+#[derive(Debug, Default)]
+struct GatewayCounters {
+    rx: u64,
+    tx: u64,
+    sip_rx: u64,
+    sip_tx: u64,
+    shards: usize,
+}
+
+impl GatewayCounters {
+    fn parse(stderr: &str) -> GatewayCounters {
+        let mut c = GatewayCounters::default();
+        for line in stderr.lines().filter(|l| l.starts_with("shard ")) {
+            let Some((media, sip)) = line.split_once("; sip ") else {
+                continue;
+            };
+            let num = |s: &str, key: &str| -> u64 {
+                let mut w = s.split_whitespace();
+                while let Some(x) = w.next() {
+                    if x == key {
+                        return w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    }
+                }
+                0
+            };
+            c.rx += num(media, "rx");
+            c.tx += num(media, "tx");
+            c.sip_rx += num(sip, "rx");
+            c.sip_tx += num(sip, "tx");
+            c.shards += 1;
+        }
+        assert!(
+            c.shards > 0,
+            "kolokol printed no shard counters when stopped; stderr:\n{stderr}"
+        );
+        c
+    }
+}
+
+fn port_of(s: &str) -> u16 {
+    s.parse()
+        .unwrap_or_else(|_| panic!("not a port number in a SIPp log line: {s:?}"))
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+
+/// Every port one test uses. SIP and ng on 127.0.0.1 in a block of
+/// [`BLOCK`]; each SIPp's media on its own loopback address (`-mp`, +2 for
+/// `-rtp_echo`; the caller's rtp_stream moves up if a port is taken); the
+/// gateway's media range of [`MEDIA_SPAN`] ports on 127.0.0.1.
+#[derive(Debug)]
+struct Ports {
+    kolokol: u16,
+    ng: u16,
+    uac: u16,
+    trunks: [u16; 2],
+    uac_media: u16,
+    trunk_media: [u16; 2],
+    media_min: u16,
+    media_max: u16,
+}
+
+/// Ports are looked for here: below the example config's relay range
+/// (20000-59999, used by other runs on this host), below the kernel's
+/// ephemeral ports, and away from 5060/5090/5160/5190.
+const PICK_LOW: u16 = 10_000;
+const PICK_HIGH: u16 = 19_999;
+const BLOCK: u16 = 32;
+const MEDIA_SPAN: u16 = 64;
+
+/// Ranges handed out to tests of this process, so parallel tests never
+/// pick the same ports (other processes are caught by the bind check).
+static TAKEN: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+
+impl Ports {
+    fn pick() -> Ports {
+        let mut rng = nanos() ^ (u64::from(std::process::id()) << 32) | 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut busy = Vec::new();
+        loop {
+            let sip = pick_in(&mut rng, BLOCK);
+            let media = pick_in(&mut rng, MEDIA_SPAN);
+            let p = Ports {
+                kolokol: sip,
+                ng: sip + 1,
+                uac: sip + 2,
+                trunks: [sip + 3, sip + 4],
+                uac_media: sip + 8,
+                trunk_media: [sip + 16, sip + 24],
+                media_min: media,
+                media_max: media + MEDIA_SPAN - 1,
+            };
+            let ranges = [(sip, sip + BLOCK - 1), (p.media_min, p.media_max)];
+            let overlap = |a: (u16, u16), b: (u16, u16)| a.0 <= b.1 && b.0 <= a.1;
+            let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+            if !overlap(ranges[0], ranges[1])
+                && !taken.iter().any(|&t| ranges.iter().any(|&r| overlap(r, t)))
+            {
+                match p.first_busy() {
+                    None => {
+                        taken.extend(ranges);
+                        return p;
+                    }
+                    Some(b) => busy.push(b),
+                }
+            }
+            drop(taken);
+            if Instant::now() > deadline {
+                panic!(
+                    "no free UDP ports for the test after 30 s (busy: {:?})",
+                    &busy[busy.len().saturating_sub(10)..]
+                );
+            }
+        }
+    }
+
+    /// The first port that cannot be bound now, if any.
+    fn first_busy(&self) -> Option<SocketAddr> {
+        let mut want: Vec<SocketAddr> = vec![
+            (SIP_IP, self.kolokol).into(),
+            (Ipv4Addr::LOCALHOST, self.ng).into(),
+            (SIP_IP, self.uac).into(),
+            (SIP_IP, self.trunks[0]).into(),
+            (SIP_IP, self.trunks[1]).into(),
+        ];
+        for port in self.uac_media..self.uac_media + 8 {
+            want.push((UAC_MEDIA_IP, port).into());
+        }
+        for (ip, base) in TRUNK_MEDIA_IP.iter().zip(self.trunk_media) {
+            for port in base..base + 4 {
+                want.push((*ip, port).into());
+            }
+        }
+        for port in self.media_min..=self.media_max {
+            want.push((RELAY_IP, port).into());
+        }
+        want.into_iter().find(|a| UdpSocket::bind(a).is_err())
+    }
+}
+
+fn xorshift(rng: &mut u64) -> u64 {
+    // xorshift64*
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33
+}
+
+fn pick_in(rng: &mut u64, width: u16) -> u16 {
+    let slots = u64::from((PICK_HIGH - PICK_LOW - width) / 16);
+    PICK_LOW + 16 * (xorshift(rng) % slots) as u16
+}
+
+fn nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Processes and logs
+
+/// Owns the test's directory and every process it starts. On drop it stops
+/// the processes (SIGTERM, then SIGKILL to each one's own process group),
+/// then removes the directory after a pass, or prints its path and the tail
+/// of each log after a failure.
+struct Harness {
+    label: &'static str,
+    dir: PathBuf,
+    sipp: PathBuf,
+    procs: Vec<Proc>,
+}
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+type ProcId = usize;
+
+impl Harness {
+    fn new(label: &'static str, sipp: PathBuf) -> Harness {
+        let dir = std::env::temp_dir().join(format!(
+            "kolokol-sip-b2bua-{label}-{}-{}",
+            std::process::id(),
+            nanos() % 1_000_000_000
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        Harness {
+            label,
+            dir,
+            sipp,
+            procs: Vec::new(),
+        }
+    }
+
+    /// Start `cmd` in its own process group with stdout/stderr in
+    /// `<dir>/<name>.out` / `.err`.
+    fn spawn(&mut self, name: &'static str, mut cmd: Command) -> ProcId {
+        let out = fs::File::create(self.dir.join(format!("{name}.out"))).unwrap();
+        let err = fs::File::create(self.dir.join(format!("{name}.err"))).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let _ = fs::write(self.dir.join(format!("{name}.cmd")), format!("{cmd:?}\n"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        self.procs.push(Proc {
+            name,
+            child,
+            status: None,
+        });
+        self.procs.len() - 1
+    }
+
+    fn try_wait(&mut self, id: ProcId) -> Option<ExitStatus> {
+        let p = &mut self.procs[id];
+        if p.status.is_none() {
+            p.status = p.child.try_wait().ok().flatten();
+        }
+        p.status
+    }
+
+    /// Wait for the process to exit; panic (and so kill it) after `limit`.
+    fn wait(&mut self, id: ProcId, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.try_wait(id) {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!("{} did not exit within {limit:?}", self.procs[id].name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for the exit (bounded).
+    fn terminate(&mut self, id: ProcId, limit: Duration) -> ExitStatus {
+        if self.try_wait(id).is_none() {
+            signal(&self.procs[id].child.id().to_string(), "TERM");
+        }
+        self.wait(id, limit)
+    }
+
+    fn assert_alive(&mut self, id: ProcId) {
+        if let Some(st) = self.try_wait(id) {
+            panic!(
+                "{} exited early with {st}; its stderr:\n{}",
+                self.procs[id].name,
+                tail(&self.dir.join(format!("{}.err", self.procs[id].name)), 30)
+            );
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Callers and trunks before the gateway (reverse start order).
+        for p in self.procs.iter_mut().rev() {
+            p.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "\nsip_b2bua[{}] FAILED; logs kept in {}",
+                self.label,
+                self.dir.display()
+            );
+            if let Ok(entries) = fs::read_dir(&self.dir) {
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|x| x == "err" || x == "log" || x == "out")
+                            && !p.to_string_lossy().ends_with("_msg.log")
+                    })
+                    .collect();
+                files.sort();
+                for f in files {
+                    eprintln!("----- {} (tail) -----\n{}", f.display(), tail(&f, 25));
+                }
+            }
+        } else if std::env::var_os("KOLOKOL_IT_KEEP_LOGS").is_some() {
+            eprintln!(
+                "sip_b2bua[{}]: logs kept in {}",
+                self.label,
+                self.dir.display()
+            );
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Proc {
+    fn stop(&mut self) {
+        let pid = self.child.id();
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        if self.status.is_none() {
+            signal(&pid.to_string(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(st)) = self.child.try_wait() {
+                    self.status = Some(st);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // The group is this process's own (process_group(0)): whatever it
+        // left behind goes too. Harmless when the group is empty.
+        signal(&format!("-{pid}"), "KILL");
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+}
+
+/// `kill -s SIG -- TARGET` (TARGET a pid, or -pgid for a process group).
+fn signal(target: &str, sig: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", sig, "--", target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned());
+    match text {
+        Ok(t) => {
+            let all: Vec<&str> = t.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({e})"),
+    }
+}
+
+fn find_tool(name: &str, package: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/local/bin", "/usr/bin"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed (not on PATH); this test needs {package}. \
+                 On Debian: apt-get install sip-tester"
+            )
+        })
+}
+
+fn fixture(xml: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp/b2bua")
+        .join(xml)
+}
+
+// ---------------------------------------------------------------------------
+// Readiness
+
+/// Send OPTIONS to the gateway until it answers 200 (its SIP socket is up
+/// and the shard serves it); fail if it exits or the time runs out.
+fn wait_options_200(h: &mut Harness, id: ProcId, port: u16, limit: Duration) {
+    let sock = UdpSocket::bind((SIP_IP, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let deadline = Instant::now() + limit;
+    let mut n = 0;
+    loop {
+        h.assert_alive(id);
+        n += 1;
+        let msg = format!(
+            "OPTIONS sip:{SIP_IP}:{port} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-b2bua-probe-{n}\r\n\
+             From: <sip:probe@{local}>;tag=probe{n}\r\n\
+             To: <sip:{SIP_IP}:{port}>\r\n\
+             Call-ID: b2bua-probe-{n}-{}@{local}\r\n\
+             CSeq: {n} OPTIONS\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            nanos()
+        );
+        let _ = sock.send_to(msg.as_bytes(), (SIP_IP, port));
+        let mut buf = [0u8; 4096];
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            match sock.recv_from(&mut buf) {
+                Ok((len, _)) if buf[..len].starts_with(b"SIP/2.0 200") => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if Instant::now() > deadline {
+            panic!("kolokol did not answer OPTIONS on {SIP_IP}:{port} within {limit:?}");
+        }
+    }
+}
+
+/// Wait until a UDP socket is bound on ip:port (read from /proc/net/udp, so
+/// the check never takes the port itself).
+fn wait_udp_bound(h: &mut Harness, id: ProcId, ip: Ipv4Addr, port: u16, limit: Duration) {
+    let o = ip.octets();
+    // /proc/net/udp prints the address as the in-memory u32, i.e. reversed
+    // octets in hex on little-endian hosts.
+    let le = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
+        o[3], o[2], o[1], o[0]
+    );
+    let be = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
+        o[0], o[1], o[2], o[3]
+    );
+    let deadline = Instant::now() + limit;
+    loop {
+        h.assert_alive(id);
+        let table = fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        if table.lines().skip(1).any(|l| {
+            let local = l.split_whitespace().nth(1).unwrap_or("");
+            local == le || local == be
+        }) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("nothing bound {ip}:{port}/udp within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last row of SIPp's `-trace_stat` CSV as name → number (cumulative
+/// counters such as `SuccessfulCall(C)` and `FailedCall(C)`).
+fn sipp_final_stats(path: &Path) -> BTreeMap<String, i64> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (Some(header), Some(last)) = (lines.first(), lines.get(1..).and_then(<[_]>::last)) else {
+        return BTreeMap::new();
+    };
+    header
+        .split(';')
+        .zip(last.split(';'))
+        .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse().ok()?)))
+        .collect()
+}
