@@ -62,6 +62,8 @@ fn run(cfg: Config) -> Result<(), String> {
     );
     ng.serve(|| STOP.load(Ordering::Relaxed));
     eprintln!("kolokol: stopping");
+    // Stop first: each shard publishes its final counters as it stops.
+    ng.shutdown();
     for s in ng.shards() {
         let m = &s.metrics;
         eprintln!(
@@ -80,7 +82,6 @@ fn run(cfg: Config) -> Result<(), String> {
             m.sip_records.load(Ordering::Relaxed),
         );
     }
-    ng.shutdown();
     Ok(())
 }
 

@@ -1119,8 +1119,10 @@ impl SipEndpoint {
                 if c.state != CallState::Inviting {
                     return;
                 }
+                // Any provisional, 100 Trying included, allows a CANCEL
+                // (RFC 3261 §9.1); only 101-199 can start an early dialog.
+                c.provisional = true;
                 if status > 100 {
-                    c.provisional = true;
                     Self::early_uac_dialog(c, msg, status);
                 }
                 if c.cancel_requested && !c.cancel_sent && c.provisional {
@@ -3295,6 +3297,22 @@ mod test {
         let b = net.incoming();
         assert_eq!(net.sent_count(0, "CANCEL ", "CANCEL"), 0);
         net.respond(b, 180, None);
+        net.run(Duration::from_millis(100));
+        assert_eq!(net.sent_count(0, "CANCEL ", "CANCEL"), 1);
+        assert!(net.take(1).contains(&Event::Cancelled { call: b }));
+    }
+
+    #[test]
+    fn cancel_after_trying_only() {
+        // RFC 3261 §9.1: a 100 Trying is a provisional response, so a
+        // CANCEL may (and after a failover must) go out at once.
+        let mut net = Net::new();
+        let a = net.invite(addr(2));
+        net.run(Duration::from_millis(50));
+        let b = net.incoming();
+        assert_eq!(net.sent_count(1, "SIP/2.0 100", "INVITE"), 1);
+        let now = net.now;
+        net.eps[0].cancel(now, a).unwrap();
         net.run(Duration::from_millis(100));
         assert_eq!(net.sent_count(0, "CANCEL ", "CANCEL"), 1);
         assert!(net.take(1).contains(&Event::Cancelled { call: b }));
