@@ -122,6 +122,39 @@ impl Hasher for Fnv1a {
     }
 }
 
+/// The Call-ID of a SIP message by a scan of its header lines, without a
+/// full parse (the owner shard parses it again). `None` when it is not
+/// found plainly (absent, folded over lines, not UTF-8): the caller then
+/// parses the message properly, so the same Call-ID gives the same owner
+/// either way.
+pub fn fast_call_id(bytes: &[u8]) -> Option<&str> {
+    let mut lines = bytes.split(|&b| b == b'\n').skip(1);
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i")) {
+            continue;
+        }
+        // A folded value continues on the next line: leave it to the parser.
+        if lines
+            .clone()
+            .next()
+            .is_some_and(|n| n.first().is_some_and(|&b| b == b' ' || b == b'\t'))
+        {
+            return None;
+        }
+        let v = std::str::from_utf8(line[colon + 1..].trim_ascii()).ok()?;
+        return (!v.is_empty()).then_some(v);
+    }
+    None
+}
+
 /// Binds `n` sockets on `addr` in one `SO_REUSEPORT` group. A probe bind
 /// without `SO_REUSEPORT` first makes sure nobody else holds the port
 /// (another process of the same user could otherwise join the group and
@@ -264,6 +297,8 @@ pub(super) struct SipShard {
     pub counters: SipShellCounters,
     /// Sockets that still had datagrams when their budget ran out.
     pub more: Vec<bool>,
+    /// Whether each socket is IPv4 (looked up once, not per send).
+    v4: Vec<bool>,
 }
 
 /// Keys of media calls made for the B2BUA: the top bit keeps them apart
@@ -274,6 +309,11 @@ impl SipShard {
     pub(super) fn new(setup: SipSetup, index: usize) -> SipShard {
         let seed = rand::random();
         let n = setup.socks.len();
+        let v4 = setup
+            .socks
+            .iter()
+            .map(|s| s.local_addr().is_ok_and(|a| a.is_ipv4()))
+            .collect();
         SipShard {
             ep: SipEndpoint::new(setup.endpoint, seed),
             b2b: setup.b2bua,
@@ -287,6 +327,7 @@ impl SipShard {
             next_key: SIP_KEY_BASE,
             counters: SipShellCounters::default(),
             more: vec![false; n],
+            v4,
         }
     }
 
@@ -346,9 +387,16 @@ impl SipShard {
         if n > 1 {
             // A message that does not parse is the endpoint's to answer or
             // count; any shard will do, so this one.
-            if let Ok(msg) = SipMessage::parse(bytes) {
+            let parsed;
+            let cid = match fast_call_id(bytes) {
+                Some(c) => Some(c),
+                None => {
+                    parsed = SipMessage::parse(bytes).ok();
+                    parsed.as_ref().map(|m| m.call_id())
+                }
+            };
+            if let Some(cid) = cid {
                 {
-                    let cid = msg.call_id();
                     let owner = owner_shard(cid, n);
                     if owner != self.index {
                         let p = &self.peers[owner];
@@ -373,9 +421,11 @@ impl SipShard {
     /// Sends one datagram from the socket of `dst`'s family.
     pub(super) fn send(&mut self, dst: SocketAddr, bytes: &[u8]) {
         let sock = self
-            .socks
+            .v4
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == dst.is_ipv4()));
+            .zip(&self.socks)
+            .find(|(v4, _)| **v4 == dst.is_ipv4())
+            .map(|(_, s)| s);
         match sock.map(|s| s.send_to(bytes, dst)) {
             Some(Ok(_)) => self.counters.tx += 1,
             _ => self.counters.tx_errors += 1,
@@ -406,6 +456,14 @@ mod test {
         assert_eq!(owner_shard("0123abcd-1@127.0.0.1", 4), 1);
         // A tag beyond the shard count is someone else's: hashed.
         assert!(owner_shard("0123abcd-9@127.0.0.1", 4) < 4);
+        // The fast scan agrees with the parser.
+        let m = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                  i:  abc-1@host \r\nCSeq: 2 BYE\r\n\r\nCall-ID: body\r\n";
+        assert_eq!(fast_call_id(m), Some("abc-1@host"));
+        let folded = b"BYE sip:a@b SIP/2.0\r\nCall-ID: abc\r\n  -1@host\r\n\r\n";
+        assert_eq!(fast_call_id(folded), None);
+        assert_eq!(fast_call_id(b"garbage"), None);
+        assert_eq!(fast_call_id(b"X\r\nCall-ID:\r\n\r\n"), None);
         // Hashing spreads Call-IDs over the shards.
         let mut seen = [0u32; 4];
         for i in 0..4000 {
