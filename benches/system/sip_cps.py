@@ -104,13 +104,71 @@ def wait_ports_free(ports, timeout):
         busy = [p for p in busy if not udp_port_free(p)]
 
 
+def udp_inodes(port):
+    """Socket inodes of UDP (v4 and v6) sockets bound to port."""
+    out = set()
+    for fn in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(fn) as f:
+                next(f)
+                for ln in f:
+                    v = ln.split()
+                    if int(v[1].rsplit(":", 1)[1], 16) == port:
+                        out.add(v[9])
+        except OSError:
+            pass
+    return out
+
+
+def udp_drops(port):
+    """Datagrams dropped (receive buffer full) by the sockets on port, from
+    the last column of /proc/net/udp; our sockets are new every trial."""
+    tot = 0
+    for fn in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(fn) as f:
+                next(f)
+                for ln in f:
+                    v = ln.split()
+                    if int(v[1].rsplit(":", 1)[1], 16) == port:
+                        tot += int(v[-1])
+        except OSError:
+            pass
+    return tot
+
+
+def owns_udp_port(pid, port):
+    """Whether pid or one of its descendants holds a UDP socket on port:
+    on a shared host another session may bind the same port between our
+    free-check and our start, and a bound port alone proves nothing."""
+    inodes = udp_inodes(port)
+    if not inodes:
+        return False
+    for p in tree_pids(pid):
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{p}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+        except OSError:
+            pass
+    return False
+
+
 def wait_port_bound(proc, port, timeout, what):
+    """Wait until proc (or a child) has bound UDP port; fail loudly."""
     end = time.time() + timeout
-    while udp_port_free(port):
+    while not owns_udp_port(proc.pid, port):
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited (rc {proc.returncode}) before binding {port}")
         if time.time() > end:
-            raise RuntimeError(f"{what} did not bind UDP {port} within {timeout:.0f} s")
+            other = "" if udp_port_free(port) else " (another process holds it)"
+            raise RuntimeError(
+                f"{what} did not bind UDP {HOST}:{port} within {timeout:.0f} s{other}"
+            )
         time.sleep(0.1)
 
 
@@ -190,11 +248,16 @@ def cpu_busy_ticks():
 # ---------------------------------------------------------------- processes
 
 
+NICE = [0]  # --nice: added to the niceness of the element and both SIPp
+
+
 class Proc:
     """A process started by us, stopped by its PID (and its children's)."""
 
     def __init__(self, name, cmd, cwd, preexec=None):
         self.name = name
+        if NICE[0]:
+            cmd = ["nice", "-n", str(NICE[0])] + cmd
         self.out = open(os.path.join(cwd, f"{name}.out"), "w")
         self.proc = subprocess.Popen(
             cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.out,
@@ -227,9 +290,19 @@ class Proc:
         self.out.close()
 
 
+NOFILE = 262144
+
+
 def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    """Kolokol's per-leg media mode holds 4 sockets per call (RTP + RTCP per
+    leg): at a few thousand CPS x 1 s hold that passes the host's 20,000
+    file limit, which would measure the limit, not SIP. Root may raise it
+    for this process; otherwise take the hard limit."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # ---------------------------------------------------------------- elements
@@ -442,6 +515,11 @@ def trial(a, rate, idx):
         if res["timed_out"]:
             log(f"  uac still running {a.trial_timeout} s after the last call; stopping it")
         res["element_alive"] = el.alive()
+        res["udp_drops"] = {
+            "element": udp_drops(ELEMENT_PORT),
+            "uac": udp_drops(UAC_PORT),
+            "uas": udp_drops(UAS_PORT),
+        }
     finally:
         for p in reversed(procs):
             p.stop()
@@ -477,7 +555,8 @@ def trial(a, rate, idx):
         f"({100 * res['fail_ratio']:.3f}%), achieved {res['achieved_rate']}/s, "
         f"cpu element {res['element_cpu']:.2f} sipp {res['sipp_cpu']:.2f} "
         f"(cores busy {res.get('core_busy')}, load {res.get('loadavg1')}), "
-        f"retrans {res['retransmissions']} -> {'PASS' if res['passed'] else 'FAIL'}"
+        f"retrans {res['retransmissions']}, drops {res.get('udp_drops')} "
+        f"-> {'PASS' if res['passed'] else 'FAIL'}"
         + (f" {res['fail_detail']}" if res["fail_detail"] else "")
     )
     if not a.keep and res["passed"]:
@@ -567,6 +646,7 @@ def host_info():
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "kernel": platform.release(),
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
         "rmem_max": sysctl("net.core.rmem_max"),
         "wmem_max": sysctl("net.core.wmem_max"),
         "sipp": (cmd_out(["sipp", "-v"]) or "").strip() or None,
@@ -598,6 +678,9 @@ def main():
     p.add_argument("--port-mode", default="per-leg", choices=["per-leg", "per-call"],
                    help="kolokol media.port_mode")
     p.add_argument("--calls-max", type=int, default=16000, help="kolokol media.calls_max")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run element and SIPp under nice -n N (e.g. -10 on a host "
+                   "shared with builds; root only for N < 0)")
     p.add_argument("--workdir", default=None, help="parent of the per-trial temp dirs")
     p.add_argument("--keep", action="store_true", help="keep passing trials' logs too")
     p.add_argument("--out", help="write the full result (every trial) as JSON here")
@@ -606,6 +689,7 @@ def main():
         p.error("--runs, --start and --step must be positive")
     if a.element == "kolokol" and not os.access(a.kolokol_bin, os.X_OK):
         raise SystemExit(f"{a.kolokol_bin} missing: cargo build --release")
+    NICE[0] = a.nice
     if a.workdir is None:
         a.workdir = tempfile.mkdtemp(prefix=f"sip-cps-{a.element}-")
     os.makedirs(a.workdir, exist_ok=True)
@@ -616,7 +700,10 @@ def main():
     log(f"logs under {a.workdir}; host {info['nproc']} x {info['cpu_model']}")
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    runs = [search(a, i + 1) for i in range(a.runs)]
+    try:
+        runs = [search(a, i + 1) for i in range(a.runs)]
+    except RuntimeError as e:
+        raise SystemExit(f"sip_cps: {e}; logs under {a.workdir}")
     per_run = [r["max_cps"] for r in runs]
     valid = [x for x in per_run if x is not None]
     summary = {
@@ -627,6 +714,7 @@ def main():
         "criterion": f"failed/calls < {a.max_fail}, achieved rate >= {1 - a.rate_tol:.2f} x target",
         "hold_ms": a.hold_ms,
         "duration_s": a.duration,
+        "nice": a.nice,
         "median_cps": statistics.median(valid) if valid else None,
         "per_run_cps": per_run,
         "range": [min(valid), max(valid)] if valid else None,
