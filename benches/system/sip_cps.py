@@ -480,6 +480,10 @@ def trial(a, rate, idx):
             "-p", str(UAC_PORT), "-mp", str(UAC_MEDIA),
             "-r", str(rate), "-rp", "1000", "-m", str(n),
             "-d", str(a.hold_ms),
+            # A call whose 200 never comes after a 180 (INVITE retransmission
+            # stops at a provisional) would wait forever: fail it after
+            # 64*T1 like Timer B, so the uac ends on its own.
+            "-recv_timeout", "32000",
         ] + sipp_common("uac.csv", "uac-err.log")
         el_pids = tree_pids(el.pid)
         t_start = time.time()
@@ -507,7 +511,8 @@ def trial(a, rate, idx):
         res["loadavg1"] = float(open("/proc/loadavg").read().split()[0])
 
         # The uac exits when all n calls are done; a call that never gets
-        # an answer fails after SIPp's retransmissions (~32 s).
+        # an answer fails after SIPp's retransmissions or -recv_timeout
+        # (32 s).
         deadline = t_start + window + a.hold_ms / 1000 + a.trial_timeout
         while uac.alive() and time.time() < deadline:
             time.sleep(0.2)
