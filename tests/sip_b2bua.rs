@@ -700,6 +700,45 @@ fn failover_after_100_trying_cancels_first_trunk() {
     t.stop_gateway(gw);
 }
 
+/// As [`failover_after_100_trying_cancels_first_trunk`], but trunk 1
+/// picks up just as the CANCEL arrives: its 200 crosses the CANCEL. The
+/// call is already on trunk 2, so the gateway must ACK that 200 and hang
+/// it up at once with a BYE (no ghost call on trunk 1), while the caller's
+/// call on trunk 2 goes on undisturbed.
+#[test]
+fn failover_cancel_crossing_200_is_hung_up() {
+    let mut t = Test::new("trying-race");
+    let mut t1 = Trunk::new("t1", 0);
+    t1.timeout_ms = 1500;
+    let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_trying_cancel_race.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "3000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas2, 1);
+    t.expect_success(uas1, 1);
+    for tag in ["UAS_GOT_CANCEL", "UAS_RACE_200_ACKED", "UAS_RACE_200_BYE"] {
+        let l = t.log_lines("trunk0", tag);
+        assert_eq!(l.len(), 1, "trunk 1 {tag}: {l:?}");
+    }
+    let cancel = t.first_received_at("trunk0", "CANCEL ");
+    let bye = t.first_received_at("trunk0", "BYE ") - cancel;
+    assert!(
+        bye < 1.0,
+        "trunk 1's crossing 200 was hung up {bye:.3} s after the CANCEL: the abandoned \
+         call stayed up"
+    );
+    // The caller's call (on trunk 2) was not the one hung up.
+    let caller_bye = t.first_received_at("trunk1", "BYE ") - cancel;
+    assert!(
+        caller_bye > 2.0,
+        "trunk 2 got its BYE {caller_bye:.3} s after trunk 1's CANCEL; the caller holds 3 s"
+    );
+    assert_eq!(t.log_lines("trunk1", "UAS_GOT_BYE").len(), 1);
+    assert_eq!(t.log_lines("caller", "UAC_BYE_OK").len(), 1);
+    t.stop_gateway(gw);
+}
+
 // ---------------------------------------------------------------------------
 // Test set-up
 
