@@ -421,6 +421,325 @@ fn malformed_and_out_of_dialog() {
 }
 
 // ---------------------------------------------------------------------------
+// 9. Digest authentication toward the trunk
+
+/// The trunk answers the first INVITE 407 (Digest, qop=auth, MD5): the
+/// gateway must ACK it and send the INVITE again with a Proxy-Authorization
+/// for its trunk credentials (kolokol/secret); the call then completes. The
+/// digest response is recomputed here from the logged header and
+/// Request-URI (SIPp 3.6.1's `verifyauth` rejects a correct
+/// Proxy-Authorization with qop=auth, so the scenario does not rely on it).
+#[test]
+fn trunk_digest_auth_md5() {
+    digest_auth_call("auth-md5", "MD5");
+}
+
+/// As [`trunk_digest_auth_md5`], with a SHA-256 challenge (RFC 7616/8760).
+#[test]
+fn trunk_digest_auth_sha256() {
+    digest_auth_call("auth-sha256", "SHA-256");
+}
+
+fn digest_auth_call(label: &'static str, alg: &str) {
+    let mut t = Test::new(label);
+    let gw = t.gateway(&[Trunk::new("t1", 0)
+        .with("username = \"kolokol\"")
+        .with("password = \"secret\"")]);
+    let uas = t.trunk_uas_with(0, "uas_auth_407.xml", 1, &["-key", "alg", alg]);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_INVITE_1").len(), 1);
+    let (uri, auth) = t.authorized_invite("trunk0");
+    let d = DigestCreds::parse(&auth);
+    d.check(alg, &uri, "kolokol", "secret");
+    // The 407 and the 200 were ACKed, nothing more was sent as INVITE.
+    t.assert_msg_count("trunk0", "INVITE ", 2);
+    t.assert_msg_count("trunk0", "ACK ", 2);
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_BYE").len(), 1);
+    let answers = t.log_lines("caller", "UAC_ANSWER_SDP");
+    assert_eq!(answers.len(), 1, "answers at the caller: {answers:?}");
+    assert_eq!(answers[0]["c"], RELAY_IP.to_string());
+    let media = t.ports.media_min..=t.ports.media_max;
+    assert!(media.contains(&port_of(&answers[0]["m"])));
+    t.stop_gateway(gw);
+}
+
+/// The trunk challenges again after the gateway answered the first 407
+/// (here: the gateway's password is wrong). The gateway must not loop: it
+/// ACKs both 407s, sends two INVITEs in all, and the caller gets a final
+/// error (500, see `map_failure`) instead of hanging. The credentials it
+/// sent are those of its config: the response fits "wrong", not "secret".
+#[test]
+fn trunk_digest_auth_rejected() {
+    let mut t = Test::new("auth-wrong");
+    let gw = t.gateway(&[Trunk::new("t1", 0)
+        .with("username = \"kolokol\"")
+        .with("password = \"wrong\"")]);
+    let uas = t.trunk_uas_with(0, "uas_auth_407_reject.xml", 1, &["-key", "alg", "MD5"]);
+    let uac = t.caller("uac_refused.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    let finals = t.log_lines("caller", "UAC_FINAL");
+    assert_eq!(finals.len(), 1, "final responses: {finals:?}");
+    assert_eq!(finals[0]["status"], "500", "final response to the caller");
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_ACK_407").len(), 2);
+    t.assert_msg_count("trunk0", "INVITE ", 2);
+    let (uri, auth) = t.authorized_invite("trunk0");
+    let d = DigestCreds::parse(&auth);
+    d.check("MD5", &uri, "kolokol", "wrong");
+    assert_ne!(
+        d.get("response"),
+        d.expected("MD5", &uri, "secret"),
+        "the response also fits the right password?"
+    );
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 10. Mid-call offers: hold and resume
+
+/// The caller re-INVITEs with a=sendonly (hold), then a=sendrecv (resume).
+/// Each must reach the trunk as a re-INVITE (not an UPDATE) whose SDP
+/// still points at the gateway's relay with the caller's direction, and
+/// the trunk's answers (recvonly, sendrecv) must come back to the caller,
+/// again pointing at the relay.
+#[test]
+fn hold_and_resume_with_reinvite() {
+    let mut t = Test::new("hold");
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_reinvite_hold.xml", 1);
+    let uac = t.caller("uac_reinvite_hold.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    let media = t.ports.media_min..=t.ports.media_max;
+    let relay = RELAY_IP.to_string();
+    let mut ports = BTreeMap::new();
+    for (who, tag, dirs) in [
+        ("trunk0", "UAS_HOLD_OFFER", &["sendonly"][..]),
+        ("trunk0", "UAS_RESUME_OFFER", &["sendrecv"][..]),
+        ("caller", "UAC_HOLD_ANSWER", &["recvonly", "inactive"][..]),
+        ("caller", "UAC_RESUME_ANSWER", &["sendrecv"][..]),
+    ] {
+        let l = t.log_lines(who, tag);
+        assert_eq!(l.len(), 1, "{who} {tag}: {l:?}");
+        let l = &l[0];
+        assert!(
+            dirs.contains(&l["dir"].as_str()),
+            "{who} {tag}: direction {:?}, want one of {dirs:?}",
+            l["dir"]
+        );
+        assert_eq!(
+            l["c"], relay,
+            "{who} {tag}: c= is not the gateway's address"
+        );
+        let m = port_of(&l["m"]);
+        assert!(
+            media.contains(&m),
+            "{who} {tag}: m=audio {m} is not in the gateway's media range {media:?}"
+        );
+        ports.insert(tag, m);
+    }
+    // The relay keeps each leg's port across hold and resume.
+    assert_eq!(ports["UAS_HOLD_OFFER"], ports["UAS_RESUME_OFFER"]);
+    assert_eq!(ports["UAC_HOLD_ANSWER"], ports["UAC_RESUME_ANSWER"]);
+    t.assert_msg_count("trunk0", "INVITE ", 3);
+    t.assert_msg_count("trunk0", "UPDATE ", 0);
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 11. Reliable provisional responses (RFC 3262)
+
+/// The trunk has `require_100rel = true`: the INVITE to it must carry
+/// `Require: 100rel`. The trunk's 183 with `Require: 100rel`, `RSeq: 1`
+/// must be PRACKed (`RAck: 1 1 INVITE`), after which the trunk answers and
+/// the call completes through the relay.
+#[test]
+fn reliable_183_is_pracked() {
+    let mut t = Test::new("prack");
+    let gw = t.gateway(&[Trunk::new("t1", 0).with("require_100rel = true")]);
+    let uas = t.trunk_uas(0, "uas_prack.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    let inv = t.log_raw("trunk0", "UAS_INVITE_HEADERS");
+    assert_eq!(inv.len(), 1, "INVITEs at the trunk: {inv:?}");
+    let require = inv[0]
+        .split_once("require=")
+        .and_then(|(_, r)| r.split_once(" supported="))
+        .map(|(r, _)| r)
+        .unwrap_or("");
+    assert!(
+        require.split(',').any(|o| o.trim() == "100rel"),
+        "the INVITE to a require_100rel trunk has no `Require: 100rel`: {:?}",
+        inv[0]
+    );
+    let pracks = t.log_raw("trunk0", "UAS_GOT_PRACK");
+    assert_eq!(pracks.len(), 1, "PRACKs logged by the trunk: {pracks:?}");
+    assert!(
+        pracks[0].ends_with("rack=1 1 INVITE"),
+        "PRACK for RSeq 1 of CSeq 1 INVITE expected: {:?}",
+        pracks[0]
+    );
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_BYE").len(), 1);
+    let answers = t.log_lines("caller", "UAC_ANSWER_SDP");
+    assert_eq!(answers.len(), 1, "answers at the caller: {answers:?}");
+    assert_eq!(answers[0]["c"], RELAY_IP.to_string());
+    let media = t.ports.media_min..=t.ports.media_max;
+    assert!(media.contains(&port_of(&answers[0]["m"])));
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 12. Session timer (RFC 4028)
+
+/// The caller asks for `Session-Expires: 90;refresher=uac`: the 200 must
+/// carry a Session-Expires of at least 90 with `refresher=uac`, and the
+/// caller's refresh UPDATE must get 200 with Session-Expires. On the trunk
+/// leg the gateway runs its own timer: its INVITE offers `Supported: timer`
+/// and the `[sip] session_expires_s` of its config (120 here), refreshed by
+/// itself (`refresher=uac`).
+#[test]
+fn session_timer_with_update_refresh() {
+    let mut t = Test::new("timer");
+    t.sip_extra = "session_expires_s = 120\n".into();
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_session_timer.xml", 1);
+    let uac = t.caller("uac_session_timer.xml", 1, &[]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas, 1);
+    let interval = |se: &str| -> u32 {
+        se.split(';')
+            .next()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no interval in Session-Expires {se:?}"))
+    };
+    let a = t.log_lines("caller", "UAC_ST_ANSWER");
+    assert_eq!(a.len(), 1, "caller UAC_ST_ANSWER: {a:?}");
+    let se = &a[0]["session_expires"];
+    assert!(interval(se) >= 90, "Session-Expires in the 200: {se:?}");
+    assert!(
+        se.contains("refresher=uac"),
+        "the caller asked to refresh (refresher=uac); the 200 says {se:?}"
+    );
+    let r = t.log_lines("caller", "UAC_ST_REFRESH_OK");
+    assert_eq!(r.len(), 1, "caller UAC_ST_REFRESH_OK: {r:?}");
+    let se2 = &r[0]["session_expires"];
+    assert!(
+        !se2.is_empty() && interval(se2) >= 90,
+        "the 200 to the refresh UPDATE has no usable Session-Expires: {se2:?}"
+    );
+    let inv = t.log_raw("trunk0", "UAS_ST_INVITE");
+    assert_eq!(inv.len(), 1, "INVITEs at the trunk: {inv:?}");
+    let (sup, se_b) = inv[0]
+        .split_once("supported=")
+        .and_then(|(_, r)| r.split_once(" se="))
+        .unwrap_or_else(|| panic!("bad UAS_ST_INVITE line {:?}", inv[0]));
+    assert!(
+        sup.split(',').any(|o| o.trim() == "timer"),
+        "the INVITE to the trunk does not offer `Supported: timer`: {:?}",
+        inv[0]
+    );
+    assert_eq!(
+        se_b.trim(),
+        "120;refresher=uac",
+        "Session-Expires toward the trunk: want [sip] session_expires_s with the \
+         gateway refreshing"
+    );
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
+// 13. Failover after 100 Trying
+
+/// Trunk 1 sends only 100 Trying; after its `timeout_ms` (1500) the gateway
+/// must fail over to trunk 2 *and* CANCEL trunk 1 (RFC 3261 §9.1: any
+/// provisional response, 100 included, allows a CANCEL). Trunk 1 answers
+/// 200 + 487 and gets the ACK; it never gets to answer the abandoned call
+/// (its scenario picks up after 3 s without a CANCEL: a ghost call).
+#[test]
+fn failover_after_100_trying_cancels_first_trunk() {
+    let mut t = Test::new("trying");
+    let mut t1 = Trunk::new("t1", 0);
+    t1.timeout_ms = 1500;
+    let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_trying_then_answer.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas2, 1);
+    t.expect_success(uas1, 1);
+    for (tag, want) in [
+        ("UAS_GOT_INVITE", 1),
+        ("UAS_GOT_CANCEL", 1),
+        ("UAS_NO_CANCEL_ANSWERING", 0),
+        ("UAS_LATE_200_ACKED", 0),
+        ("UAS_LATE_200_BYE", 0),
+    ] {
+        let l = t.log_lines("trunk0", tag);
+        assert_eq!(l.len(), want, "trunk 1 {tag}: {l:?}");
+    }
+    // The ACK for the 487; no BYE (there is no dialog).
+    t.assert_msg_count("trunk0", "ACK ", 1);
+    t.assert_msg_count("trunk0", "BYE ", 0);
+    let invite = t.first_received_at("trunk0", "INVITE ");
+    let cancel = t.first_received_at("trunk0", "CANCEL ") - invite;
+    let failover = t.first_received_at("trunk1", "INVITE ") - invite;
+    assert!(
+        (1.4..3.0).contains(&cancel),
+        "trunk 1 got the CANCEL {cancel:.3} s after its INVITE (timeout_ms = 1500)"
+    );
+    assert!(
+        (1.4..3.0).contains(&failover),
+        "the INVITE reached trunk 2 {failover:.3} s after trunk 1 (timeout_ms = 1500)"
+    );
+    assert_eq!(t.log_lines("trunk1", "UAS_OFFER_SDP").len(), 1);
+    assert_eq!(t.log_lines("trunk1", "UAS_GOT_BYE").len(), 1);
+    assert_eq!(t.log_lines("caller", "UAC_ANSWER_SDP").len(), 1);
+    t.stop_gateway(gw);
+}
+
+/// As [`failover_after_100_trying_cancels_first_trunk`], but trunk 1
+/// picks up just as the CANCEL arrives: its 200 crosses the CANCEL. The
+/// call is already on trunk 2, so the gateway must ACK that 200 and hang
+/// it up at once with a BYE (no ghost call on trunk 1), while the caller's
+/// call on trunk 2 goes on undisturbed.
+#[test]
+fn failover_cancel_crossing_200_is_hung_up() {
+    let mut t = Test::new("trying-race");
+    let mut t1 = Trunk::new("t1", 0);
+    t1.timeout_ms = 1500;
+    let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
+    let uas1 = t.trunk_uas(0, "uas_trying_cancel_race.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_answer.xml", 1);
+    let uac = t.caller("uac_call.xml", 1, &["-d", "3000"]);
+    t.expect_success(uac, 1);
+    t.expect_success(uas2, 1);
+    t.expect_success(uas1, 1);
+    for tag in ["UAS_GOT_CANCEL", "UAS_RACE_200_ACKED", "UAS_RACE_200_BYE"] {
+        let l = t.log_lines("trunk0", tag);
+        assert_eq!(l.len(), 1, "trunk 1 {tag}: {l:?}");
+    }
+    let cancel = t.first_received_at("trunk0", "CANCEL ");
+    let bye = t.first_received_at("trunk0", "BYE ") - cancel;
+    assert!(
+        bye < 1.0,
+        "trunk 1's crossing 200 was hung up {bye:.3} s after the CANCEL: the abandoned \
+         call stayed up"
+    );
+    // The caller's call (on trunk 2) was not the one hung up.
+    let caller_bye = t.first_received_at("trunk1", "BYE ") - cancel;
+    assert!(
+        caller_bye > 2.0,
+        "trunk 2 got its BYE {caller_bye:.3} s after trunk 1's CANCEL; the caller holds 3 s"
+    );
+    assert_eq!(t.log_lines("trunk1", "UAS_GOT_BYE").len(), 1);
+    assert_eq!(t.log_lines("caller", "UAC_BYE_OK").len(), 1);
+    t.stop_gateway(gw);
+}
+
+// ---------------------------------------------------------------------------
 // Test set-up
 
 /// One trunk of the gateway's config; `uas` is the index of the SIPp trunk
@@ -431,6 +750,8 @@ struct Trunk {
     uas: usize,
     max_calls: u32,
     timeout_ms: u32,
+    /// More `key = value` lines for this `[[trunks]]` entry.
+    extra: String,
 }
 
 impl Trunk {
@@ -440,7 +761,15 @@ impl Trunk {
             uas,
             max_calls: 100,
             timeout_ms: 5000,
+            extra: String::new(),
         }
+    }
+
+    /// Adds a `key = value` line to this trunk's config.
+    fn with(mut self, line: &str) -> Trunk {
+        self.extra.push_str(line);
+        self.extra.push('\n');
+        self
     }
 }
 
@@ -449,6 +778,8 @@ struct Test {
     name: &'static str,
     ports: Ports,
     h: Harness,
+    /// More `key = value` lines for the gateway's `[sip]` section.
+    sip_extra: String,
 }
 
 impl Test {
@@ -458,7 +789,12 @@ impl Test {
         let ports = Ports::pick();
         eprintln!("sip_b2bua[{name}]: files in {}; {ports:?}", h.dir.display());
         fs::write(h.dir.join("g711u.raw"), vec![0xffu8; 160 * AUDIO_PACKETS]).unwrap();
-        Test { name, ports, h }
+        Test {
+            name,
+            ports,
+            h,
+            sip_extra: String::new(),
+        }
     }
 
     /// Start the gateway with these trunks and wait until it answers
@@ -473,19 +809,20 @@ impl Test {
              calls_max = 16\n\n\
              [ng]\nlisten = \"127.0.0.1:{}\"\n\n\
              [log]\nlevel = \"info\"\n\n\
-             [sip]\nudp = [\"{SIP_IP}:{}\"]\ntcp = []\n\n",
-            self.name, p.media_min, p.media_max, p.ng, p.kolokol
+             [sip]\nudp = [\"{SIP_IP}:{}\"]\ntcp = []\n{}\n",
+            self.name, p.media_min, p.media_max, p.ng, p.kolokol, self.sip_extra
         );
         for (i, tr) in trunks.iter().enumerate() {
             cfg.push_str(&format!(
                 "[[trunks]]\nname = \"{}\"\naddress = \"{SIP_IP}:{}\"\ntransport = \"udp\"\n\
                  priority = {}\nweight = 100\nmax_calls = {}\ncps = 50\n\
-                 options_interval_s = 0\ntimeout_ms = {}\n\n",
+                 options_interval_s = 0\ntimeout_ms = {}\n{}\n",
                 tr.name,
                 p.trunks[tr.uas],
                 10 * (i + 1),
                 tr.max_calls,
-                tr.timeout_ms
+                tr.timeout_ms,
+                tr.extra
             ));
         }
         cfg.push_str("[[routes]]\nprefix = \"\"\nto = \"trunks\"\n");
@@ -502,6 +839,11 @@ impl Test {
     /// from tests/sipp/b2bua, echoing RTP, for `calls` calls; returns once
     /// its SIP socket is bound.
     fn trunk_uas(&mut self, n: usize, xml: &str, calls: u32) -> ProcId {
+        self.trunk_uas_with(n, xml, calls, &[])
+    }
+
+    /// [`Test::trunk_uas`] with `extra` SIPp arguments (`-key alg MD5`).
+    fn trunk_uas_with(&mut self, n: usize, xml: &str, calls: u32, extra: &[&str]) -> ProcId {
         let name = ["trunk0", "trunk1"][n];
         let port = self.ports.trunks[n];
         let mut c = self.sipp_cmd(name, xml);
@@ -509,7 +851,8 @@ impl Test {
             .args(["-mi", &TRUNK_MEDIA_IP[n].to_string()])
             .args(["-mp", &self.ports.trunk_media[n].to_string()])
             .arg("-rtp_echo")
-            .args(["-m", &calls.to_string()]);
+            .args(["-m", &calls.to_string()])
+            .args(extra);
         let id = self.h.spawn(name, c);
         wait_udp_bound(&mut self.h, id, SIP_IP, port, Duration::from_secs(10));
         id
@@ -597,18 +940,45 @@ impl Test {
         );
     }
 
-    /// `<TAG> key=value ...` lines a SIPp process logged, as maps.
+    /// `<TAG> key=value ...` lines a SIPp process logged, as maps (the
+    /// first `key=` of a line wins).
     fn log_lines(&self, name: &str, tag: &str) -> Vec<BTreeMap<String, String>> {
+        self.log_raw(name, tag)
+            .iter()
+            .map(|l| {
+                let mut m = BTreeMap::new();
+                for (k, v) in l.split_whitespace().filter_map(|w| w.split_once('=')) {
+                    m.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// The Request-URI and Proxy-Authorization value of the challenged
+    /// INVITE's second attempt, from the trunk's `UAS_GOT_INVITE_2 call=N
+    /// uri=URI auth=Digest ...` line (auth= last: it has spaces).
+    fn authorized_invite(&self, name: &str) -> (String, String) {
+        let l = self.log_raw(name, "UAS_GOT_INVITE_2");
+        assert_eq!(l.len(), 1, "{name}: INVITEs with credentials: {l:?}");
+        let (head, auth) = l[0]
+            .split_once(" auth=")
+            .unwrap_or_else(|| panic!("no auth= in {:?}", l[0]));
+        let uri = head
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("uri="))
+            .unwrap_or_else(|| panic!("no uri= in {:?}", l[0]));
+        (uri.to_owned(), auth.trim().to_owned())
+    }
+
+    /// The `<TAG> ...` lines a SIPp process logged, without the tag.
+    fn log_raw(&self, name: &str, tag: &str) -> Vec<String> {
         let path = self.h.dir.join(format!("{name}_logs.log"));
         let text = fs::read_to_string(&path).unwrap_or_default();
         text.lines()
-            .filter(|l| l.split_whitespace().next() == Some(tag))
-            .map(|l| {
-                l.split_whitespace()
-                    .skip(1)
-                    .filter_map(|w| w.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
+            .filter_map(|l| {
+                let (first, rest) = l.split_once(' ').unwrap_or((l, ""));
+                (first == tag).then(|| rest.trim().to_owned())
             })
             .collect()
     }
@@ -708,6 +1078,113 @@ impl GatewayCounters {
             "kolokol printed no shard counters when stopped; stderr:\n{stderr}"
         );
         c
+    }
+}
+
+/// A `Digest k=v, k="v", ...` credentials value, parsed here (not with
+/// kolokol's own parser) to check the gateway's response independently.
+struct DigestCreds {
+    raw: String,
+    params: BTreeMap<String, String>,
+}
+
+impl DigestCreds {
+    fn parse(value: &str) -> DigestCreds {
+        let rest = value
+            .strip_prefix("Digest ")
+            .unwrap_or_else(|| panic!("not Digest credentials: {value:?}"));
+        let mut params = BTreeMap::new();
+        let (mut key, mut val, mut in_key, mut quoted) =
+            (String::new(), String::new(), true, false);
+        let mut flush = |k: &mut String, v: &mut String| {
+            if !k.trim().is_empty() {
+                params.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+            k.clear();
+            v.clear();
+        };
+        for ch in rest.chars() {
+            match (in_key, quoted, ch) {
+                (true, _, '=') => in_key = false,
+                (true, _, ',') => flush(&mut key, &mut val),
+                (true, _, c) => key.push(c),
+                (false, false, '"') | (false, true, '"') => quoted = !quoted,
+                (false, false, ',') => {
+                    flush(&mut key, &mut val);
+                    in_key = true;
+                }
+                (false, _, c) => val.push(c),
+            }
+        }
+        flush(&mut key, &mut val);
+        DigestCreds {
+            raw: value.to_owned(),
+            params,
+        }
+    }
+
+    fn get(&self, k: &str) -> &str {
+        self.params
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no {k}= in the credentials {:?}", self.raw))
+    }
+
+    /// The response RFC 2617 §3.2.2 (RFC 7616 §3.4.1 for SHA-256) gives for
+    /// an INVITE to `uri` with these parameters and `password`.
+    fn expected(&self, alg: &str, uri: &str, password: &str) -> String {
+        use sha2::Digest;
+        let h = |s: String| -> String {
+            match alg {
+                "MD5" => format!("{:x}", md5::Md5::digest(s.as_bytes())),
+                "SHA-256" => format!("{:x}", sha2::Sha256::digest(s.as_bytes())),
+                _ => panic!("test does not know algorithm {alg}"),
+            }
+        };
+        let ha1 = h(format!(
+            "{}:{}:{password}",
+            self.get("username"),
+            self.get("realm")
+        ));
+        let ha2 = h(format!("INVITE:{uri}"));
+        h(format!(
+            "{ha1}:{}:{}:{}:{}:{ha2}",
+            self.get("nonce"),
+            self.get("nc"),
+            self.get("cnonce"),
+            self.get("qop")
+        ))
+    }
+
+    /// The credentials answer the trunk's challenge (realm carrier.test,
+    /// nonce `<pid>n1c0ffee`, qop auth, algorithm `alg`) for an INVITE to
+    /// `uri` as `user`/`password`.
+    fn check(&self, alg: &str, uri: &str, user: &str, password: &str) {
+        let raw = &self.raw;
+        assert_eq!(self.get("username"), user, "username in {raw:?}");
+        assert_eq!(self.get("realm"), "carrier.test", "realm in {raw:?}");
+        assert!(
+            self.get("nonce").ends_with("n1c0ffee"),
+            "nonce in {raw:?} is not the trunk's"
+        );
+        assert_eq!(
+            self.get("uri"),
+            uri,
+            "digest-uri differs from the Request-URI in {raw:?}"
+        );
+        assert!(
+            self.get("algorithm").eq_ignore_ascii_case(alg),
+            "algorithm in {raw:?}, want {alg}"
+        );
+        assert_eq!(self.get("qop"), "auth", "qop in {raw:?}");
+        assert_eq!(self.get("nc"), "00000001", "nc in {raw:?}");
+        assert!(!self.get("cnonce").is_empty(), "empty cnonce in {raw:?}");
+        let want = self.expected(alg, uri, password);
+        assert_eq!(
+            self.get("response").to_ascii_lowercase(),
+            want,
+            "digest response in {raw:?} is wrong for {user}/{password}, INVITE {uri}"
+        );
     }
 }
 
