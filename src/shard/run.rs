@@ -1630,5 +1630,15 @@ impl Shard {
         let _ = self.ring.submit();
         self.process_completions(now);
         self.publish();
+        if let Some(sip) = &self.sip {
+            // The full breakdown once, at stop, for whoever reads the log.
+            eprintln!(
+                "shard {}: sip shell {:?}; endpoint {:?}; b2bua {:?}",
+                self.cfg.index,
+                sip.counters,
+                sip.ep.counters(),
+                sip.b2b.counters()
+            );
+        }
     }
 }

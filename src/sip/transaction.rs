@@ -401,6 +401,9 @@ impl ClientTransaction {
                 // RFC 6026 (amending §17.1.1.2): Accepted, Timer M = 64*T1, on any transport.
                 self.timers[ClientTimer::M as usize] = Some(now + self.cfg.timeout());
                 self.state = ClientState::Accepted;
+                // Accepted only passes 2xx up for 32 s; the ACK comes from
+                // the dialog. The request is never sent again: free it.
+                self.request = Vec::new();
                 self.final_status = Some(status);
                 self.events.push(TxEvent::Final(status));
             }
@@ -451,6 +454,8 @@ impl ClientTransaction {
                 } else {
                     self.state = ClientState::Completed;
                     self.timers[ClientTimer::K as usize] = Some(now + self.cfg.t4);
+                    // Completed only absorbs retransmitted responses.
+                    self.request = Vec::new();
                 }
             }
             // Completed absorbs retransmitted responses.
@@ -1170,7 +1175,11 @@ struct Entry {
 /// capacity, so it never grows past its preallocated size.
 #[derive(Debug)]
 pub struct TransactionTable {
+    /// Grows on demand up to `cap`: a table sized for RFC 6026's 32 s of
+    /// lingering at thousands of calls per second is large, and most
+    /// deployments never fill it.
     slots: Vec<Option<Entry>>,
+    cap: usize,
     /// Bumped on every insert into a slot, so stale heap entries of a
     /// previous occupant never fire for the new one.
     generations: Vec<u32>,
@@ -1188,21 +1197,20 @@ impl TransactionTable {
     /// A table for at most `capacity` transactions (at most `u32::MAX`).
     pub fn new(capacity: usize) -> Self {
         assert!(capacity <= u32::MAX as usize, "capacity fits TxHandle");
-        let mut slots = Vec::with_capacity(capacity);
-        slots.resize_with(capacity, || None);
+        let start = capacity.min(1024);
         Self {
-            slots,
-            generations: vec![0; capacity],
-            // Pop from the end: lowest slots are used first.
-            free: (0..capacity as u32).rev().collect(),
-            index: HashMap::with_capacity(capacity),
-            heap: BinaryHeap::with_capacity(capacity * HEAP_SLACK + 1),
+            slots: Vec::with_capacity(start),
+            cap: capacity,
+            generations: Vec::with_capacity(start),
+            free: Vec::new(),
+            index: HashMap::with_capacity(start),
+            heap: BinaryHeap::with_capacity(start * HEAP_SLACK + 1),
         }
     }
 
     /// Maximum number of transactions.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.cap
     }
 
     /// Number of transactions stored.
@@ -1220,8 +1228,14 @@ impl TransactionTable {
         if self.index.contains_key(&key) {
             return Err(TableError::Duplicate);
         }
-        let Some(slot) = self.free.pop() else {
-            return Err(TableError::Full);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None if self.slots.len() < self.cap => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+            None => return Err(TableError::Full),
         };
         let h = TxHandle(slot);
         let i = slot as usize;
