@@ -662,6 +662,8 @@ impl B2bua {
             }
             Event::SessionExpired { call } => self.session_expired(now, call),
             Event::Ended { call, .. } => self.ended(now, call),
+            // No probes are sent yet.
+            Event::OptionsAnswered { .. } => {}
         }
     }
 
