@@ -45,6 +45,19 @@
 //! timers run in the endpoint on both legs; when one leg's session expires
 //! ([`Event::SessionExpired`]) the other gets a BYE with cause 102.
 //!
+//! Trunk health (F-S4): every trunk with `options_interval_s > 0` is
+//! probed with an out-of-dialog OPTIONS ([`SipAction::Options`], due times
+//! from [`TrunkSet::options_due`] in [`B2bua::poll_timeout`] and
+//! [`B2bua::handle_timeout`]); the answer ([`Event::OptionsAnswered`]) goes
+//! to [`TrunkSet::handle_options_result`] through [`options_ok`], so
+//! `down_after` failures in a row take a trunk down ([`TrunkSet::select`]
+//! then skips it and calls fail over) and `up_after` answers bring it back.
+//! A probe the endpoint refused ([`B2bua::handle_options_failed`]) or whose
+//! answer never arrives (an event lost to a full queue: given up after
+//! [`B2buaConfig::options_give_up`]) counts as a failure, so a trunk is
+//! never left without probes. A trunk whose address needs DNS is not
+//! probed (its INVITEs fail over anyway).
+//!
 //! Not done here: late offers (an INVITE without SDP is refused with 488),
 //! more than one relayed stream (other `m=` lines are disabled with port 0
 //! in the offer to B), the `contact-centre` route target (404),
@@ -67,8 +80,8 @@ use crate::sip::endpoint::{
     CallHandle, Challenged, EndpointError, Event, InviteParams, SipEndpoint,
 };
 use crate::sip::trunk::{
-    caller_id_headers, should_failover, transport_param, CallerIdPool, RouteTarget, Routes,
-    TrunkId, TrunkMask, TrunkSet,
+    caller_id_headers, options_ok, should_failover, transport_param, CallerIdPool, RouteTarget,
+    Routes, TrunkId, TrunkMask, TrunkSet,
 };
 
 /// The `Reason` header (RFC 3326 §2) on the BYEs of a call cut at the
@@ -107,7 +120,15 @@ pub struct B2buaConfig {
     pub caller_id_mode: CallerIdMode,
     /// Pending outputs before new ones are dropped and counted.
     pub outputs_max: usize,
+    /// A probe with no [`Event::OptionsAnswered`] this long after it was
+    /// sent counts as failed (the event was lost). Longer than the
+    /// endpoint's Timer F (64*T1), which reports a timeout itself.
+    pub options_give_up: Duration,
 }
+
+/// Margin of [`B2buaConfig::options_give_up`] over Timer F: the endpoint's
+/// own timeout always arrives first.
+const OPTIONS_GIVE_UP_MARGIN: Duration = Duration::from_secs(8);
 
 impl B2buaConfig {
     /// Config with `calls_max` and the [`crate::config::SipConfig`] defaults
@@ -119,6 +140,7 @@ impl B2buaConfig {
             codecs: vec!["PCMA".into(), "PCMU".into(), "telephone-event".into()],
             caller_id_mode: CallerIdMode::Pai,
             outputs_max: OUTPUTS_MAX_DEFAULT,
+            options_give_up: Duration::from_millis(64 * 500) + OPTIONS_GIVE_UP_MARGIN,
         }
     }
 
@@ -131,6 +153,7 @@ impl B2buaConfig {
             codecs: sip.codecs.clone(),
             caller_id_mode: caller_id.mode,
             outputs_max: OUTPUTS_MAX_DEFAULT,
+            options_give_up: Duration::from_millis(64 * sip.t1_ms) + OPTIONS_GIVE_UP_MARGIN,
         }
     }
 }
@@ -265,6 +288,19 @@ pub enum SipAction {
         /// The offer, rewritten to this leg's relay address.
         sdp: Vec<u8>,
     },
+    /// Probe a trunk with an out-of-dialog OPTIONS
+    /// ([`SipEndpoint::send_options`], tagged with the trunk index); the
+    /// answer comes back as [`Event::OptionsAnswered`]. If
+    /// [`SipAction::apply`] fails, report it with
+    /// [`B2bua::handle_options_failed`].
+    Options {
+        /// The trunk probed.
+        trunk: TrunkId,
+        /// The trunk's address.
+        target: SocketAddr,
+        /// `sip:<trunk host[:port]>`, also the To URI.
+        request_uri: String,
+    },
 }
 
 impl SipAction {
@@ -320,6 +356,13 @@ impl SipAction {
                 ReofferMethod::Update => ep.send_update(now, *call, sdp),
             }
             .map(|()| None),
+            SipAction::Options {
+                trunk,
+                target,
+                request_uri,
+            } => ep
+                .send_options(now, *target, request_uri, trunk.0.into())
+                .map(|()| None),
         }
     }
 }
@@ -438,6 +481,18 @@ pub struct B2buaCounters {
     pub outputs_dropped: u64,
     /// Connected calls ended because their media stopped.
     pub media_timeouts: u64,
+    /// OPTIONS probes asked of the endpoint.
+    pub options_sent: u64,
+    /// Probes the endpoint refused ([`B2bua::handle_options_failed`]),
+    /// counted as failed probes.
+    pub options_send_failed: u64,
+    /// Probes with no answer event within
+    /// [`B2buaConfig::options_give_up`], counted as failed probes.
+    pub options_lost: u64,
+    /// Probes not sent: the trunk address needs DNS.
+    pub options_skipped: u64,
+    /// [`Event::OptionsAnswered`] for no probe in flight (ignored).
+    pub options_unknown: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -542,6 +597,9 @@ pub struct B2bua {
     timers: BinaryHeap<Reverse<(Instant, u32, u32, TimerKind)>>,
     outputs: VecDeque<Output>,
     counters: B2buaCounters,
+    /// Per trunk: when the OPTIONS probe in flight was handed out, for
+    /// [`B2buaConfig::options_give_up`].
+    probes: Vec<Option<Instant>>,
 }
 
 impl B2bua {
@@ -558,6 +616,7 @@ impl B2bua {
         assert!(cfg.calls_max <= u32::MAX as usize, "calls_max fits a u32");
         let n = cfg.calls_max;
         let outputs_max = cfg.outputs_max.max(16);
+        let probes = vec![None; trunks.len()];
         B2bua {
             trunks,
             routes,
@@ -570,6 +629,7 @@ impl B2bua {
             timers: BinaryHeap::with_capacity(2 * n),
             outputs: VecDeque::with_capacity(outputs_max),
             counters: B2buaCounters::default(),
+            probes,
             cfg,
         }
     }
@@ -599,19 +659,39 @@ impl B2bua {
         self.outputs.pop_front()
     }
 
-    /// The earliest deadline (maximum duration, trunk answer timeout).
+    /// The earliest deadline (maximum duration, trunk answer timeout, the
+    /// next OPTIONS probe or the give-up of one in flight).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut call = None;
         while let Some(Reverse(t)) = self.timers.peek().copied() {
             if self.timer_live(t) {
-                return Some(t.0);
+                call = Some(t.0);
+                break;
             }
             self.timers.pop();
         }
-        None
+        let give_up = self.cfg.options_give_up;
+        let lost = self
+            .probes
+            .iter()
+            .flatten()
+            .map(|sent| *sent + give_up)
+            .min();
+        [call, self.trunks.poll_timeout(), lost]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Fires every deadline at or before `now`.
+    /// Fires every deadline at or before `now`: call timers, then OPTIONS
+    /// probes given up ([`B2buaConfig::options_give_up`]) and due
+    /// ([`SipAction::Options`]).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.call_timeouts(now);
+        self.options_timeouts(now);
+    }
+
+    fn call_timeouts(&mut self, now: Instant) {
         // Each call has at most two live deadlines, so this loop ends after
         // at most 2 * calls_max live entries plus the stale ones it drops.
         while let Some(Reverse(t)) = self.timers.peek().copied() {
@@ -662,7 +742,79 @@ impl B2bua {
             }
             Event::SessionExpired { call } => self.session_expired(now, call),
             Event::Ended { call, .. } => self.ended(now, call),
+            Event::OptionsAnswered { tag, status } => self.options_answered(now, tag, status),
         }
+    }
+
+    /// The endpoint refused the [`SipAction::Options`] for `trunk`
+    /// (transaction table full): counted, and a failed probe.
+    pub fn handle_options_failed(&mut self, now: Instant, trunk: TrunkId) {
+        let Some(slot) = self.probes.get_mut(trunk.index()) else {
+            return;
+        };
+        if slot.take().is_some() {
+            self.counters.options_send_failed += 1;
+            self.trunks.handle_options_result(now, trunk, false);
+        }
+    }
+
+    /// Gives up probes whose answer never came, then hands out the due
+    /// ones. Both loops visit each trunk once (at most [`TRUNKS_MAX`]).
+    fn options_timeouts(&mut self, now: Instant) {
+        let give_up = self.cfg.options_give_up;
+        for i in 0..self.probes.len() {
+            if self.probes[i].is_some_and(|sent| sent + give_up <= now) {
+                self.probes[i] = None;
+                self.counters.options_lost += 1;
+                self.trunks
+                    .handle_options_result(now, TrunkId(i as u16), false);
+            }
+        }
+        let mut due = TrunkMask::empty();
+        for id in self.trunks.options_due(now) {
+            due.insert(id);
+        }
+        for i in 0..self.trunks.len() {
+            let id = TrunkId(i as u16);
+            if !due.contains(id) {
+                continue;
+            }
+            let cfg = self.trunks.config(id);
+            let Some(target) = trunk_target(&cfg.address, cfg.transport) else {
+                self.counters.options_skipped += 1;
+                self.trunks.options_skipped(id);
+                continue;
+            };
+            let tp = match cfg.transport {
+                Transport::Udp => String::new(),
+                t => format!(";transport={}", transport_param(t)),
+            };
+            let request_uri = format!("sip:{}{}", cfg.address, tp);
+            self.probes[i] = Some(now);
+            self.counters.options_sent += 1;
+            self.push(Output::Sip(SipAction::Options {
+                trunk: id,
+                target,
+                request_uri,
+            }));
+        }
+    }
+
+    /// The answer to the probe tagged `tag` (the trunk index).
+    fn options_answered(&mut self, now: Instant, tag: u64, status: Option<u16>) {
+        let probe = usize::try_from(tag)
+            .ok()
+            .and_then(|i| self.probes.get_mut(i))
+            .and_then(Option::take);
+        if probe.is_none() {
+            // Not ours, or already given up.
+            self.counters.options_unknown += 1;
+            return;
+        }
+        // probes has one entry per trunk, so tag < trunks.len() <= u16::MAX.
+        let id = TrunkId(tag as u16);
+        self.trunks
+            .handle_options_result(now, id, options_ok(status));
     }
 
     /// The shell allocated the call's two legs: `a_local` is the relay
@@ -1855,6 +2007,7 @@ fn stream_remote(sdp: &Sdp) -> Option<SocketAddr> {
 mod test {
     use super::*;
     use crate::config::{RouteConfig, TrunkConfig};
+    use crate::sip::trunk::{Health, TrunkEvent};
 
     const A_SDP: &str = "v=0\r\no=alice 1 1 IN IP4 198.51.100.1\r\ns=-\r\n\
         c=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 18 101\r\n\
@@ -3155,6 +3308,190 @@ mod test {
             ]
         ));
         assert_eq!(e.b2b.calls_len(), 0);
+    }
+
+    /// Trunk t1 probed every second, down after 2 failures, up after 2
+    /// answers; t2 (priority 2) without health checks.
+    fn probed_trunks() -> Vec<TrunkConfig> {
+        let mut t = two_trunks();
+        t[0].options_interval_s = 1;
+        t[0].down_after = 2;
+        t[0].up_after = 2;
+        t
+    }
+
+    impl H {
+        /// Advances to `t0 + ms` and fires the timers: the OPTIONS probes
+        /// handed out (other outputs are not expected).
+        fn probes_at(&mut self, ms: u64) -> Vec<(TrunkId, SocketAddr, String)> {
+            self.now = self.t0 + Duration::from_millis(ms);
+            self.b.handle_timeout(self.now);
+            self.drain()
+                .into_iter()
+                .map(|o| match o {
+                    Output::Sip(SipAction::Options {
+                        trunk,
+                        target,
+                        request_uri,
+                    }) => (trunk, target, request_uri),
+                    o => panic!("unexpected {o:?}"),
+                })
+                .collect()
+        }
+
+        fn options_answer(&mut self, trunk: TrunkId, status: Option<u16>) {
+            let out = self.ev(Event::OptionsAnswered {
+                tag: trunk.0.into(),
+                status,
+            });
+            assert_eq!(out, []);
+        }
+    }
+
+    #[test]
+    fn options_probes_take_a_trunk_down_and_up() {
+        let mut h = setup(8, &probed_trunks(), &[RouteConfig::default()]);
+        let (t1, t2) = (TrunkId(0), TrunkId(1));
+        let probe1 = || (t1, sock("192.0.2.1:5060"), "sip:192.0.2.1:5060".to_string());
+        // Due at once; only t1 is probed.
+        assert_eq!(h.b.poll_timeout(), Some(h.t0));
+        assert_eq!(h.probes_at(0), [probe1()]);
+        // In flight: no second probe, the give-up is the only deadline.
+        assert_eq!(h.probes_at(1500), []);
+        assert_eq!(
+            h.b.poll_timeout(),
+            Some(h.t0 + B2buaConfig::new(1).options_give_up)
+        );
+        // First failure: still up, next probe one interval after the last.
+        h.options_answer(t1, None);
+        assert_eq!(h.b.trunks().health(t1), Health::Up);
+        assert_eq!(h.b.poll_timeout(), Some(h.t0 + Duration::from_secs(1)));
+        assert_eq!(h.probes_at(1500), [probe1()]);
+        // A 503 is a failure too: the second in a row takes t1 down.
+        h.options_answer(t1, Some(503));
+        assert_eq!(h.b.trunks().health(t1), Health::Down);
+        assert_eq!(
+            h.b.trunks().poll_event(),
+            Some(TrunkEvent::Down {
+                id: t1,
+                name: "t1".into()
+            })
+        );
+        // Calls go to t2 meanwhile.
+        let (_, inv) = h.start(1);
+        assert_eq!((inv.trunk, inv.target), (t2, sock("192.0.2.2:5060")));
+        // Probes go on while down; one answer is not enough (up_after 2),
+        // and any answer but 408/5xx counts (404 proves a server).
+        assert_eq!(h.probes_at(2500), [probe1()]);
+        h.options_answer(t1, Some(200));
+        assert_eq!(h.b.trunks().health(t1), Health::Down);
+        let (_, inv) = h.start(2);
+        assert_eq!(inv.trunk, t2);
+        assert_eq!(h.probes_at(3500), [probe1()]);
+        h.options_answer(t1, Some(404));
+        assert_eq!(h.b.trunks().health(t1), Health::Up);
+        assert_eq!(
+            h.b.trunks().poll_event(),
+            Some(TrunkEvent::Up {
+                id: t1,
+                name: "t1".into()
+            })
+        );
+        let (_, inv) = h.start(3);
+        assert_eq!(inv.trunk, t1);
+        // Answers for no probe in flight are ignored and counted.
+        h.options_answer(t1, None);
+        h.options_answer(TrunkId(1), None);
+        h.options_answer(TrunkId(77), None);
+        let ev = Event::OptionsAnswered {
+            tag: u64::MAX,
+            status: None,
+        };
+        assert_eq!(h.ev(ev), []);
+        assert_eq!(h.b.trunks().health(t1), Health::Up);
+        let c = h.b.counters();
+        assert_eq!((c.options_sent, c.options_unknown), (4, 4));
+    }
+
+    #[test]
+    fn refused_or_lost_probes_count_as_failures() {
+        let mut h = setup(8, &probed_trunks(), &[RouteConfig::default()]);
+        let t1 = TrunkId(0);
+        // The endpoint refused the probe (table full).
+        assert_eq!(h.probes_at(0).len(), 1);
+        h.b.handle_options_failed(h.now, t1);
+        h.b.handle_options_failed(h.now, t1);
+        assert_eq!(h.b.counters().options_send_failed, 1, "counted once");
+        assert_eq!(h.b.trunks().health(t1), Health::Up);
+        // The answer is lost: given up after options_give_up, the second
+        // failure, and the probes go on.
+        assert_eq!(h.probes_at(1000).len(), 1);
+        let give_up = h.b.config().options_give_up;
+        assert_eq!(h.b.poll_timeout(), Some(h.now + give_up));
+        let ms = 1000 + give_up.as_millis() as u64;
+        assert_eq!(h.probes_at(ms - 1), []);
+        assert_eq!(h.probes_at(ms).len(), 1, "given up, then probed again");
+        assert_eq!(h.b.counters().options_lost, 1);
+        assert_eq!(h.b.trunks().health(t1), Health::Down);
+        // The late answer of the lost probe would be taken by the new one;
+        // the endpoint's Timer F is shorter than the give-up, so a real
+        // answer never comes that late.
+        h.options_answer(t1, Some(200));
+        assert_eq!(h.b.counters().options_unknown, 0);
+    }
+
+    #[test]
+    fn probe_of_a_trunk_without_ip_address_is_skipped() {
+        let mut t = probed_trunks();
+        t[0].address = "sip.example.net:5070".into();
+        t[0].transport = Transport::Tcp;
+        t[1].options_interval_s = 5;
+        t[1].transport = Transport::Tcp;
+        let mut h = setup(8, &t, &[RouteConfig::default()]);
+        assert_eq!(
+            h.probes_at(0),
+            [(
+                TrunkId(1),
+                sock("192.0.2.2:5060"),
+                "sip:192.0.2.2;transport=tcp".to_string()
+            )]
+        );
+        assert_eq!(h.b.counters().options_skipped, 1);
+        assert_eq!(h.b.trunks().health(TrunkId(0)), Health::Up);
+        // Skipped again one interval later, never in flight.
+        assert_eq!(h.b.poll_timeout(), Some(h.t0 + Duration::from_secs(1)));
+        assert_eq!(h.probes_at(1000), []);
+        assert_eq!(h.b.counters().options_skipped, 2);
+    }
+
+    #[test]
+    fn options_probe_through_real_endpoints() {
+        let mut t = two_trunks();
+        t[0].options_interval_s = 1;
+        let mut e = E2e::with_trunks(&t);
+        let now = e.now;
+        assert_eq!(e.b2b.poll_timeout(), Some(now));
+        e.b2b.handle_timeout(now);
+        e.pump();
+        // The trunk's endpoint answered 200 itself; the gateway took it.
+        let opts: Vec<_> = e
+            .sent
+            .iter()
+            .filter(|b| b.starts_with(b"OPTIONS "))
+            .collect();
+        assert_eq!(opts.len(), 1);
+        assert!(text(opts[0]).starts_with("OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\n"));
+        assert_eq!(header(opts[0], "Accept"), Some("application/sdp"));
+        let c = e.b2b.counters();
+        assert_eq!((c.options_sent, c.options_unknown), (1, 0));
+        assert!(!e.b2b.trunks().options_in_flight(TrunkId(0)));
+        assert_eq!(e.eps[1].counters().responses_unmatched, 0);
+        assert_eq!(
+            e.b2b.poll_timeout(),
+            Some(now + Duration::from_secs(1)),
+            "next probe"
+        );
+        assert!(e.events.iter().all(Vec::is_empty));
     }
 
     #[test]

@@ -1402,6 +1402,11 @@ impl Shard {
                                 sip.counters.actions_failed += 1;
                                 sip.b2b.handle_reoffer_answered(now, call, 491, None);
                             }
+                            // A probe the endpoint refused is a failed probe.
+                            SipAction::Options { trunk, .. } if r.is_err() => {
+                                sip.counters.actions_failed += 1;
+                                sip.b2b.handle_options_failed(now, trunk);
+                            }
                             _ if r.is_err() => sip.counters.actions_failed += 1,
                             _ => {}
                         }

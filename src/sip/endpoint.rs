@@ -27,6 +27,10 @@
 //!   §14.1: one at a time, ACKed by the endpoint, re-ACKed for each
 //!   retransmitted 2xx, the outcome in [`Event::ReinviteAnswered`], 491 on
 //!   glare) or UPDATE ([`SipEndpoint::send_update`], RFC 3311).
+//! * Out-of-dialog OPTIONS probes (trunk health checks) go out with
+//!   [`SipEndpoint::send_options`] in their own non-INVITE transaction; the
+//!   final status, or `None` after Timer F, comes back once as
+//!   [`Event::OptionsAnswered`].
 //! * As UAC it PRACKs reliable provisional responses (RFC 3262 §4: `Require:
 //!   100rel` with `RSeq`, in RSeq order, a retransmission PRACKed again with
 //!   the same request and not reported twice); the PRACK's answer is
@@ -326,6 +330,17 @@ pub enum Event {
         /// True if the peer sent the BYE.
         by_remote: bool,
     },
+    /// The outcome of an out-of-dialog OPTIONS
+    /// ([`SipEndpoint::send_options`]), reported exactly once per probe:
+    /// the final status of the first final response (any class; 1xx are
+    /// not reported), or `None` when none came within 64*T1 (Timer F,
+    /// §17.1.2.2) or the transport failed.
+    OptionsAnswered {
+        /// The tag the TU gave [`SipEndpoint::send_options`].
+        tag: u64,
+        /// The final status; `None` for a timeout.
+        status: Option<u16>,
+    },
 }
 
 /// One thing for the driver to do.
@@ -473,6 +488,12 @@ enum TxPurpose {
     Prack,
     /// Our session refresh (an UPDATE without SDP, RFC 4028 §10).
     Refresh,
+    /// Our out-of-dialog OPTIONS probe ([`SipEndpoint::send_options`]),
+    /// with the TU's tag; it has no call.
+    Options {
+        /// Reported back in [`Event::OptionsAnswered`].
+        tag: u64,
+    },
     /// A received request (server transaction) or anything else.
     Other,
 }
@@ -1047,6 +1068,18 @@ impl SipEndpoint {
         ev: TxEvent,
         resp: Option<&SipMessage<'_>>,
     ) {
+        if let TxPurpose::Options { tag } = meta.purpose {
+            // A non-INVITE client transaction passes up one final response
+            // (Completed absorbs retransmissions) or one timeout, never
+            // both, so the probe is reported once. 1xx are not reported.
+            let status = match ev {
+                TxEvent::Final(status) => Some(status),
+                TxEvent::Timeout | TxEvent::TransportError => None,
+                _ => return,
+            };
+            self.push_event(Event::OptionsAnswered { tag, status });
+            return;
+        }
         let Some(owner) = meta.owner else { return };
         if self.call_of(owner).is_none() {
             return;
@@ -1100,7 +1133,8 @@ impl SipEndpoint {
                 }
                 _ => {}
             },
-            TxPurpose::Prack | TxPurpose::Cancel | TxPurpose::Other => {}
+            TxPurpose::Prack | TxPurpose::Cancel | TxPurpose::Options { .. } | TxPurpose::Other => {
+            }
         }
     }
 
@@ -2835,6 +2869,65 @@ impl SipEndpoint {
         Ok(())
     }
 
+    /// UAC: sends an out-of-dialog OPTIONS (RFC 3261 §11) to `target` with
+    /// `request_uri` (`sip:trunk.example:5060`) as Request-URI and To, for
+    /// a trunk health check. It runs in its own non-INVITE client
+    /// transaction (retransmitted by Timer E on UDP) with a fresh Call-ID
+    /// and From tag and `Accept: application/sdp`; its outcome comes back
+    /// once as [`Event::OptionsAnswered`] with `tag`. No call slot is used.
+    /// Fails, sending nothing, when the transaction table is full or the
+    /// URI cannot be written.
+    pub fn send_options(
+        &mut self,
+        now: Instant,
+        target: SocketAddr,
+        request_uri: &str,
+        tag: u64,
+    ) -> Result<(), EndpointError> {
+        self.last_now = Some(now);
+        if self.table.len() >= self.table.capacity() {
+            return Err(EndpointError::TransactionsFull);
+        }
+        if Uri::parse(request_uri).is_err() || request_uri.contains(['<', '>', ' ', '"']) {
+            return Err(EndpointError::Build(BuildError::Value));
+        }
+        let from_tag = new_tag(&mut self.rng);
+        let call_id = self.new_call_id();
+        let branch = self.new_branch();
+        let mut out = Vec::with_capacity(512);
+        {
+            let mut w = MessageWriter::request(&mut out, Method::Options, request_uri)?;
+            w = w.header("Via", &self.via(&branch))?;
+            w = w.header("Max-Forwards", &MAX_FORWARDS.to_string())?;
+            w = w.header("From", &format!("{};tag={from_tag}", self.contact()))?;
+            w = w.header("To", &format!("<{request_uri}>"))?;
+            w = w.header("Call-ID", &call_id)?;
+            w = w.header("CSeq", "1 OPTIONS")?;
+            w = w.header("Accept", ACCEPT)?;
+            w = w.header("User-Agent", &self.cfg.user_agent)?;
+            w.finish(&[]);
+        }
+        let key = TransactionKey::client(&branch, "OPTIONS")
+            .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
+        let tx = ClientTransaction::new(
+            now,
+            TxKind::NonInvite,
+            out,
+            self.cfg.reliable,
+            self.cfg.timers,
+        );
+        let meta = TxMeta {
+            dst: target,
+            owner: None,
+            purpose: TxPurpose::Options { tag },
+        };
+        let h = self
+            .insert_tx(key, Transaction::Client(tx), meta)
+            .map_err(|_| EndpointError::TransactionsFull)?;
+        self.drain_tx(now, h, None);
+        Ok(())
+    }
+
     /// [`SipEndpoint::send_bye`] with more headers, such as the RFC 3326
     /// `Reason` of a call ended by the gateway.
     pub fn send_bye_with_headers(
@@ -4011,5 +4104,159 @@ mod test {
         }
         assert_eq!(ep.outputs_len(), 4);
         assert_eq!(ep.counters().transmits_dropped, 6);
+    }
+
+    /// Sends an OPTIONS probe from endpoint 0 to endpoint 1.
+    fn probe(net: &mut Net, tag: u64) {
+        let now = net.now;
+        let target = net.addrs[1];
+        net.eps[0]
+            .send_options(now, target, "sip:10.0.0.2:5060", tag)
+            .expect("send_options");
+        net.flush();
+    }
+
+    #[test]
+    fn options_probe_answered_200() {
+        let mut net = Net::new();
+        probe(&mut net, 7);
+        net.run(Duration::from_millis(50));
+        assert_eq!(
+            net.take(0),
+            vec![Event::OptionsAnswered {
+                tag: 7,
+                status: Some(200)
+            }]
+        );
+        assert_eq!(net.take(1), vec![], "the UAS answers OPTIONS itself");
+        // The request as RFC 3261 §8.1.1 and §11.1 want it.
+        let req = net.last_sent(0, "OPTIONS ");
+        let m = SipMessage::parse(&req).unwrap();
+        assert_eq!(m.start_line_raw(), "OPTIONS sip:10.0.0.2:5060 SIP/2.0");
+        assert_eq!(m.cseq(), (1, Method::Options));
+        assert!(m.top_via().branch.unwrap().starts_with("z9hG4bK-0-"));
+        assert_eq!(header_of(&m, "Max-Forwards"), Some("70"));
+        assert_eq!(header_of(&m, "To"), Some("<sip:10.0.0.2:5060>"));
+        assert!(m.from().raw.starts_with("<sip:10.0.0.1:5060>;tag="));
+        assert!(m.from().tag().is_some_and(|t| !t.is_empty()));
+        assert_eq!(header_of(&m, "Accept"), Some(ACCEPT));
+        assert_eq!(header_of(&m, "User-Agent"), Some("Kolokol"));
+        assert_eq!(header_of(&m, "Content-Length"), Some("0"));
+        assert_eq!(shard_of_call_id(m.call_id()), Some(0));
+        assert_eq!(net.eps[0].counters().responses_unmatched, 0);
+        assert_eq!(net.eps[0].calls_len(), 0, "a probe takes no call slot");
+        // A second probe gets a fresh Call-ID and From tag.
+        probe(&mut net, 8);
+        net.run(Duration::from_millis(50));
+        let req2 = net.last_sent(0, "OPTIONS ");
+        let m2 = SipMessage::parse(&req2).unwrap();
+        assert_ne!(m.call_id(), m2.call_id());
+        assert_ne!(m.from().tag(), m2.from().tag());
+        assert_eq!(
+            net.take(0),
+            vec![Event::OptionsAnswered {
+                tag: 8,
+                status: Some(200)
+            }]
+        );
+        net.run(Duration::from_secs(10));
+        assert_eq!(net.eps[0].transactions_len(), 0, "Timer K ends it");
+    }
+
+    #[test]
+    fn options_probe_answered_404_is_still_an_answer() {
+        let mut net = Net::new();
+        net.drop = Box::new(|from, bytes| from == 0 && bytes.starts_with(b"OPTIONS "));
+        probe(&mut net, 3);
+        let req = net.last_sent(0, "OPTIONS ");
+        // 1xx are not reported.
+        net.inject(0, &resp_to(&req, 100, "t", &[]));
+        assert_eq!(net.take(0), vec![]);
+        net.inject(0, &resp_to(&req, 404, "t", &[]));
+        assert_eq!(
+            net.take(0),
+            vec![Event::OptionsAnswered {
+                tag: 3,
+                status: Some(404)
+            }]
+        );
+        assert_eq!(net.eps[0].counters().responses_unmatched, 0);
+    }
+
+    #[test]
+    fn options_probe_unanswered_times_out_after_64_t1() {
+        let mut net = Net::new();
+        net.drop = Box::new(|from, bytes| from == 0 && bytes.starts_with(b"OPTIONS "));
+        probe(&mut net, u64::MAX);
+        let t1 = TimerConfig::default().t1;
+        net.run(64 * t1 - Duration::from_millis(1));
+        assert_eq!(net.take(0), vec![]);
+        assert!(
+            net.sent_count(0, "OPTIONS ", "OPTIONS") > 5,
+            "Timer E retransmits"
+        );
+        net.run(Duration::from_millis(2));
+        assert_eq!(
+            net.take(0),
+            vec![Event::OptionsAnswered {
+                tag: u64::MAX,
+                status: None
+            }]
+        );
+        net.run(Duration::from_secs(10));
+        assert_eq!(net.take(0), vec![]);
+        assert_eq!(net.eps[0].transactions_len(), 0);
+    }
+
+    #[test]
+    fn options_probe_retransmitted_final_reports_once() {
+        let mut net = Net::new();
+        net.drop = Box::new(|from, bytes| from == 0 && bytes.starts_with(b"OPTIONS "));
+        probe(&mut net, 1);
+        let req = net.last_sent(0, "OPTIONS ");
+        let ok = resp_to(&req, 200, "t", &[]);
+        net.inject(0, &ok);
+        net.inject(0, &ok);
+        net.run(Duration::from_secs(1));
+        net.inject(0, &ok);
+        // A different final status after the first is a stray too.
+        net.inject(0, &resp_to(&req, 503, "t", &[]));
+        assert_eq!(
+            net.take(0),
+            vec![Event::OptionsAnswered {
+                tag: 1,
+                status: Some(200)
+            }]
+        );
+        assert_eq!(net.eps[0].counters().responses_unmatched, 0);
+        // No timeout follows the answer.
+        net.run(Duration::from_secs(40));
+        assert_eq!(net.take(0), vec![]);
+        assert_eq!(net.eps[0].transactions_len(), 0);
+    }
+
+    #[test]
+    fn options_probe_refusals() {
+        let mut ep = SipEndpoint::new(
+            EndpointConfig {
+                transactions_max: 1,
+                ..EndpointConfig::new(addr(1), 0)
+            },
+            1,
+        );
+        let now = Instant::now();
+        assert!(matches!(
+            ep.send_options(now, addr(2), "not a uri", 0),
+            Err(EndpointError::Build(_))
+        ));
+        assert!(matches!(
+            ep.send_options(now, addr(2), "sip:a>b", 0),
+            Err(EndpointError::Build(_))
+        ));
+        ep.send_options(now, addr(2), "sip:10.0.0.2", 0).unwrap();
+        assert_eq!(
+            ep.send_options(now, addr(2), "sip:10.0.0.2", 1),
+            Err(EndpointError::TransactionsFull)
+        );
     }
 }

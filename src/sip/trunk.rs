@@ -638,6 +638,20 @@ impl TrunkSet {
         self.record(now, id, ok, true);
     }
 
+    /// The probe [`TrunkSet::options_due`] returned for `id` was not sent
+    /// (no usable address to send it to): `id` is no longer in flight and
+    /// its health is unchanged; the next probe stays scheduled one interval
+    /// after the skipped one.
+    pub fn options_skipped(&mut self, id: TrunkId) {
+        self.trunks[id.index()].options_in_flight = false;
+    }
+
+    /// Whether a probe of `id` is in flight (returned by
+    /// [`TrunkSet::options_due`], no result yet).
+    pub fn options_in_flight(&self, id: TrunkId) -> bool {
+        self.trunks[id.index()].options_in_flight
+    }
+
     /// Health hysteresis. Without health checks nothing could bring a
     /// trunk back, so INVITE failures then never take it down; a success
     /// from an INVITE never brings a down trunk up (no INVITE goes to a
@@ -1221,6 +1235,14 @@ mod test {
         set.handle_options_result(t2, TrunkId(0), true);
         set.handle_options_result(t2, TrunkId(2), true);
         assert_eq!(set.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        // A skipped probe changes no health and keeps the schedule.
+        let t3 = t0 + Duration::from_secs(10);
+        assert_eq!(set.options_due(t3).collect::<Vec<_>>(), [TrunkId(2)]);
+        assert!(set.options_in_flight(TrunkId(2)));
+        set.options_skipped(TrunkId(2));
+        assert!(!set.options_in_flight(TrunkId(2)));
+        assert_eq!(set.health(TrunkId(2)), Health::Up);
+        assert_eq!(set.poll_timeout(), Some(t0 + Duration::from_secs(15)));
     }
 
     #[test]
