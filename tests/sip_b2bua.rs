@@ -740,6 +740,89 @@ fn failover_cancel_crossing_200_is_hung_up() {
 }
 
 // ---------------------------------------------------------------------------
+// Overload: an INVITE flood at 3x capacity
+
+/// The gateway's capacity here is its global `sip.cps_max` of 40 new calls
+/// per second (split over two shards). A long call with RTP is set up
+/// first; then a second caller sends INVITEs at 120 per second (3x) for
+/// three seconds. Every flood INVITE must get an answer: a 200 (it fits in
+/// the budget) or a 503 with a Retry-After, none left to time out; the
+/// long call's audio must keep flowing through the flood, and both shards
+/// must still be serving afterwards (OPTIONS answered, a call completes).
+#[test]
+fn invite_flood_at_3x_gets_503_while_calls_flow() {
+    let mut t = Test::new("flood");
+    let mut t1 = Trunk::new("t1", 0);
+    t1.max_calls = 1000;
+    t.shards = 2;
+    t.calls_max = 200;
+    t.sip_extra = "cps_max = 40\n".into();
+    let gw = t.gateway(&[t1]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1000);
+    // The long call: 150 packets (3 s) of audio, held 6 s.
+    let long = t.caller("uac_call.xml", 1, &["-d", "6000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let flood_calls = 360;
+    // The flood runs beside the long call: it takes the unused second
+    // trunk's SIP and media ports (a later -p/-mp wins in SIPp).
+    let (fp, fm) = (
+        t.ports.trunks[1].to_string(),
+        t.ports.trunk_media[1].to_string(),
+    );
+    let flood = t.caller_named(
+        "flood",
+        "uac_limit.xml",
+        flood_calls,
+        &[
+            "-r", "120", "-rp", "1000", "-d", "100", "-p", &fp, "-mp", &fm,
+        ],
+    );
+    t.expect_success(flood, flood_calls);
+    t.expect_success(long, 1);
+    let answered = t.log_lines("flood", "UAC_ANSWERED").len();
+    let refused = t.log_lines("flood", "UAC_GOT_503");
+    eprintln!(
+        "sip_b2bua[flood]: {answered} answered, {} refused with 503",
+        refused.len()
+    );
+    assert_eq!(
+        answered + refused.len(),
+        flood_calls as usize,
+        "every flood INVITE gets a 200 or a 503 ({answered} answered, {} refused)",
+        refused.len()
+    );
+    // 3 s at 40/s plus the token buckets' one-second bursts: well under
+    // half of the 360 get through, and well over half are refused.
+    assert!(
+        (60..=200).contains(&answered),
+        "{answered} of {flood_calls} flood calls answered at 3x a 40 CPS budget"
+    );
+    assert!(refused.len() >= 160, "only {} 503s", refused.len());
+    for r in &refused {
+        let retry = &r["retry_after"];
+        assert!(
+            retry.parse::<u32>().is_ok_and(|s| s > 0),
+            "a 503 without a usable Retry-After: {r:?}"
+        );
+    }
+    // Still serving: OPTIONS on the SIP port, and a normal call.
+    wait_options_200(&mut t.h, gw, t.ports.kolokol, Duration::from_secs(5));
+    let after = t.caller_named("after", "uac_call.xml", 1, &["-d", "500"]);
+    t.expect_success(after, 1);
+    t.h.terminate(uas, Duration::from_secs(5));
+    let c = t.stop_gateway(gw);
+    // The long call's 150 packets each way (echoed) went through the relay
+    // during the flood; the flood calls send no RTP, the last call does.
+    let want = (AUDIO_PACKETS as u64) * 2 * 80 / 100;
+    assert!(
+        c.rx >= want && c.tx >= want,
+        "relayed rx {} / tx {} during the flood; want >= {want}: {c:?}",
+        c.rx,
+        c.tx
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Test set-up
 
 /// One trunk of the gateway's config; `uas` is the index of the SIPp trunk
@@ -780,6 +863,10 @@ struct Test {
     h: Harness,
     /// More `key = value` lines for the gateway's `[sip]` section.
     sip_extra: String,
+    /// Shards of the gateway (1 unless a test needs the hand-over).
+    shards: usize,
+    /// Media and B2BUA call slots per shard.
+    calls_max: usize,
 }
 
 impl Test {
@@ -794,6 +881,8 @@ impl Test {
             ports,
             h,
             sip_extra: String::new(),
+            shards: 1,
+            calls_max: 16,
         }
     }
 
@@ -803,14 +892,21 @@ impl Test {
         let p = &self.ports;
         let mut cfg = format!(
             "# written by tests/sip_b2bua.rs ({})\n\
-             [shards]\ncount = 1\ncpus = []\n\n\
+             [shards]\ncount = {}\ncpus = []\n\n\
              [media]\naddress = \"{RELAY_IP}\"\nport_min = {}\nport_max = {}\n\
              timeout_s = 30\nstrict_source = false\ndscp = 0\nport_mode = \"per-leg\"\n\
-             calls_max = 16\n\n\
+             calls_max = {}\n\n\
              [ng]\nlisten = \"127.0.0.1:{}\"\n\n\
              [log]\nlevel = \"info\"\n\n\
              [sip]\nudp = [\"{SIP_IP}:{}\"]\ntcp = []\n{}\n",
-            self.name, p.media_min, p.media_max, p.ng, p.kolokol, self.sip_extra
+            self.name,
+            self.shards,
+            p.media_min,
+            p.media_max,
+            self.calls_max,
+            p.ng,
+            p.kolokol,
+            self.sip_extra
         );
         for (i, tr) in trunks.iter().enumerate() {
             cfg.push_str(&format!(
