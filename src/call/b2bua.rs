@@ -849,7 +849,10 @@ impl B2bua {
             return;
         };
         let a = self.call_mut(index).a;
-        self.respond(a, 503, Vec::new(), None);
+        // Out of relay ports is overload like a full call table: tell the
+        // caller when to come back (RFC 3261 §21.5.4).
+        let retry = vec![("Retry-After".to_string(), RETRY_AFTER_FULL_S.to_string())];
+        self.respond(a, 503, retry, None);
         self.finish(now, index, 503, 41, Hangup::Gateway);
     }
 
@@ -2664,6 +2667,27 @@ mod test {
         let r = record_of(&out[3]);
         assert_eq!((r.hangup, r.q850_cause), (Hangup::Gateway, 102));
         assert_eq!(h.b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn no_relay_ports_is_503_with_retry_after() {
+        let mut h = default_h();
+        let out = h.incoming(1, "+4930123", A_SDP);
+        let [Output::Media(MediaRequest::Allocate { call, .. })] = &out[..] else {
+            panic!("expected Allocate, got {out:?}");
+        };
+        h.b.handle_media_failed(h.now, *call);
+        let out = h.drain();
+        let Output::Sip(SipAction::Respond {
+            status, headers, ..
+        }) = &out[0]
+        else {
+            panic!("expected a response, got {out:?}");
+        };
+        assert_eq!(*status, 503);
+        assert_eq!(headers[0].0, "Retry-After");
+        assert!(headers[0].1.parse::<u32>().is_ok_and(|s| s > 0));
+        assert_eq!(h.b.calls_len(), 0);
     }
 
     #[test]
