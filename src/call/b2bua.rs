@@ -74,7 +74,7 @@ use rand::SeedableRng;
 
 use crate::config::{CallerIdConfig, SipConfig};
 use crate::config::{CallerIdMode, Transport, TRUNKS_MAX};
-use crate::sdp::{MediaEndpoint, Rewrite, Sdp};
+use crate::sdp::{Direction, MediaEndpoint, Rewrite, Sdp};
 use crate::sip::digest::{select_challenge, RequestInfo};
 use crate::sip::endpoint::{
     CallHandle, Challenged, EndpointError, Event, InviteParams, SipEndpoint,
@@ -893,12 +893,26 @@ impl B2bua {
     /// `Reason: Q.850;cause=102` and the call ends as the gateway's doing.
     /// A call still ringing has no media to miss and is left alone (its
     /// trunk timeout and the maximum duration bound it); returns whether
-    /// the call was ended.
+    /// the call was ended. So is a call on hold.
     pub fn handle_media_timeout(&mut self, now: Instant, bridge: BridgeId) -> bool {
         let Some(index) = self.live(bridge) else {
             return false;
         };
-        if self.call_mut(index).state != State::Connected {
+        let c = self.call_mut(index);
+        if c.state != State::Connected {
+            return false;
+        }
+        // A call on hold (a side's last SDP is not sendrecv, or its stream
+        // is disabled) may be silent by design: the maximum duration and
+        // the session timer bound it instead.
+        let held = [&c.a_last, &c.b_last].into_iter().flatten().any(|b| {
+            Sdp::parse(b).is_ok_and(|sdp| {
+                sdp.media
+                    .first()
+                    .is_some_and(|m| m.port == 0 || m.direction != Direction::SendRecv)
+            })
+        });
+        if held {
             return false;
         }
         self.counters.media_timeouts += 1;
@@ -2615,6 +2629,9 @@ mod test {
                 b_remote: Some(sock("203.0.113.9:50000")),
             })
         );
+        // On hold, silence is expected: no media timeout.
+        assert!(!h.b.handle_media_timeout(h.now, bridge));
+        assert_eq!(h.drain(), []);
         // Resume from B this time: crosses to A.
         let out = h.ev(Event::Reinvite {
             call: CallHandle(100),

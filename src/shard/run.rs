@@ -313,6 +313,10 @@ pub(super) struct Shard {
     sip: Option<Box<SipShard>>,
     /// Readiness seen per SIP socket since it was last read.
     sip_ready: Vec<bool>,
+    /// The SIP sockets' descriptors, kept outside `sip` so a poll can be
+    /// re-armed while `sip` is taken out for driving (a completion reaped
+    /// inside `push_sqe` on a full ring).
+    sip_fds: Vec<i32>,
     /// The SIP layer's next deadline.
     sip_deadline: Option<Instant>,
     /// The SIP layer has input left (budget ran out): do not sleep.
@@ -404,6 +408,9 @@ impl Shard {
             next_tick: Instant::now() + TICK,
             stop: false,
             sip_ready: vec![false; sip.as_ref().map_or(0, |s| s.socks.len())],
+            sip_fds: sip.as_ref().map_or(Vec::new(), |s| {
+                s.socks.iter().map(|u| u.as_raw_fd()).collect()
+            }),
             sip: sip.map(|s| Box::new(SipShard::new(s, cfg.index))),
             sip_deadline: None,
             sip_busy: false,
@@ -455,7 +462,7 @@ impl Shard {
     }
 
     fn arm_sip_poll(&mut self, i: usize) {
-        let Some(fd) = self.sip.as_ref().map(|s| s.raw_fd(i)) else {
+        let Some(&fd) = self.sip_fds.get(i) else {
             return;
         };
         let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
@@ -1149,6 +1156,12 @@ impl Shard {
             Ok(b) => b,
             Err(_) => {
                 self.remove_leg(a, false);
+                // Leg B never made it into the table: close its own
+                // sockets (no-ops for sockets shared with leg A).
+                self.close_socket(b_socks.0);
+                if let Some(r) = b_socks.1 {
+                    self.close_socket(r);
+                }
                 return Err(ShardError::CallsFull);
             }
         };
@@ -1358,6 +1371,7 @@ impl Shard {
             }
         }
         let inbox_more = sip.drain_inbox(now);
+        self.drive_sip(&mut sip, now);
         if sip.ep.poll_timeout().is_some_and(|t| t <= now) {
             sip.ep.handle_timeout(now);
         }
@@ -1574,6 +1588,11 @@ impl Shard {
                 }
             }
             self.drive_sip(&mut sip, now);
+            // The BYEs sent here armed retransmit timers: wait() must see them.
+            self.sip_deadline = match (sip.ep.poll_timeout(), sip.b2b.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             self.sip = Some(sip);
         }
         for ci in expired {

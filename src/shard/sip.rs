@@ -137,6 +137,11 @@ pub fn fast_call_id(bytes: &[u8]) -> Option<&str> {
         if line.is_empty() {
             return None;
         }
+        // A continuation line belongs to the header above it, whatever it
+        // looks like: the parser sees it so, and so must the routing.
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
@@ -345,11 +350,6 @@ impl SipShard {
         k
     }
 
-    /// Raw descriptor of socket `i` for the readiness poll.
-    pub(super) fn raw_fd(&self, i: usize) -> i32 {
-        self.socks[i].as_raw_fd()
-    }
-
     /// Reads up to [`RECV_BUDGET`] datagrams from socket `i` and feeds
     /// them to the endpoint or their owner shard.
     pub(super) fn recv(&mut self, now: Instant, i: usize) {
@@ -470,6 +470,10 @@ mod test {
         let folded = b"BYE sip:a@b SIP/2.0\r\nCall-ID: abc\r\n  -1@host\r\n\r\n";
         assert_eq!(fast_call_id(folded), None);
         assert_eq!(fast_call_id(b"garbage"), None);
+        // A folded line that looks like a Call-ID is part of Subject.
+        let sneaky = b"INVITE sip:a@b SIP/2.0\r\nSubject: x\r\n Call-ID: evil\r\n\
+                       Call-ID: real\r\n\r\n";
+        assert_eq!(fast_call_id(sneaky), Some("real"));
         assert_eq!(fast_call_id(b"X\r\nCall-ID:\r\n\r\n"), None);
         // Hashing spreads Call-IDs over the shards.
         let mut seen = [0u32; 4];

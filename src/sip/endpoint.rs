@@ -861,7 +861,8 @@ impl SipEndpoint {
         Self {
             rng: StdRng::seed_from_u64(rng_seed),
             table: TransactionTable::new(cfg.transactions_max),
-            tx_meta: vec![None; cfg.transactions_max],
+            // Grows with the transaction table (which grows on demand).
+            tx_meta: Vec::new(),
             calls,
             generations: vec![0; cfg.dialogs_max],
             free_calls: (0..cfg.dialogs_max as u32).rev().collect(),
@@ -1020,7 +1021,11 @@ impl SipEndpoint {
         meta: TxMeta,
     ) -> Result<TxHandle, TableError> {
         let h = self.table.insert(key, tx)?;
-        self.tx_meta[h.0 as usize] = Some(meta);
+        let i = h.0 as usize;
+        if self.tx_meta.len() <= i {
+            self.tx_meta.resize(i + 1, None);
+        }
+        self.tx_meta[i] = Some(meta);
         Ok(h)
     }
 
@@ -1048,7 +1053,9 @@ impl SipEndpoint {
         }
         if self.table.get(h).is_some_and(Transaction::is_terminated) {
             self.table.remove(h);
-            self.tx_meta[h.0 as usize] = None;
+            if let Some(m) = self.tx_meta.get_mut(h.0 as usize) {
+                *m = None;
+            }
             if let Some(call) = meta.owner.and_then(|o| self.call_of(o)) {
                 if call.invite_tx == Some(h) {
                     call.invite_tx = None;
@@ -1827,7 +1834,12 @@ impl SipEndpoint {
             self.drain_tx(now, h, None);
             if !resent {
                 // An INVITE in Accepted: the 2xx is ours to re-send.
-                let owner = self.tx_meta[h.0 as usize].and_then(|m| m.owner);
+                let owner = self
+                    .tx_meta
+                    .get(h.0 as usize)
+                    .copied()
+                    .flatten()
+                    .and_then(|m| m.owner);
                 let ok = owner
                     .and_then(|o| self.call_of(o))
                     .and_then(|c| c.ok.as_ref().map(|ok| ok.bytes.clone()));
@@ -1951,7 +1963,12 @@ impl SipEndpoint {
         // 200 to the CANCEL (§9.2), then 487 to the INVITE if it has no
         // final response yet.
         self.reply_with_tx(now, src, msg, key, 200, &[]);
-        let owner = self.tx_meta[ih.0 as usize].and_then(|m| m.owner);
+        let owner = self
+            .tx_meta
+            .get(ih.0 as usize)
+            .copied()
+            .flatten()
+            .and_then(|m| m.owner);
         let Some(owner) = owner else { return };
         let pending = self
             .call_of(owner)
