@@ -575,6 +575,25 @@ impl Config {
         {
             return invalid("sip.udp", format!("{a}: port 0 is not a listen port"));
         }
+        // Our Via sent-by and Contact carry the listen address: a wildcard
+        // would tell peers to send to 0.0.0.0, and a second address of one
+        // family would be answered from the first.
+        if let Some(a) = s.udp.iter().find(|a| a.ip().is_unspecified()) {
+            return invalid(
+                "sip.udp",
+                format!("{a}: give the address peers reach, not a wildcard"),
+            );
+        }
+        if s.udp.iter().filter(|a| a.is_ipv4()).count() > 1
+            || s.udp.iter().filter(|a| a.is_ipv6()).count() > 1
+        {
+            return invalid(
+                "sip.udp",
+                "at most one IPv4 and one IPv6 address (replies leave from the first of \
+                 a family)"
+                    .into(),
+            );
+        }
         for (key, list) in [("sip.udp", &s.udp), ("sip.tcp", &s.tcp)] {
             if let Some((i, a)) = list
                 .iter()
@@ -1032,6 +1051,8 @@ mode = "both"
         let cases: &[(&str, &str)] = &[
             ("[sip]\nudp = []\ntcp = []\n", "sip.udp"),
             ("[sip]\nudp = [\"127.0.0.1:0\"]\n", "sip.udp"),
+            ("[sip]\nudp = [\"0.0.0.0:5060\"]\n", "sip.udp"),
+            ("[sip]\nudp = [\"127.0.0.1:5060\", \"127.0.0.2:5060\"]\n", "sip.udp"),
             ("[sip]\nudp = [\"127.0.0.1:5\", \"127.0.0.1:5\"]\n", "sip.udp"),
             ("[sip]\ntcp = [\"127.0.0.1:5\", \"127.0.0.1:5\"]\n", "sip.tcp"),
             ("[sip]\ntls = \"127.0.0.1:5061\"\n", "sip.tls_cert"),

@@ -41,6 +41,7 @@ use crate::media::srtp::mbsha1::{MacBatch, MacInput, Simd, LANES};
 use crate::media::srtp::{DeferredTag, PreTag};
 use crate::sdp::Sdp;
 use crate::sip::endpoint::Output as EpOutput;
+use crate::sip::trunk::TrunkEvent;
 
 /// Most completions handled per reap. Bounds the time between clock reads
 /// and command checks; 256 packets are ~1.5 ms of kernel work at worst.
@@ -1385,6 +1386,18 @@ impl Shard {
             (a, b) => a.or(b),
         };
         self.sip_busy = inbox_more || sip.more.iter().any(|&m| m);
+        // Trunk health changes are rare and matter to operators: log them.
+        while let Some(ev) = sip.b2b.trunks().poll_event() {
+            match ev {
+                TrunkEvent::Down { name, .. } => eprintln!(
+                    "shard {}: trunk {name} down (OPTIONS or INVITEs unanswered)",
+                    self.cfg.index
+                ),
+                TrunkEvent::Up { name, .. } => {
+                    eprintln!("shard {}: trunk {name} up", self.cfg.index)
+                }
+            }
+        }
         self.sip = Some(sip);
     }
 
