@@ -29,7 +29,10 @@
 //! [`trunk`] selects trunks (priority, weight, limits, health,
 //! failover) and routes by number prefix.
 //!
-//! Not here yet: stream framing for TCP/TLS, the B2BUA, and the shard
+//! [`stream::StreamFramer`] frames SIP messages and keep-alives on a
+//! TCP/TLS byte stream (RFC 3261 §18.3, RFC 5626 §3.5.1), sans-IO.
+//!
+//! Not here yet: the TCP/TLS transport shell, the B2BUA, and the shard
 //! wiring (nothing listens on a SIP port yet).
 
 pub mod build;
@@ -38,6 +41,7 @@ pub mod digest;
 pub mod endpoint;
 pub mod header;
 pub mod msg;
+pub mod stream;
 pub mod transaction;
 pub mod trunk;
 pub mod uri;
