@@ -199,3 +199,13 @@ write("sip_endpoint", [
     bytes([5, 1]) + ep_dgram(SIP[1].replace("z9hG4bK1", "z9hG4bK-1-00")) + bytes([6, 1]),
     ep_dgram(EP_OPTIONS) + ep_dgram(SIP_INVITE) + ep_dgram(SIP[2]),
 ])
+
+# sip_stream: byte 0 % 8 = number of chunk-size bytes (chunk = size + 1),
+# then the TCP byte stream.
+STREAM = ("\r\n\r\n" + EP_INVITE + "\r\n" + EP_OPTIONS + "\r\n\r\n" + SIP[1]).encode()
+write("sip_stream", [
+    bytes([0]) + STREAM,
+    bytes([3, 0, 6, 200]) + STREAM,
+    bytes([1, 0]) + EP_CANCEL.encode() + b"\r\n",
+    bytes([0]) + SIP[1].replace("Content-Length: 0", "l: 7").encode() + b"ab\r\n\r\ncd",
+])
