@@ -1381,10 +1381,7 @@ impl Shard {
             sip.b2b.handle_timeout(now);
         }
         self.drive_sip(&mut sip, now);
-        self.sip_deadline = match (sip.ep.poll_timeout(), sip.b2b.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.sip_deadline = sip.next_deadline();
         self.sip_busy = inbox_more || sip.more.iter().any(|&m| m);
         // Trunk health changes are rare and matter to operators: log them.
         while let Some(ev) = sip.b2b.trunks().poll_event() {
@@ -1602,10 +1599,7 @@ impl Shard {
             }
             self.drive_sip(&mut sip, now);
             // The BYEs sent here armed retransmit timers: wait() must see them.
-            self.sip_deadline = match (sip.ep.poll_timeout(), sip.b2b.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            self.sip_deadline = sip.next_deadline();
             self.sip = Some(sip);
         }
         for ci in expired {

@@ -350,6 +350,14 @@ impl SipShard {
         k
     }
 
+    /// The earliest deadline of the endpoint and the B2BUA.
+    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
+        match (self.ep.poll_timeout(), self.b2b.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Reads up to [`RECV_BUDGET`] datagrams from socket `i` and feeds
     /// them to the endpoint or their owner shard.
     pub(super) fn recv(&mut self, now: Instant, i: usize) {
