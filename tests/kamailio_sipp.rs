@@ -42,10 +42,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod harness;
+use harness::{find_tool, nanos, sipp_final_stats, wait_udp_bound, xorshift, Harness, ProcId};
 
 use kolokol::control::bencode::{self, Value};
 
@@ -93,7 +95,7 @@ fn kamailio_sipp_calls_relay_media_through_kolokol() {
         RelayKind::Rtpengine => find_tool("rtpengine", "Debian package `rtpengine-daemon`"),
     };
 
-    let mut h = Harness::new();
+    let mut h = Harness::new("kamailio-sipp");
     let dir = h.dir.clone();
     eprintln!("kamailio_sipp: logs and files in {}", dir.display());
 
@@ -517,208 +519,12 @@ fn env_port(name: &str) -> Option<u16> {
 }
 
 fn pick_in(rng: &mut u64, width: u16) -> u16 {
-    // xorshift64*
-    *rng ^= *rng >> 12;
-    *rng ^= *rng << 25;
-    *rng ^= *rng >> 27;
-    let r = rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33;
     let slots = u64::from((PICK_HIGH - PICK_LOW - width) / 16);
-    PICK_LOW + 16 * (r % slots) as u16
-}
-
-fn nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    PICK_LOW + 16 * (xorshift(rng) % slots) as u16
 }
 
 // ---------------------------------------------------------------------------
 // Processes and logs
-
-/// Owns the temporary directory and every process the test starts. On drop
-/// it stops the processes (SIGTERM, then SIGKILL to the process group, which
-/// also reaps Kamailio's forked workers), then removes the directory after a
-/// pass, or prints its path and the tail of each log after a failure.
-struct Harness {
-    dir: PathBuf,
-    procs: Vec<Proc>,
-}
-
-struct Proc {
-    name: &'static str,
-    child: Child,
-    status: Option<ExitStatus>,
-}
-
-type ProcId = usize;
-
-impl Harness {
-    fn new() -> Harness {
-        let dir = std::env::temp_dir().join(format!(
-            "kolokol-kamailio-sipp-{}-{}",
-            std::process::id(),
-            nanos() % 1_000_000_000
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        Harness {
-            dir,
-            procs: Vec::new(),
-        }
-    }
-
-    /// Start `cmd` in its own process group with stdout/stderr in
-    /// `<dir>/<name>.out` / `.err`.
-    fn spawn(&mut self, name: &'static str, mut cmd: Command) -> ProcId {
-        let out = fs::File::create(self.dir.join(format!("{name}.out"))).unwrap();
-        let err = fs::File::create(self.dir.join(format!("{name}.err"))).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let _ = fs::write(self.dir.join(format!("{name}.cmd")), format!("{cmd:?}\n"));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        eprintln!("kamailio_sipp: started {name} pid {}", child.id());
-        self.procs.push(Proc {
-            name,
-            child,
-            status: None,
-        });
-        self.procs.len() - 1
-    }
-
-    fn try_wait(&mut self, id: ProcId) -> Option<ExitStatus> {
-        let p = &mut self.procs[id];
-        if p.status.is_none() {
-            p.status = p.child.try_wait().ok().flatten();
-        }
-        p.status
-    }
-
-    fn wait(&mut self, id: ProcId, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.try_wait(id) {
-                return st;
-            }
-            if Instant::now() > deadline {
-                panic!("{} did not exit within {limit:?}", self.procs[id].name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn assert_alive(&mut self, id: ProcId) {
-        if let Some(st) = self.try_wait(id) {
-            panic!(
-                "{} exited early with {st}; its stderr:\n{}",
-                self.procs[id].name,
-                tail(&self.dir.join(format!("{}.err", self.procs[id].name)), 30)
-            );
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        // Stop in reverse start order: callers before the proxy before the relay.
-        for p in self.procs.iter_mut().rev() {
-            p.stop();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "\nkamailio_sipp FAILED; logs kept in {}",
-                self.dir.display()
-            );
-            if let Ok(entries) = fs::read_dir(&self.dir) {
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension()
-                            .is_some_and(|x| x == "err" || x == "log" || x == "out")
-                    })
-                    .collect();
-                files.sort();
-                for f in files {
-                    eprintln!("----- {} (tail) -----\n{}", f.display(), tail(&f, 25));
-                }
-            }
-        } else if std::env::var_os("KOLOKOL_IT_KEEP_LOGS").is_some() {
-            eprintln!("kamailio_sipp: logs kept in {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-impl Proc {
-    fn stop(&mut self) {
-        let pid = self.child.id();
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        if self.status.is_none() {
-            signal(&pid.to_string(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(st)) = self.child.try_wait() {
-                    self.status = Some(st);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        // The group is this process's own (process_group(0)): whatever it
-        // forked and left behind goes too. Harmless when the group is empty.
-        signal(&format!("-{pid}"), "KILL");
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            self.status = self.child.wait().ok();
-        }
-    }
-}
-
-/// `kill -s SIG -- TARGET` (TARGET a pid, or -pgid for a process group).
-fn signal(target: &str, sig: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", sig, "--", target])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned());
-    match text {
-        Ok(t) => {
-            let all: Vec<&str> = t.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("({e})"),
-    }
-}
-
-fn find_tool(name: &str, package: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // Kamailio lives in /usr/sbin, which is not on every user's PATH.
-    for d in ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"] {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is not installed (not on PATH nor in /usr/sbin); this test needs \
-                 {package}. The CI script installs them; on Debian: \
-                 apt-get install kamailio sip-tester"
-            )
-        })
-}
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -761,37 +567,6 @@ fn wait_sip_keepalive(h: &mut Harness, kam: ProcId, port: u16, limit: Duration) 
         if Instant::now() > deadline {
             panic!("kamailio did not answer OPTIONS on {SIP_IP}:{port} within {limit:?}");
         }
-    }
-}
-
-/// Wait until a UDP socket is bound on ip:port (read from /proc/net/udp, so
-/// the check never takes the port itself).
-fn wait_udp_bound(h: &mut Harness, id: ProcId, ip: Ipv4Addr, port: u16, limit: Duration) {
-    let o = ip.octets();
-    // /proc/net/udp prints the address as the in-memory u32, i.e. reversed
-    // octets in hex on little-endian hosts.
-    let le = format!(
-        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
-        o[3], o[2], o[1], o[0]
-    );
-    let be = format!(
-        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
-        o[0], o[1], o[2], o[3]
-    );
-    let deadline = Instant::now() + limit;
-    loop {
-        h.assert_alive(id);
-        let table = fs::read_to_string("/proc/net/udp").unwrap_or_default();
-        if table.lines().skip(1).any(|l| {
-            let local = l.split_whitespace().nth(1).unwrap_or("");
-            local == le || local == be
-        }) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("nothing bound {ip}:{port}/udp within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -965,19 +740,4 @@ fn sdp_log_lines(path: &Path, tag: &str) -> BTreeMap<String, (String, u16)> {
         out.insert(cid, (c, m));
     }
     out
-}
-
-/// The last row of SIPp's `-trace_stat` CSV as name → number (cumulative
-/// counters such as `SuccessfulCall(C)` and `FailedCall(C)`).
-fn sipp_final_stats(path: &Path) -> BTreeMap<String, i64> {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let (Some(header), Some(last)) = (lines.first(), lines.get(1..).and_then(<[_]>::last)) else {
-        return BTreeMap::new();
-    };
-    header
-        .split(';')
-        .zip(last.split(';'))
-        .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse().ok()?)))
-        .collect()
 }
