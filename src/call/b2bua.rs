@@ -1277,11 +1277,8 @@ impl B2bua {
         let Some((index, side)) = self.leg(leg) else {
             return;
         };
+        let other = self.other_leg(index, side);
         let c = self.call_mut(index);
-        let other = match side {
-            Side::A => c.b,
-            Side::B => Some(c.a),
-        };
         let reason = vec![("Reason".to_string(), MAX_DURATION_REASON.to_string())];
         if let Some(o) = other {
             let action = if c.state == State::Connected {
@@ -1301,11 +1298,8 @@ impl B2bua {
         let Some((index, side)) = self.leg(leg) else {
             return;
         };
+        let other = self.other_leg(index, side);
         let c = self.call_mut(index);
-        let other = match side {
-            Side::A => c.b,
-            Side::B => Some(c.a),
-        };
         let connected = c.state == State::Connected;
         if !connected && side == Side::B {
             // B's dialog ended before we bridged it (a 2xx the endpoint
@@ -1717,6 +1711,15 @@ impl B2bua {
                 TimerKind::MaxDuration => c.max_deadline == at,
             },
             _ => false,
+        }
+    }
+
+    /// The leg on the other side of `side` (B may not exist yet).
+    fn other_leg(&mut self, index: u32, side: Side) -> Option<CallHandle> {
+        let c = self.call_mut(index);
+        match side {
+            Side::A => c.b,
+            Side::B => Some(c.a),
         }
     }
 

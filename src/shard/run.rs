@@ -1460,25 +1460,22 @@ impl Shard {
                 call,
                 a_remote,
                 b_remote,
-            } => {
-                if let Some(&key) = sip.bridges.get(&call) {
-                    self.set_remotes(key, a_remote, b_remote);
-                    // The media timeout counts from the answer: a call may
-                    // ring for long without early media.
-                    if let Some(&ci) = self.by_key.get(&key) {
-                        if let Some(c) = self.calls[ci as usize].as_mut() {
-                            c.created_at = now;
-                        }
-                    }
-                }
             }
-            MediaRequest::Update {
+            | MediaRequest::Update {
                 call,
                 a_remote,
                 b_remote,
             } => {
+                let answered = matches!(req, MediaRequest::Install { .. });
                 if let Some(&key) = sip.bridges.get(&call) {
                     self.set_remotes(key, a_remote, b_remote);
+                    // The media timeout counts from the answer: a call may
+                    // ring for long without early media.
+                    if let (true, Some(&ci)) = (answered, self.by_key.get(&key)) {
+                        if let Some(c) = self.calls[ci as usize].as_mut() {
+                            c.created_at = now;
+                        }
+                    }
                 }
             }
             MediaRequest::Release { call } => {
