@@ -189,7 +189,7 @@ pub const ROUTE_TO_TRUNKS: &str = "trunks";
 pub const ROUTE_TO_CONTACT_CENTRE: &str = "contact-centre";
 
 /// SIP transport toward a peer.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// UDP (RFC 3261 §18).
@@ -234,6 +234,9 @@ pub struct SipConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls`.
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that sign TLS trunks' certificates; unset,
+    /// the system bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    pub tls_ca: Option<PathBuf>,
     /// RFC 3261 T1 (RTT estimate), milliseconds.
     pub t1_ms: u64,
     /// RFC 3261 T2 (retransmit interval cap), milliseconds.
@@ -268,6 +271,7 @@ impl Default for SipConfig {
             tls: None,
             tls_cert: None,
             tls_key: None,
+            tls_ca: None,
             t1_ms: 500,
             t2_ms: 4000,
             t4_ms: 5000,

@@ -77,7 +77,7 @@ use crate::config::{CallerIdMode, Transport, TRUNKS_MAX};
 use crate::sdp::{Direction, MediaEndpoint, Rewrite, Sdp};
 use crate::sip::digest::{select_challenge, RequestInfo};
 use crate::sip::endpoint::{
-    CallHandle, Challenged, EndpointError, Event, InviteParams, SipEndpoint,
+    CallHandle, Challenged, EndpointError, Event, InviteParams, Remote, SipEndpoint,
 };
 use crate::sip::trunk::{
     caller_id_headers, options_ok, should_failover, transport_param, CallerIdPool, RouteTarget,
@@ -180,6 +180,8 @@ pub struct OutboundInvite {
     pub trunk: TrunkId,
     /// The trunk's address.
     pub target: SocketAddr,
+    /// The transport toward the trunk.
+    pub transport: Transport,
     /// `sip:<called>@<trunk address>`.
     pub request_uri: String,
     /// From URI (the pool number in `From`/`Both` mode, else the caller's).
@@ -219,6 +221,7 @@ impl OutboundInvite {
             .collect();
         f(&InviteParams {
             target: self.target,
+            transport: self.transport,
             request_uri: &self.request_uri,
             from: &self.from,
             from_display: None,
@@ -298,6 +301,8 @@ pub enum SipAction {
         trunk: TrunkId,
         /// The trunk's address.
         target: SocketAddr,
+        /// The transport toward the trunk.
+        transport: Transport,
         /// `sip:<trunk host[:port]>`, also the To URI.
         request_uri: String,
     },
@@ -359,9 +364,18 @@ impl SipAction {
             SipAction::Options {
                 trunk,
                 target,
+                transport,
                 request_uri,
             } => ep
-                .send_options(now, *target, request_uri, trunk.0.into())
+                .send_options(
+                    now,
+                    Remote {
+                        addr: *target,
+                        transport: *transport,
+                    },
+                    request_uri,
+                    trunk.0.into(),
+                )
                 .map(|()| None),
         }
     }
@@ -795,6 +809,7 @@ impl B2bua {
             self.push(Output::Sip(SipAction::Options {
                 trunk: id,
                 target,
+                transport: cfg.transport,
                 request_uri,
             }));
         }
@@ -1498,6 +1513,7 @@ impl B2bua {
         let invite = OutboundInvite {
             trunk,
             target,
+            transport: self.trunks.config(trunk).transport,
             request_uri,
             from,
             to,
@@ -2872,7 +2888,7 @@ mod test {
                     while let Some(o) = self.eps[i].poll_output() {
                         moved = true;
                         match o {
-                            crate::sip::endpoint::Output::Transmit { dst, bytes } => {
+                            crate::sip::endpoint::Output::Transmit { dst, bytes, .. } => {
                                 if i == 1 {
                                     self.sent.push(bytes.clone());
                                 }
@@ -2935,6 +2951,7 @@ mod test {
                     now,
                     &InviteParams {
                         target: self.addrs[1],
+                        transport: Transport::Udp,
                         request_uri: "sip:+4930123@10.0.0.2",
                         from: "sip:alice@10.0.0.1",
                         from_display: None,
@@ -3145,6 +3162,7 @@ mod test {
         let now = e.now;
         let p = InviteParams {
             target: e.addrs[1],
+            transport: Transport::Udp,
             request_uri: "sip:+4930123@10.0.0.2",
             from: "sip:alice@10.0.0.1",
             from_display: None,
@@ -3233,6 +3251,7 @@ mod test {
                 now,
                 &InviteParams {
                     target: gw,
+                    transport: Transport::Udp,
                     request_uri: "sip:+4930123@10.0.0.2",
                     from: "sip:alice@10.0.0.1",
                     from_display: Some("Alice"),
@@ -3377,6 +3396,7 @@ mod test {
                         trunk,
                         target,
                         request_uri,
+                        ..
                     }) => (trunk, target, request_uri),
                     o => panic!("unexpected {o:?}"),
                 })

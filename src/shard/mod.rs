@@ -12,6 +12,7 @@
 mod bufring;
 mod run;
 pub mod sip;
+pub mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};

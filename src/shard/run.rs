@@ -349,6 +349,10 @@ impl Shard {
         events: Sender<ShardEvent>,
         sip: Option<SipSetup>,
     ) -> io::Result<Shard> {
+        let sip = match sip {
+            Some(s) => Some(Box::new(SipShard::new(s, cfg.index, Instant::now())?)),
+            None => None,
+        };
         let ring = build_ring(4096, 32768)?;
         let min_wait = cfg.min_wait_us > 0 && ring.params().is_feature_min_timeout();
         ring.submitter()
@@ -408,11 +412,9 @@ impl Shard {
             timeouts: 0,
             next_tick: Instant::now() + TICK,
             stop: false,
-            sip_ready: vec![false; sip.as_ref().map_or(0, |s| s.socks.len())],
-            sip_fds: sip.as_ref().map_or(Vec::new(), |s| {
-                s.socks.iter().map(|u| u.as_raw_fd()).collect()
-            }),
-            sip: sip.map(|s| Box::new(SipShard::new(s, cfg.index))),
+            sip_ready: vec![false; sip.as_ref().map_or(0, |s| s.fds().len())],
+            sip_fds: sip.as_ref().map_or(Vec::new(), |s| s.fds()),
+            sip,
             sip_deadline: None,
             sip_busy: false,
             pool: VecDeque::new(),
@@ -1365,7 +1367,7 @@ impl Shard {
         let Some(mut sip) = self.sip.take() else {
             return;
         };
-        for i in 0..sip.socks.len() {
+        for i in 0..sip.more.len() {
             if std::mem::take(&mut self.sip_ready[i]) || sip.more[i] {
                 sip.recv(now, i);
                 self.drive_sip(&mut sip, now);
@@ -1406,7 +1408,11 @@ impl Shard {
             while let Some(o) = sip.ep.poll_output() {
                 busy = true;
                 match o {
-                    EpOutput::Transmit { dst, bytes } => sip.send(dst, &bytes),
+                    EpOutput::Transmit {
+                        dst,
+                        transport,
+                        bytes,
+                    } => sip.send(now, dst, transport, &bytes),
                     EpOutput::Event(ev) => sip.b2b.handle_event(now, ev),
                 }
             }
@@ -1667,6 +1673,14 @@ impl Shard {
                 sip.ep.counters(),
                 sip.b2b.counters()
             );
+            if let Some(st) = &sip.streams {
+                eprintln!(
+                    "shard {}: sip streams open {}; {:?}",
+                    self.cfg.index,
+                    st.len(),
+                    st.counters
+                );
+            }
         }
     }
 }

@@ -31,9 +31,11 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::stream::{self, Inbound, Listener, Streams, TlsConfigs};
 use crate::call::b2bua::{B2bua, B2buaConfig, BridgeId, CallRecord};
 use crate::config::Config;
-use crate::sip::endpoint::{shard_of_call_id, EndpointConfig, SipEndpoint};
+use crate::config::Transport;
+use crate::sip::endpoint::{shard_of_call_id, EndpointConfig, Remote, SipEndpoint};
 use crate::sip::msg::SipMessage;
 use crate::sip::trunk::{CallerIdPool, Routes, TrunkSet};
 
@@ -53,13 +55,26 @@ const TRANSACTIONS_MIN: usize = 400_000;
 /// Socket buffers: a burst of a few thousand INVITEs must not overflow.
 const SOCKET_BUFFER: usize = 8 << 20;
 
-/// A datagram one shard received for a dialog another shard owns.
+/// A message passed between shards.
 #[derive(Debug)]
-pub struct Handoff {
-    /// The peer that sent it.
-    pub src: SocketAddr,
-    /// The datagram.
-    pub bytes: Vec<u8>,
+pub enum Handoff {
+    /// A message one shard received for a dialog another shard owns.
+    Inbound {
+        /// The peer that sent it, and how.
+        src: Remote,
+        /// For TCP/TLS: the shard that holds the connection, which the
+        /// owner's answers go back through.
+        conn_shard: usize,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// A message for a peer whose TCP/TLS connection this shard holds.
+    Outbound {
+        /// Where to.
+        dst: Remote,
+        /// The message.
+        bytes: Vec<u8>,
+    },
 }
 
 /// Another shard, as seen by a shard handing a message over.
@@ -75,6 +90,10 @@ pub struct Peer {
 pub struct SipSetup {
     /// This shard's sockets, one per `sip.udp` address, bound.
     pub socks: Vec<UdpSocket>,
+    /// This shard's TCP and TLS listeners, bound and listening.
+    pub listeners: Vec<Listener>,
+    /// TLS server and client configurations.
+    pub tls: TlsConfigs,
     /// The endpoint's knobs.
     pub endpoint: EndpointConfig,
     /// The B2BUA with this shard's share of the trunk limits.
@@ -216,6 +235,22 @@ pub fn setup_all(
     for &a in &cfg.sip.udp {
         groups.push(bind_group(a, n)?);
     }
+    let tls = stream::tls_configs(cfg)?;
+    // listeners[address][shard]
+    let mut lgroups = Vec::new();
+    for &a in &cfg.sip.tcp {
+        lgroups.push(stream::bind_listeners(a, Transport::Tcp, n)?);
+    }
+    if let Some(a) = cfg.sip.tls {
+        lgroups.push(stream::bind_listeners(a, Transport::Tls, n)?);
+    }
+    let local_tcp = cfg
+        .sip
+        .tcp
+        .iter()
+        .copied()
+        .find(|t| !t.ip().is_unspecified());
+    let local_tls = cfg.sip.tls.filter(|t| !t.ip().is_unspecified());
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| crossbeam_channel::bounded::<Handoff>(INBOX_DEPTH))
         .unzip();
@@ -223,8 +258,11 @@ pub fn setup_all(
     let mut out = Vec::with_capacity(n);
     for (k, inbox) in rxs.into_iter().enumerate() {
         let socks: Vec<UdpSocket> = groups.iter_mut().map(|g| g.remove(0)).collect();
+        let listeners: Vec<Listener> = lgroups.iter_mut().map(|g| g.remove(0)).collect();
         let local = socks[0].local_addr()?;
         let mut ep = EndpointConfig::new(local, k as u8);
+        ep.local_tcp = local_tcp;
+        ep.local_tls = local_tls;
         ep.dialogs_max = calls.saturating_mul(2).max(16);
         // RFC 6026 keeps an answered INVITE's transactions (and Timer J a
         // BYE's) for 64*T1 = 32 s: about three per call linger that long,
@@ -257,6 +295,8 @@ pub fn setup_all(
             .collect::<io::Result<Vec<_>>>()?;
         out.push(Some(SipSetup {
             socks,
+            listeners,
+            tls: tls.clone(),
             endpoint: ep,
             b2bua,
             inbox,
@@ -282,6 +322,8 @@ pub struct SipShellCounters {
     pub handover_dropped: u64,
     /// Datagrams received from other shards.
     pub taken_over: u64,
+    /// Messages other shards asked this one to send on its connections.
+    pub relayed_out: u64,
     /// Media allocations that failed (ports, calls, bad SDP).
     pub media_failed: u64,
     /// B2BUA actions the endpoint refused.
@@ -311,22 +353,36 @@ pub(super) struct SipShard {
     pub more: Vec<bool>,
     /// Whether each socket is IPv4 (looked up once, not per send).
     v4: Vec<bool>,
+    /// TCP and TLS; polled as one more socket (index `socks.len()`).
+    pub streams: Option<Streams>,
+    /// Peers whose connection another shard holds, learnt from the
+    /// messages it handed over: answers go back through that shard.
+    routes: HashMap<(Transport, SocketAddr), usize>,
+    /// Scratch for messages framed off connections.
+    inbound: Vec<Inbound>,
 }
+
+/// Peers remembered in [`SipShard::routes`]; when full it is cleared and
+/// learnt again from the next messages (a stale entry only costs a hop).
+const ROUTES_MAX: usize = 65_536;
 
 /// Keys of media calls made for the B2BUA: the top bit keeps them apart
 /// from the ng control plane's keys (which count up from zero).
 pub(super) const SIP_KEY_BASE: u64 = 1 << 63;
 
 impl SipShard {
-    pub(super) fn new(setup: SipSetup, index: usize) -> SipShard {
+    pub(super) fn new(setup: SipSetup, index: usize, now: Instant) -> io::Result<SipShard> {
         let seed = rand::random();
-        let n = setup.socks.len();
+        // Always: even without listeners, TCP/TLS trunks are reached over
+        // connections this shard opens.
+        let streams = Some(Streams::new(setup.listeners, setup.tls, now)?);
+        let n = setup.socks.len() + usize::from(streams.is_some());
         let v4 = setup
             .socks
             .iter()
             .map(|s| s.local_addr().is_ok_and(|a| a.is_ipv4()))
             .collect();
-        SipShard {
+        Ok(SipShard {
             ep: SipEndpoint::new(setup.endpoint, seed),
             b2b: setup.b2bua,
             socks: setup.socks,
@@ -340,7 +396,20 @@ impl SipShard {
             counters: SipShellCounters::default(),
             more: vec![false; n],
             v4,
-        }
+            streams,
+            routes: HashMap::new(),
+            inbound: Vec::new(),
+        })
+    }
+
+    /// The descriptors the run loop polls: the UDP sockets, then the
+    /// streams' epoll set.
+    pub(super) fn fds(&self) -> Vec<i32> {
+        self.socks
+            .iter()
+            .map(|u| u.as_raw_fd())
+            .chain(self.streams.as_ref().map(Streams::fd))
+            .collect()
     }
 
     /// A fresh media key for a bridged call.
@@ -361,6 +430,9 @@ impl SipShard {
     /// Reads up to [`RECV_BUDGET`] datagrams from socket `i` and feeds
     /// them to the endpoint or their owner shard.
     pub(super) fn recv(&mut self, now: Instant, i: usize) {
+        if i == self.socks.len() {
+            return self.recv_streams(now, i);
+        }
         let mut budget = RECV_BUDGET;
         self.more[i] = false;
         while budget > 0 {
@@ -373,7 +445,7 @@ impl SipShard {
                     }
                     // Take the buffer out so dispatch can borrow self.
                     let buf = std::mem::take(&mut self.buf);
-                    self.dispatch(now, src, &buf[..len]);
+                    self.dispatch(now, Remote::udp(src), &buf[..len]);
                     self.buf = buf;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -385,19 +457,52 @@ impl SipShard {
         self.more[i] = true;
     }
 
+    /// Accepts, reads and writes TCP/TLS connections; every framed message
+    /// is dispatched like a datagram.
+    fn recv_streams(&mut self, now: Instant, i: usize) {
+        let Some(st) = self.streams.as_mut() else {
+            return;
+        };
+        let mut msgs = std::mem::take(&mut self.inbound);
+        self.more[i] = st.poll(now, &mut msgs);
+        for m in msgs.drain(..) {
+            self.counters.rx += 1;
+            self.dispatch(now, m.src, &m.bytes);
+        }
+        self.inbound = msgs;
+    }
+
     /// Messages other shards handed over, up to a budget.
     pub(super) fn drain_inbox(&mut self, now: Instant) -> bool {
         for _ in 0..RECV_BUDGET {
             let Ok(h) = self.inbox.try_recv() else {
                 return false;
             };
-            self.counters.taken_over += 1;
-            self.ep.handle_datagram(now, h.src, &h.bytes);
+            match h {
+                Handoff::Inbound {
+                    src,
+                    conn_shard,
+                    bytes,
+                } => {
+                    self.counters.taken_over += 1;
+                    if src.transport.is_reliable() && conn_shard != self.index {
+                        if self.routes.len() >= ROUTES_MAX {
+                            self.routes.clear();
+                        }
+                        self.routes.insert((src.transport, src.addr), conn_shard);
+                    }
+                    self.ep.handle_message(now, src, &bytes);
+                }
+                Handoff::Outbound { dst, bytes } => {
+                    self.counters.relayed_out += 1;
+                    self.send_stream(now, dst, &bytes, false);
+                }
+            }
         }
         true
     }
 
-    fn dispatch(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+    fn dispatch(&mut self, now: Instant, src: Remote, bytes: &[u8]) {
         let n = self.peers.len();
         if n > 1 {
             // A message that does not parse is the endpoint's to answer or
@@ -415,8 +520,9 @@ impl SipShard {
                     let owner = owner_shard(cid, n);
                     if owner != self.index {
                         let p = &self.peers[owner];
-                        let h = Handoff {
+                        let h = Handoff::Inbound {
                             src,
+                            conn_shard: self.index,
                             bytes: bytes.to_vec(),
                         };
                         if p.tx.try_send(h).is_ok() {
@@ -430,11 +536,57 @@ impl SipShard {
                 }
             }
         }
-        self.ep.handle_datagram(now, src, bytes);
+        self.ep.handle_message(now, src, bytes);
+    }
+
+    /// Sends one message the endpoint produced.
+    pub(super) fn send(&mut self, now: Instant, dst: SocketAddr, t: Transport, bytes: &[u8]) {
+        match t {
+            Transport::Udp => self.send_udp(dst, bytes),
+            t => self.send_stream(
+                now,
+                Remote {
+                    addr: dst,
+                    transport: t,
+                },
+                bytes,
+                true,
+            ),
+        }
+    }
+
+    /// Sends on this shard's connection to `dst`; else through the shard
+    /// that handed over the peer's messages; else (when `route`) on a new
+    /// connection.
+    fn send_stream(&mut self, now: Instant, dst: Remote, bytes: &[u8], route: bool) {
+        let Some(st) = self.streams.as_mut() else {
+            self.counters.tx_errors += 1;
+            return;
+        };
+        if !st.has(dst) && route {
+            if let Some(&k) = self.routes.get(&(dst.transport, dst.addr)) {
+                let p = &self.peers[k];
+                let h = Handoff::Outbound {
+                    dst,
+                    bytes: bytes.to_vec(),
+                };
+                if p.tx.try_send(h).is_ok() {
+                    self.counters.handed_over += 1;
+                    crate::sys::eventfd_signal(p.wake.as_raw_fd());
+                } else {
+                    self.counters.handover_dropped += 1;
+                }
+                return;
+            }
+        }
+        match st.send(now, dst, bytes, route) {
+            Ok(()) => self.counters.tx += 1,
+            Err(_) => self.counters.tx_errors += 1,
+        }
     }
 
     /// Sends one datagram from the socket of `dst`'s family.
-    pub(super) fn send(&mut self, dst: SocketAddr, bytes: &[u8]) {
+    fn send_udp(&mut self, dst: SocketAddr, bytes: &[u8]) {
         let sock = self
             .v4
             .iter()

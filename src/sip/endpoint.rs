@@ -77,6 +77,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+pub use crate::config::Transport;
+
 use super::build::{start_response_to, BuildError, MessageWriter};
 use super::dialog::{
     new_tag, Dialog, DialogError, DialogState, RequestFields, UacDialogParams, UasDialogParams,
@@ -131,11 +133,42 @@ const TX_EVENTS_BOUND: usize = 8;
 /// an ACK): a bound for the drain loops.
 const TX_TRANSMITS_BOUND: usize = 4;
 
+/// A peer as the transport layer knows it: its address and the transport
+/// a message came in on or goes out on. For TCP/TLS the address names the
+/// connection (its remote end); the shell keeps the connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Remote {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The transport.
+    pub transport: Transport,
+}
+
+impl Remote {
+    /// A peer reached over UDP.
+    pub fn udp(addr: SocketAddr) -> Remote {
+        Remote {
+            addr,
+            transport: Transport::Udp,
+        }
+    }
+
+    /// No retransmission timers on this transport (§17.1.1.2, §17.2.1).
+    fn reliable(self) -> bool {
+        self.transport.is_reliable()
+    }
+}
+
 /// Startup knobs of a [`SipEndpoint`].
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
-    /// Our address as written in Via sent-by and Contact.
+    /// Our address as written in Via sent-by and Contact for UDP (and for
+    /// TCP/TLS when `local_tcp`/`local_tls` are unset).
     pub local: SocketAddr,
+    /// Our TCP listen address, for Via and Contact of TCP messages.
+    pub local_tcp: Option<SocketAddr>,
+    /// Our TLS listen address, for Via and Contact of TLS messages.
+    pub local_tls: Option<SocketAddr>,
     /// Capacity of the transaction table.
     pub transactions_max: usize,
     /// Capacity of the call slab (one dialog per call).
@@ -148,8 +181,6 @@ pub struct EndpointConfig {
     pub shard: u8,
     /// Value of User-Agent (requests) and Server (responses).
     pub user_agent: String,
-    /// True for TCP/TLS: no retransmission timers (§17.1.1.2, §17.2.1).
-    pub reliable: bool,
     /// Session interval (RFC 4028 Session-Expires) we offer in our INVITEs
     /// and grant to peers at most, seconds; 0 switches session timers off
     /// (`sip.session_expires_s`).
@@ -172,7 +203,8 @@ impl EndpointConfig {
             timers: TimerConfig::default(),
             shard,
             user_agent: "Kolokol".to_string(),
-            reliable: false,
+            local_tcp: None,
+            local_tls: None,
             session_expires_s: 1800,
             min_se_s: SESSION_EXPIRES_MIN_S,
         }
@@ -346,11 +378,14 @@ pub enum Event {
 /// One thing for the driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send a datagram.
+    /// Send a message: a datagram (UDP) or a framed message on the stream
+    /// connection (TCP/TLS) to `dst`, opened if there is none.
     Transmit {
         /// Destination.
         dst: SocketAddr,
-        /// The datagram.
+        /// The transport to send it on.
+        transport: Transport,
+        /// The message.
         bytes: Vec<u8>,
     },
     /// Tell the transaction user.
@@ -405,6 +440,8 @@ pub struct InviteParams<'a> {
     /// Where to send the INVITE (the trunk or outbound proxy; no DNS here).
     /// In-dialog requests of the call go there too.
     pub target: SocketAddr,
+    /// The transport toward `target`.
+    pub transport: Transport,
     /// The Request-URI (`sip:+4930123456@trunk.example.net`).
     pub request_uri: &'a str,
     /// Our From URI (`sip:alice@gw.example.org`).
@@ -500,7 +537,7 @@ enum TxPurpose {
 
 #[derive(Clone, Copy, Debug)]
 struct TxMeta {
-    dst: SocketAddr,
+    dst: Remote,
     owner: Option<Owner>,
     purpose: TxPurpose,
 }
@@ -545,7 +582,7 @@ struct Call {
     /// Our From (UAC) / To (UAS) value without the tag.
     local_uri: String,
     /// The peer's address: the INVITE target (UAC) or source (UAS).
-    peer: SocketAddr,
+    peer: Remote,
     dialog: Option<Dialog>,
     /// The initial INVITE (sent or received), kept to build CANCEL, the
     /// non-2xx ACK and our responses.
@@ -920,12 +957,16 @@ impl SipEndpoint {
 
     // -- outputs ----------------------------------------------------------
 
-    fn push_transmit(&mut self, dst: SocketAddr, bytes: Vec<u8>) {
+    fn push_transmit(&mut self, dst: Remote, bytes: Vec<u8>) {
         if self.outputs.len() >= self.cfg.outputs_max {
             self.counters.transmits_dropped += 1;
             return;
         }
-        self.outputs.push_back(Output::Transmit { dst, bytes });
+        self.outputs.push_back(Output::Transmit {
+            dst: dst.addr,
+            transport: dst.transport,
+            bytes,
+        });
     }
 
     fn push_event(&mut self, ev: Event) {
@@ -954,16 +995,32 @@ impl SipEndpoint {
         format!("{r}-{}@{}", self.cfg.shard, self.cfg.local.ip())
     }
 
-    fn via(&self, branch: &str) -> String {
-        let transport = if self.cfg.reliable { "TCP" } else { "UDP" };
-        format!(
-            "SIP/2.0/{transport} {};branch={branch};rport",
-            self.cfg.local
-        )
+    /// Our address on `t`: what Via sent-by and Contact carry.
+    fn local_on(&self, t: Transport) -> SocketAddr {
+        match t {
+            Transport::Udp => self.cfg.local,
+            Transport::Tcp => self.cfg.local_tcp.unwrap_or(self.cfg.local),
+            Transport::Tls => self.cfg.local_tls.unwrap_or(self.cfg.local),
+        }
     }
 
-    fn contact(&self) -> String {
-        format!("<sip:{}>", self.cfg.local)
+    fn via(&self, t: Transport, branch: &str) -> String {
+        let name = match t {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        };
+        format!("SIP/2.0/{name} {};branch={branch};rport", self.local_on(t))
+    }
+
+    /// Our Contact on `t` (RFC 3261 §19.1.1: `transport=` for the
+    /// connection-oriented ones, so in-dialog requests come back on them).
+    fn contact(&self, t: Transport) -> String {
+        match t {
+            Transport::Udp => format!("<sip:{}>", self.local_on(t)),
+            Transport::Tcp => format!("<sip:{};transport=tcp>", self.local_on(t)),
+            Transport::Tls => format!("<sip:{};transport=tls>", self.local_on(t)),
+        }
     }
 
     // -- call slab ----------------------------------------------------------
@@ -1251,7 +1308,14 @@ impl SipEndpoint {
                 c.reinvite_pending = false;
                 if let Some(fields) = fields {
                     let branch = self.new_branch();
-                    match self.build_in_dialog(&fields, Method::Ack, &branch, &[], None) {
+                    match self.build_in_dialog(
+                        peer.transport,
+                        &fields,
+                        Method::Ack,
+                        &branch,
+                        &[],
+                        None,
+                    ) {
                         Ok(ack) => {
                             self.push_transmit(peer, ack.clone());
                             if let Some(c) = self.call_of(owner) {
@@ -1402,9 +1466,14 @@ impl SipEndpoint {
         };
         let rack = format!("{rseq} {invite_cseq} INVITE");
         let branch = self.new_branch();
-        let Ok(bytes) =
-            self.build_in_dialog(&fields, Method::Prack, &branch, &[("RAck", &rack)], None)
-        else {
+        let Ok(bytes) = self.build_in_dialog(
+            peer.transport,
+            &fields,
+            Method::Prack,
+            &branch,
+            &[("RAck", &rack)],
+            None,
+        ) else {
             self.counters.build_failed += 1;
             return true;
         };
@@ -1415,7 +1484,7 @@ impl SipEndpoint {
             now,
             TxKind::NonInvite,
             bytes.clone(),
-            self.cfg.reliable,
+            peer.reliable(),
             self.cfg.timers,
         );
         let meta = TxMeta {
@@ -1519,7 +1588,7 @@ impl SipEndpoint {
             .and_then(Result::ok);
         let Some(fields) = fields else { return };
         let branch = self.new_branch();
-        match self.build_in_dialog(&fields, Method::Ack, &branch, &[], None) {
+        match self.build_in_dialog(dst.transport, &fields, Method::Ack, &branch, &[], None) {
             Ok(ack) => {
                 self.push_transmit(dst, ack.clone());
                 if let Some(c) = self.call_of(owner) {
@@ -1549,6 +1618,7 @@ impl SipEndpoint {
     /// Builds an in-dialog request from [`Dialog::next_request_fields`].
     fn build_in_dialog(
         &self,
+        t: Transport,
         f: &RequestFields,
         method: Method<'_>,
         branch: &str,
@@ -1557,7 +1627,7 @@ impl SipEndpoint {
     ) -> Result<Vec<u8>, BuildError> {
         let mut out = Vec::with_capacity(512);
         let mut w = MessageWriter::request(&mut out, method, &f.request_uri)?;
-        w = w.header("Via", &self.via(branch))?;
+        w = w.header("Via", &self.via(t, branch))?;
         w = w.header("Max-Forwards", &MAX_FORWARDS.to_string())?;
         for r in &f.route {
             w = w.header("Route", r)?;
@@ -1570,7 +1640,7 @@ impl SipEndpoint {
             w = w.header("User-Agent", &self.cfg.user_agent)?;
         }
         if matches!(method, Method::Invite | Method::Update) {
-            w = w.header("Contact", &self.contact())?;
+            w = w.header("Contact", &self.contact(t))?;
         }
         for (n, v) in extra_headers {
             w = w.header(n, v)?;
@@ -1623,7 +1693,7 @@ impl SipEndpoint {
             now,
             TxKind::NonInvite,
             out,
-            self.cfg.reliable,
+            peer.reliable(),
             self.cfg.timers,
         );
         let meta = TxMeta {
@@ -1645,10 +1715,16 @@ impl SipEndpoint {
 
     // -- input --------------------------------------------------------------
 
-    /// One datagram from `src` (UDP; the `reliable` knob of the config
-    /// switches retransmissions off for a stream transport that frames
-    /// messages itself).
+    /// One UDP datagram from `src`.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        self.handle_message(now, Remote::udp(src), bytes);
+    }
+
+    /// One message from `src`: a UDP datagram, or a message the shell
+    /// framed off a TCP/TLS connection ([`crate::sip::stream`]). Answers go
+    /// back on the same transport to the same address (for a stream: the
+    /// same connection, RFC 3261 §18.2.2).
+    pub fn handle_message(&mut self, now: Instant, src: Remote, bytes: &[u8]) {
         self.last_now = Some(now);
         let msg = match SipMessage::parse(bytes) {
             Ok(m) => m,
@@ -1661,7 +1737,7 @@ impl SipEndpoint {
         }
     }
 
-    fn on_parse_error(&mut self, src: SocketAddr, bytes: &[u8], e: SipParseError) {
+    fn on_parse_error(&mut self, src: Remote, bytes: &[u8], e: SipParseError) {
         let Some(status) = e.status() else {
             self.counters.parse_dropped += 1;
             return;
@@ -1724,7 +1800,7 @@ impl SipEndpoint {
     /// Answers `req` statelessly with `status` (and extra headers).
     fn reply_stateless(
         &mut self,
-        src: SocketAddr,
+        src: Remote,
         req: &SipMessage<'_>,
         status: u16,
         headers: &[(&str, &str)],
@@ -1777,7 +1853,7 @@ impl SipEndpoint {
     fn reply_with_tx(
         &mut self,
         now: Instant,
-        src: SocketAddr,
+        src: Remote,
         req: &SipMessage<'_>,
         key: Option<TransactionKey>,
         status: u16,
@@ -1797,7 +1873,7 @@ impl SipEndpoint {
             }
         };
         if let Some(key) = key {
-            let mut tx = ServerTransaction::new(now, kind, self.cfg.reliable, self.cfg.timers);
+            let mut tx = ServerTransaction::new(now, kind, src.reliable(), self.cfg.timers);
             if tx.send_response(now, status, &bytes).is_ok() {
                 let meta = TxMeta {
                     dst: src,
@@ -1813,7 +1889,7 @@ impl SipEndpoint {
         self.push_transmit(src, bytes);
     }
 
-    fn on_request(&mut self, now: Instant, src: SocketAddr, msg: &SipMessage<'_>) {
+    fn on_request(&mut self, now: Instant, src: Remote, msg: &SipMessage<'_>) {
         let Some(method) = msg.method() else { return };
         let via = msg.top_via();
         let key = via
@@ -1948,7 +2024,7 @@ impl SipEndpoint {
     fn on_cancel(
         &mut self,
         now: Instant,
-        src: SocketAddr,
+        src: Remote,
         msg: &SipMessage<'_>,
         key: Option<TransactionKey>,
     ) {
@@ -1987,7 +2063,7 @@ impl SipEndpoint {
     fn on_new_invite(
         &mut self,
         now: Instant,
-        src: SocketAddr,
+        src: Remote,
         msg: &SipMessage<'_>,
         key: Option<TransactionKey>,
     ) {
@@ -2046,8 +2122,7 @@ impl SipEndpoint {
                 return;
             }
         };
-        let mut tx =
-            ServerTransaction::new(now, TxKind::Invite, self.cfg.reliable, self.cfg.timers);
+        let mut tx = ServerTransaction::new(now, TxKind::Invite, src.reliable(), self.cfg.timers);
         // 100 Trying at once (§8.2.6.1): the TU may take a while.
         let _ = tx.send_response(now, 100, &trying);
         let meta = TxMeta {
@@ -2070,7 +2145,7 @@ impl SipEndpoint {
         let uri = msg.request_uri();
         self.push_event(Event::IncomingCall {
             call: CallHandle(owner.idx),
-            src,
+            src: src.addr,
             request_uri: uri.map(|u| u.as_str().to_string()).unwrap_or_default(),
             request_user: uri
                 .and_then(Uri::as_sip)
@@ -2137,7 +2212,7 @@ impl SipEndpoint {
     fn on_in_dialog(
         &mut self,
         now: Instant,
-        src: SocketAddr,
+        src: Remote,
         msg: &SipMessage<'_>,
         key: Option<TransactionKey>,
         to_tag: &str,
@@ -2235,7 +2310,7 @@ impl SipEndpoint {
                 } else {
                     TxKind::NonInvite
                 };
-                let tx = ServerTransaction::new(now, kind, self.cfg.reliable, self.cfg.timers);
+                let tx = ServerTransaction::new(now, kind, src.reliable(), self.cfg.timers);
                 let meta = TxMeta {
                     dst: src,
                     owner: Some(owner),
@@ -2477,7 +2552,8 @@ impl SipEndpoint {
         if !(101..=699).contains(&status) {
             return Err(EndpointError::InvalidState("status must be 101..=699"));
         }
-        let contact = self.contact();
+        let peer = self.call_of(owner).ok_or(EndpointError::UnknownCall)?.peer;
+        let contact = self.contact(peer.transport);
         let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
         let reinvite = c.pending.is_some();
         let (h, raw, invite) = if let Some(p) = c.pending.as_ref() {
@@ -2528,7 +2604,7 @@ impl SipEndpoint {
         }
         let t1 = self.cfg.timers.t1;
         let give_up = now + self.cfg.timers.timeout();
-        let reliable = self.cfg.reliable;
+        let reliable = peer.reliable();
         let c = self.call_of(owner).ok_or(EndpointError::UnknownCall)?;
         let cseq = req.cseq().0;
         if reinvite {
@@ -2683,13 +2759,13 @@ impl SipEndpoint {
         let mut out = Vec::with_capacity(1024);
         {
             let mut w = MessageWriter::request(&mut out, Method::Invite, p.request_uri)?;
-            w = w.header("Via", &self.via(&branch))?;
+            w = w.header("Via", &self.via(p.transport, &branch))?;
             w = w.header("Max-Forwards", &MAX_FORWARDS.to_string())?;
             w = w.header("From", &format!("{local_uri};tag={tag}"))?;
             w = w.header("To", &format!("<{}>", p.to))?;
             w = w.header("Call-ID", &call_id)?;
             w = w.header("CSeq", &format!("{cseq} INVITE"))?;
-            w = w.header("Contact", &self.contact())?;
+            w = w.header("Contact", &self.contact(p.transport))?;
             w = w.header("Allow", ALLOW)?;
             w = w.header("Supported", UAC_SUPPORTED)?;
             if let Some((se, min_se)) = &session_expires {
@@ -2717,7 +2793,10 @@ impl SipEndpoint {
             call_id,
             local_tag: tag,
             local_uri,
-            peer: p.target,
+            peer: Remote {
+                addr: p.target,
+                transport: p.transport,
+            },
             dialog: None,
             invite_raw: out.clone(),
             invite_tx: None,
@@ -2732,10 +2811,18 @@ impl SipEndpoint {
             session: None,
         };
         let owner = self.alloc_call(call).ok_or(EndpointError::CallsFull)?;
-        let tx =
-            ClientTransaction::new(now, TxKind::Invite, out, self.cfg.reliable, self.cfg.timers);
+        let tx = ClientTransaction::new(
+            now,
+            TxKind::Invite,
+            out,
+            p.transport.is_reliable(),
+            self.cfg.timers,
+        );
         let meta = TxMeta {
-            dst: p.target,
+            dst: Remote {
+                addr: p.target,
+                transport: p.transport,
+            },
             owner: Some(owner),
             purpose: TxPurpose::Invite,
         };
@@ -2865,7 +2952,8 @@ impl SipEndpoint {
             headers.push(("Supported", "timer"));
             headers.push(("Session-Expires", se));
         }
-        let bytes = self.build_in_dialog(&fields, method, &branch, &headers, body)?;
+        let bytes =
+            self.build_in_dialog(peer.transport, &fields, method, &branch, &headers, body)?;
         let key = TransactionKey::client(&branch, method.as_str())
             .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
         let kind = if method == Method::Invite {
@@ -2873,7 +2961,7 @@ impl SipEndpoint {
         } else {
             TxKind::NonInvite
         };
-        let tx = ClientTransaction::new(now, kind, bytes, self.cfg.reliable, self.cfg.timers);
+        let tx = ClientTransaction::new(now, kind, bytes, peer.reliable(), self.cfg.timers);
         let meta = TxMeta {
             dst: peer,
             owner: Some(owner),
@@ -2897,7 +2985,7 @@ impl SipEndpoint {
     pub fn send_options(
         &mut self,
         now: Instant,
-        target: SocketAddr,
+        target: Remote,
         request_uri: &str,
         tag: u64,
     ) -> Result<(), EndpointError> {
@@ -2914,9 +3002,10 @@ impl SipEndpoint {
         let mut out = Vec::with_capacity(512);
         {
             let mut w = MessageWriter::request(&mut out, Method::Options, request_uri)?;
-            w = w.header("Via", &self.via(&branch))?;
+            w = w.header("Via", &self.via(target.transport, &branch))?;
             w = w.header("Max-Forwards", &MAX_FORWARDS.to_string())?;
-            w = w.header("From", &format!("{};tag={from_tag}", self.contact()))?;
+            let from = self.contact(Transport::Udp);
+            w = w.header("From", &format!("{from};tag={from_tag}"))?;
             w = w.header("To", &format!("<{request_uri}>"))?;
             w = w.header("Call-ID", &call_id)?;
             w = w.header("CSeq", "1 OPTIONS")?;
@@ -2930,7 +3019,7 @@ impl SipEndpoint {
             now,
             TxKind::NonInvite,
             out,
-            self.cfg.reliable,
+            target.reliable(),
             self.cfg.timers,
         );
         let meta = TxMeta {
@@ -2980,14 +3069,21 @@ impl SipEndpoint {
         c.ok = None;
         let peer = c.peer;
         let branch = self.new_branch();
-        let bytes = self.build_in_dialog(&fields, Method::Bye, &branch, extra_headers, None)?;
+        let bytes = self.build_in_dialog(
+            peer.transport,
+            &fields,
+            Method::Bye,
+            &branch,
+            extra_headers,
+            None,
+        )?;
         let key = TransactionKey::client(&branch, "BYE")
             .map_err(|_| EndpointError::InvalidState("generated branch refused"))?;
         let tx = ClientTransaction::new(
             now,
             TxKind::NonInvite,
             bytes,
-            self.cfg.reliable,
+            peer.reliable(),
             self.cfg.timers,
         );
         let meta = TxMeta {
@@ -3071,7 +3167,7 @@ mod test {
                         break;
                     };
                     match o {
-                        Output::Transmit { dst, bytes } => {
+                        Output::Transmit { dst, bytes, .. } => {
                             self.sent[i].push(bytes.clone());
                             let lost = self.loss > 0.0 && self.rng.gen_bool(self.loss);
                             let Some(to) = self.addrs.iter().position(|a| *a == dst) else {
@@ -3160,6 +3256,7 @@ mod test {
                     now,
                     &InviteParams {
                         target,
+                        transport: Transport::Udp,
                         request_uri: "sip:bob@10.0.0.2",
                         from: "sip:alice@10.0.0.1",
                         from_display: Some("Alice"),
@@ -3654,6 +3751,7 @@ mod test {
         let now = one.now;
         let p = InviteParams {
             target: addr(9),
+            transport: Transport::Udp,
             request_uri: "sip:x@h",
             from: "sip:a@h",
             from_display: None,
@@ -3909,6 +4007,7 @@ mod test {
                 now,
                 &InviteParams {
                     target: net.addrs[1],
+                    transport: Transport::Udp,
                     request_uri: "sip:bob@10.0.0.2",
                     from: "sip:alice@10.0.0.1",
                     from_display: None,
@@ -4128,7 +4227,7 @@ mod test {
         let now = net.now;
         let target = net.addrs[1];
         net.eps[0]
-            .send_options(now, target, "sip:10.0.0.2:5060", tag)
+            .send_options(now, Remote::udp(target), "sip:10.0.0.2:5060", tag)
             .expect("send_options");
         net.flush();
     }
@@ -4263,16 +4362,17 @@ mod test {
         );
         let now = Instant::now();
         assert!(matches!(
-            ep.send_options(now, addr(2), "not a uri", 0),
+            ep.send_options(now, Remote::udp(addr(2)), "not a uri", 0),
             Err(EndpointError::Build(_))
         ));
         assert!(matches!(
-            ep.send_options(now, addr(2), "sip:a>b", 0),
+            ep.send_options(now, Remote::udp(addr(2)), "sip:a>b", 0),
             Err(EndpointError::Build(_))
         ));
-        ep.send_options(now, addr(2), "sip:10.0.0.2", 0).unwrap();
+        ep.send_options(now, Remote::udp(addr(2)), "sip:10.0.0.2", 0)
+            .unwrap();
         assert_eq!(
-            ep.send_options(now, addr(2), "sip:10.0.0.2", 1),
+            ep.send_options(now, Remote::udp(addr(2)), "sip:10.0.0.2", 1),
             Err(EndpointError::TransactionsFull)
         );
     }
