@@ -1,5 +1,5 @@
 //! SIP endpoint: arbitrary bytes become a sequence of inputs for one
-//! `SipEndpoint` (time steps, datagrams from two peers, and TU calls:
+//! `SipEndpoint` (time steps, messages from two peers over UDP/TCP/TLS, and TU calls:
 //! respond, invite, cancel, BYE), with every output drained after each.
 //! Nothing is asserted but no panic and the bounds: pending outputs, calls
 //! and transactions never exceed their configured caps.
@@ -11,7 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use kolokol::sip::endpoint::{CallHandle, EndpointConfig, Event, InviteParams, Output, SipEndpoint};
+use kolokol::sip::endpoint::{
+    CallHandle, EndpointConfig, Event, InviteParams, Output, Remote, SipEndpoint, Transport,
+};
 use libfuzzer_sys::fuzz_target;
 
 const OUTPUTS_MAX: usize = 32;
@@ -22,6 +24,11 @@ const STEPS_MAX: usize = 256;
 
 fn peer(i: u8) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1 + (i & 1))), 5060)
+}
+
+/// The transport of a message or call: UDP, TCP or TLS, from op bits.
+fn transport(i: u8) -> Transport {
+    [Transport::Udp, Transport::Tcp, Transport::Tls][usize::from(i >> 1) % 3]
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -45,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
                 let len = (usize::from(*hi) << 8 | usize::from(*lo)).min(tail.len());
                 let (dgram, tail) = tail.split_at(len);
                 rest = tail;
-                ep.handle_datagram(now, peer(*op >> 3), dgram);
+                let src = Remote {
+                    addr: peer(*op >> 3),
+                    transport: transport(*op >> 3),
+                };
+                ep.handle_message(now, src, dgram);
             }
             4 => {
                 if let Some(c) = pick {
@@ -57,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 let p = InviteParams {
                     target: peer(*op >> 3),
+                    transport: transport(*op >> 3),
                     request_uri: "sip:bob@192.0.2.2",
                     from: "sip:alice@192.0.2.9",
                     from_display: None,
