@@ -1,4 +1,4 @@
-//! Kolokol as a SIP B2BUA, end to end over UDP: the real `kolokol` binary
+//! Kolokol as a SIP B2BUA, end to end over UDP and TCP: the real `kolokol` binary
 //! between a SIPp caller and one or two SIPp trunks.
 //!
 //! ```text
@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 mod harness;
 use harness::{
-    find_tool, nanos, sipp_final_stats, tail, wait_udp_bound, xorshift, Harness, ProcId,
+    find_tool, nanos, sipp_final_stats, tail, wait_tcp_listen, wait_udp_bound, xorshift, Harness,
+    ProcId,
 };
 
 /// The number every caller dials (numeric user part: routed to the trunks).
@@ -58,7 +59,17 @@ const SIPP_LIMIT: Duration = Duration::from_secs(25);
 /// relayed the audio both ways.
 #[test]
 fn basic_call_relays_rtp_and_rewrites_sdp() {
-    let mut t = Test::new("basic");
+    basic_call_relays_rtp_and_rewrites_sdp_on(Tr::Udp);
+}
+
+/// [`basic_call_relays_rtp_and_rewrites_sdp`] over TCP.
+#[test]
+fn basic_call_relays_rtp_and_rewrites_sdp_over_tcp() {
+    basic_call_relays_rtp_and_rewrites_sdp_on(Tr::Tcp);
+}
+
+fn basic_call_relays_rtp_and_rewrites_sdp_on(tr: Tr) {
+    let mut t = Test::new("basic", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_answer.xml", 1);
     let uac = t.caller("uac_call.xml", 1, &["-d", "4000"]);
@@ -121,6 +132,41 @@ fn basic_call_relays_rtp_and_rewrites_sdp() {
     );
 }
 
+/// Over TCP SIPp carries every call on one connection, which one shard
+/// accepted; with two shards about half the calls belong to the other one
+/// (by Call-ID), which gets their messages handed over and must send its
+/// answers back through the connection's shard. All calls complete, and
+/// the gateway says it routed answers through the other shard.
+#[test]
+fn tcp_connection_shared_by_two_shards() {
+    let mut t = Test::new("tcp-shards", Tr::Tcp);
+    t.shards = 2;
+    let gw = t.gateway(&[Trunk::new("t1", 0)]);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 12);
+    let uac = t.caller("uac_call.xml", 12, &["-r", "10", "-d", "1000"]);
+    t.expect_success(uac, 12);
+    t.expect_success(uas, 12);
+    t.stop_gateway(gw);
+    let err = fs::read_to_string(t.h.dir.join("kolokol.err")).unwrap_or_default();
+    let sum = |key: &str| -> u64 {
+        err.split(key)
+            .skip(1)
+            .filter_map(|r| {
+                r.split([',', ' ', '}'])
+                    .find(|w| !w.is_empty())?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let (relayed, taken) = (sum("relayed_out: "), sum("taken_over: "));
+    assert!(
+        relayed > 0 && taken > 0,
+        "no message crossed shards (handed over {taken}, answers sent back through the \
+         connection's shard {relayed}); 12 calls on one connection over 2 shards should"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 2. and 3. Hang-ups
 
@@ -128,7 +174,17 @@ fn basic_call_relays_rtp_and_rewrites_sdp() {
 /// the caller's BYE must be answered 200.
 #[test]
 fn caller_hangs_up() {
-    let mut t = Test::new("caller-bye");
+    caller_hangs_up_on(Tr::Udp);
+}
+
+/// [`caller_hangs_up`] over TCP.
+#[test]
+fn caller_hangs_up_over_tcp() {
+    caller_hangs_up_on(Tr::Tcp);
+}
+
+fn caller_hangs_up_on(tr: Tr) {
+    let mut t = Test::new("caller-bye", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_answer.xml", 1);
     let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
@@ -146,7 +202,17 @@ fn caller_hangs_up() {
 /// answer it, and the trunk's BYE must be answered 200.
 #[test]
 fn callee_hangs_up() {
-    let mut t = Test::new("callee-bye");
+    callee_hangs_up_on(Tr::Udp);
+}
+
+/// [`callee_hangs_up`] over TCP.
+#[test]
+fn callee_hangs_up_over_tcp() {
+    callee_hangs_up_on(Tr::Tcp);
+}
+
+fn callee_hangs_up_on(tr: Tr) {
+    let mut t = Test::new("callee-bye", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_hangup.xml", 1);
     let uac = t.caller("uac_callee_hangup.xml", 1, &[]);
@@ -167,7 +233,17 @@ fn callee_hangs_up() {
 /// CANCEL, answers 200 and 487, and gets the ACK for its 487.
 #[test]
 fn cancel_while_ringing() {
-    let mut t = Test::new("cancel");
+    cancel_while_ringing_on(Tr::Udp);
+}
+
+/// [`cancel_while_ringing`] over TCP.
+#[test]
+fn cancel_while_ringing_over_tcp() {
+    cancel_while_ringing_on(Tr::Tcp);
+}
+
+fn cancel_while_ringing_on(tr: Tr) {
+    let mut t = Test::new("cancel", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_ring_cancel.xml", 1);
     let uac = t.caller("uac_cancel.xml", 1, &[]);
@@ -191,7 +267,7 @@ fn cancel_while_ringing() {
 /// trunk a CANCEL after its 180.
 #[test]
 fn cancel_before_trunk_rings() {
-    let mut t = Test::new("cancel-early");
+    let mut t = Test::new("cancel-early", Tr::Udp);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_late_ring_cancel.xml", 1);
     let uac = t.caller("uac_cancel_early.xml", 1, &[]);
@@ -215,7 +291,17 @@ fn cancel_before_trunk_rings() {
 /// (priority 20) and complete there.
 #[test]
 fn failover_on_503() {
-    let mut t = Test::new("failover-503");
+    failover_on_503_on(Tr::Udp);
+}
+
+/// [`failover_on_503`] over TCP.
+#[test]
+fn failover_on_503_over_tcp() {
+    failover_on_503_on(Tr::Tcp);
+}
+
+fn failover_on_503_on(tr: Tr) {
+    let mut t = Test::new("failover-503", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0), Trunk::new("t2", 1)]);
     let uas1 = t.trunk_uas(0, "uas_503.xml", 1);
     let uas2 = t.trunk_uas(1, "uas_answer.xml", 1);
@@ -240,7 +326,17 @@ fn failover_on_503() {
 /// `timeout_ms` (1500) the call must go to trunk 2 and complete there.
 #[test]
 fn failover_on_timeout() {
-    let mut t = Test::new("failover-timeout");
+    failover_on_timeout_on(Tr::Udp);
+}
+
+/// [`failover_on_timeout`] over TCP.
+#[test]
+fn failover_on_timeout_over_tcp() {
+    failover_on_timeout_on(Tr::Tcp);
+}
+
+fn failover_on_timeout_on(tr: Tr) {
+    let mut t = Test::new("failover-timeout", tr);
     let mut t1 = Trunk::new("t1", 0);
     t1.timeout_ms = 1500;
     let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
@@ -283,7 +379,17 @@ fn failover_on_timeout() {
 /// trunk's slots are given back (also for the refused call).
 #[test]
 fn trunk_max_calls_gives_503() {
-    let mut t = Test::new("max-calls");
+    trunk_max_calls_gives_503_on(Tr::Udp);
+}
+
+/// [`trunk_max_calls_gives_503`] over TCP.
+#[test]
+fn trunk_max_calls_gives_503_over_tcp() {
+    trunk_max_calls_gives_503_on(Tr::Tcp);
+}
+
+fn trunk_max_calls_gives_503_on(tr: Tr) {
+    let mut t = Test::new("max-calls", tr);
     let mut t1 = Trunk::new("t1", 0);
     t1.max_calls = 2;
     let gw = t.gateway(&[t1]);
@@ -338,7 +444,7 @@ fn trunk_max_calls_gives_503() {
 /// `map_failure` in src/call/b2bua.rs) after both trunks were tried.
 #[test]
 fn all_trunks_503_gives_500() {
-    let mut t = Test::new("all-503");
+    let mut t = Test::new("all-503", Tr::Udp);
     let gw = t.gateway(&[Trunk::new("t1", 0), Trunk::new("t2", 1)]);
     let uas1 = t.trunk_uas(0, "uas_503.xml", 1);
     let uas2 = t.trunk_uas(1, "uas_503.xml", 1);
@@ -356,7 +462,7 @@ fn all_trunks_503_gives_500() {
 /// gateway, and nothing reaches the trunk.
 #[test]
 fn non_numeric_user_gets_404() {
-    let mut t = Test::new("404");
+    let mut t = Test::new("404", Tr::Udp);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_answer.xml", 1);
     let mut c = t.sipp_cmd("caller", "uac_refused.xml");
@@ -384,7 +490,7 @@ fn non_numeric_user_gets_404() {
 /// the gateway still answers OPTIONS and completes a call.
 #[test]
 fn malformed_and_out_of_dialog() {
-    let mut t = Test::new("malformed");
+    let mut t = Test::new("malformed", Tr::Udp);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let bad = t.caller_named("bad", "uac_bad.xml", 1, &[]);
     t.expect_success(bad, 1);
@@ -434,18 +540,23 @@ fn malformed_and_out_of_dialog() {
 /// Request-URI (SIPp 3.6.1's `verifyauth` rejects a correct
 /// Proxy-Authorization with qop=auth, so the scenario does not rely on it).
 #[test]
+fn trunk_digest_auth_md5_over_tcp() {
+    digest_auth_call("auth-md5-tcp", "MD5", Tr::Tcp);
+}
+
+#[test]
 fn trunk_digest_auth_md5() {
-    digest_auth_call("auth-md5", "MD5");
+    digest_auth_call("auth-md5", "MD5", Tr::Udp);
 }
 
 /// As [`trunk_digest_auth_md5`], with a SHA-256 challenge (RFC 7616/8760).
 #[test]
 fn trunk_digest_auth_sha256() {
-    digest_auth_call("auth-sha256", "SHA-256");
+    digest_auth_call("auth-sha256", "SHA-256", Tr::Udp);
 }
 
-fn digest_auth_call(label: &'static str, alg: &str) {
-    let mut t = Test::new(label);
+fn digest_auth_call(label: &'static str, alg: &str, tr: Tr) {
+    let mut t = Test::new(label, tr);
     let gw = t.gateway(&[Trunk::new("t1", 0)
         .with("username = \"kolokol\"")
         .with("password = \"secret\"")]);
@@ -476,7 +587,7 @@ fn digest_auth_call(label: &'static str, alg: &str) {
 /// sent are those of its config: the response fits "wrong", not "secret".
 #[test]
 fn trunk_digest_auth_rejected() {
-    let mut t = Test::new("auth-wrong");
+    let mut t = Test::new("auth-wrong", Tr::Udp);
     let gw = t.gateway(&[Trunk::new("t1", 0)
         .with("username = \"kolokol\"")
         .with("password = \"wrong\"")]);
@@ -510,7 +621,17 @@ fn trunk_digest_auth_rejected() {
 /// again pointing at the relay.
 #[test]
 fn hold_and_resume_with_reinvite() {
-    let mut t = Test::new("hold");
+    hold_and_resume_with_reinvite_on(Tr::Udp);
+}
+
+/// [`hold_and_resume_with_reinvite`] over TCP.
+#[test]
+fn hold_and_resume_with_reinvite_over_tcp() {
+    hold_and_resume_with_reinvite_on(Tr::Tcp);
+}
+
+fn hold_and_resume_with_reinvite_on(tr: Tr) {
+    let mut t = Test::new("hold", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_reinvite_hold.xml", 1);
     let uac = t.caller("uac_reinvite_hold.xml", 1, &[]);
@@ -561,7 +682,17 @@ fn hold_and_resume_with_reinvite() {
 /// the call completes through the relay.
 #[test]
 fn reliable_183_is_pracked() {
-    let mut t = Test::new("prack");
+    reliable_183_is_pracked_on(Tr::Udp);
+}
+
+/// [`reliable_183_is_pracked`] over TCP.
+#[test]
+fn reliable_183_is_pracked_over_tcp() {
+    reliable_183_is_pracked_on(Tr::Tcp);
+}
+
+fn reliable_183_is_pracked_on(tr: Tr) {
+    let mut t = Test::new("prack", tr);
     let gw = t.gateway(&[Trunk::new("t1", 0).with("require_100rel = true")]);
     let uas = t.trunk_uas(0, "uas_prack.xml", 1);
     let uac = t.caller("uac_call.xml", 1, &["-d", "1000"]);
@@ -606,7 +737,17 @@ fn reliable_183_is_pracked() {
 /// itself (`refresher=uac`).
 #[test]
 fn session_timer_with_update_refresh() {
-    let mut t = Test::new("timer");
+    session_timer_with_update_refresh_on(Tr::Udp);
+}
+
+/// [`session_timer_with_update_refresh`] over TCP.
+#[test]
+fn session_timer_with_update_refresh_over_tcp() {
+    session_timer_with_update_refresh_on(Tr::Tcp);
+}
+
+fn session_timer_with_update_refresh_on(tr: Tr) {
+    let mut t = Test::new("timer", tr);
     t.sip_extra = "session_expires_s = 120\n".into();
     let gw = t.gateway(&[Trunk::new("t1", 0)]);
     let uas = t.trunk_uas(0, "uas_session_timer.xml", 1);
@@ -664,7 +805,7 @@ fn session_timer_with_update_refresh() {
 /// (its scenario picks up after 3 s without a CANCEL: a ghost call).
 #[test]
 fn failover_after_100_trying_cancels_first_trunk() {
-    let mut t = Test::new("trying");
+    let mut t = Test::new("trying", Tr::Udp);
     let mut t1 = Trunk::new("t1", 0);
     t1.timeout_ms = 1500;
     let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
@@ -711,7 +852,7 @@ fn failover_after_100_trying_cancels_first_trunk() {
 /// call on trunk 2 goes on undisturbed.
 #[test]
 fn failover_cancel_crossing_200_is_hung_up() {
-    let mut t = Test::new("trying-race");
+    let mut t = Test::new("trying-race", Tr::Udp);
     let mut t1 = Trunk::new("t1", 0);
     t1.timeout_ms = 1500;
     let gw = t.gateway(&[t1, Trunk::new("t2", 1)]);
@@ -755,7 +896,7 @@ fn failover_cancel_crossing_200_is_hung_up() {
 /// must still be serving afterwards (OPTIONS answered, a call completes).
 #[test]
 fn invite_flood_at_3x_gets_503_while_calls_flow() {
-    let mut t = Test::new("flood");
+    let mut t = Test::new("flood", Tr::Udp);
     let mut t1 = Trunk::new("t1", 0);
     t1.max_calls = 1000;
     t.shards = 2;
@@ -861,8 +1002,27 @@ impl Trunk {
 }
 
 /// One scenario: its ports, its processes, its directory.
+/// The SIP transport a test runs over, between SIPp and the gateway on
+/// both sides (media is RTP over UDP either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tr {
+    Udp,
+    Tcp,
+}
+
+impl Tr {
+    /// The config and SIPp trace spelling.
+    fn name(self) -> &'static str {
+        match self {
+            Tr::Udp => "udp",
+            Tr::Tcp => "tcp",
+        }
+    }
+}
+
 struct Test {
     name: &'static str,
+    tr: Tr,
     ports: Ports,
     h: Harness,
     /// The SIPp binary.
@@ -876,14 +1036,15 @@ struct Test {
 }
 
 impl Test {
-    fn new(name: &'static str) -> Test {
+    fn new(name: &'static str, tr: Tr) -> Test {
         let sipp = find_tool("sipp", "Debian package `sip-tester`");
-        let h = Harness::new(format!("sip-b2bua-{name}"));
+        let h = Harness::new(format!("sip-b2bua-{name}-{}", tr.name()));
         let ports = Ports::pick();
         eprintln!("sip_b2bua[{name}]: files in {}; {ports:?}", h.dir.display());
         fs::write(h.dir.join("g711u.raw"), vec![0xffu8; 160 * AUDIO_PACKETS]).unwrap();
         Test {
             name,
+            tr,
             ports,
             h,
             sipp,
@@ -905,7 +1066,7 @@ impl Test {
              calls_max = {}\n\n\
              [ng]\nlisten = \"127.0.0.1:{}\"\n\n\
              [log]\nlevel = \"info\"\n\n\
-             [sip]\nudp = [\"{SIP_IP}:{}\"]\ntcp = []\n{}\n",
+             [sip]\nudp = [\"{SIP_IP}:{}\"]\ntcp = [{}]\n{}\n",
             self.name,
             self.shards,
             p.media_min,
@@ -913,15 +1074,20 @@ impl Test {
             self.calls_max,
             p.ng,
             p.kolokol,
+            match self.tr {
+                Tr::Udp => String::new(),
+                Tr::Tcp => format!("\"{SIP_IP}:{}\"", p.kolokol),
+            },
             self.sip_extra
         );
         for (i, tr) in trunks.iter().enumerate() {
             cfg.push_str(&format!(
-                "[[trunks]]\nname = \"{}\"\naddress = \"{SIP_IP}:{}\"\ntransport = \"udp\"\n\
+                "[[trunks]]\nname = \"{}\"\naddress = \"{SIP_IP}:{}\"\ntransport = \"{}\"\n\
                  priority = {}\nweight = 100\nmax_calls = {}\ncps = 50\n\
                  options_interval_s = 0\ntimeout_ms = {}\n{}\n",
                 tr.name,
                 p.trunks[tr.uas],
+                self.tr.name(),
                 10 * (i + 1),
                 tr.max_calls,
                 tr.timeout_ms,
@@ -957,7 +1123,10 @@ impl Test {
             .args(["-m", &calls.to_string()])
             .args(extra);
         let id = self.h.spawn(name, c);
-        wait_udp_bound(&mut self.h, id, SIP_IP, port, Duration::from_secs(10));
+        match self.tr {
+            Tr::Udp => wait_udp_bound(&mut self.h, id, SIP_IP, port, Duration::from_secs(10)),
+            Tr::Tcp => wait_tcp_listen(&mut self.h, id, SIP_IP, port, Duration::from_secs(10)),
+        }
         id
     }
 
@@ -997,6 +1166,7 @@ impl Test {
         c.current_dir(dir)
             .arg("-sf")
             .arg(&scen)
+            .args(["-t", if self.tr == Tr::Tcp { "t1" } else { "u1" }])
             .args(["-nostdin", "-trace_logs", "-log_file"])
             .arg(dir.join(format!("{name}_logs.log")))
             .args(["-trace_msg", "-message_file"])
@@ -1094,7 +1264,7 @@ impl Test {
         let mut n = 0;
         let mut lines = text.lines();
         while let Some(l) = lines.next() {
-            if l.starts_with("UDP message received") {
+            if l.starts_with("UDP message received") || l.starts_with("TCP message received") {
                 let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
                 if first.starts_with(start) {
                     n += 1;
@@ -1115,7 +1285,8 @@ impl Test {
             if let Some(rest) = l.strip_prefix("-----") {
                 // `----- 2026-11-26 17:38:02.041350`
                 stamp = rest.split_whitespace().last().map(str::to_owned);
-            } else if l.starts_with("UDP message received") {
+            } else if l.starts_with("UDP message received") || l.starts_with("TCP message received")
+            {
                 let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
                 if first.starts_with(start) {
                     let s = stamp.clone().unwrap_or_default();
@@ -1139,7 +1310,48 @@ impl Test {
         );
         let c = GatewayCounters::parse(&err);
         eprintln!("sip_b2bua[{}]: gateway {c:?}", self.name);
+        self.assert_transport();
         c
+    }
+
+    /// Every SIPp received its messages over the test's transport only,
+    /// and every request the gateway sent names it in its Via.
+    fn assert_transport(&self) {
+        let (want, other) = match self.tr {
+            Tr::Udp => ("UDP message received", "TCP message received"),
+            Tr::Tcp => ("TCP message received", "UDP message received"),
+        };
+        let via = format!("Via: SIP/2.0/{}", self.tr.name().to_ascii_uppercase());
+        for e in fs::read_dir(&self.h.dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(who) = name.strip_suffix("_msg.log") else {
+                continue;
+            };
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            // A trunk the test keeps idle may have received nothing.
+            let got = text.matches(want).count();
+            assert!(
+                !text.contains(other),
+                "{who} received {got} messages as {want:?} and some as {other:?}"
+            );
+            // Requests from the gateway: after a "... message received"
+            // line, a start line that is not a status line.
+            let mut lines = text.lines();
+            while let Some(l) = lines.next() {
+                if !l.starts_with(want) {
+                    continue;
+                }
+                let start = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
+                if start.starts_with("SIP/2.0 ") {
+                    continue;
+                }
+                let top = lines.by_ref().find(|l| l.starts_with("Via:")).unwrap_or("");
+                assert!(
+                    top.starts_with(&via),
+                    "{who} got {start:?} with top {top:?}, want {via:?}"
+                );
+            }
+        }
     }
 }
 
@@ -1389,7 +1601,12 @@ impl Ports {
         for port in self.media_min..=self.media_max {
             want.push((RELAY_IP, port).into());
         }
-        want.into_iter().find(|a| UdpSocket::bind(a).is_err())
+        // The SIP ports serve TCP too in the TCP tests.
+        let sip = [self.kolokol, self.uac, self.trunks[0], self.trunks[1]];
+        sip.iter()
+            .map(|&p| SocketAddr::from((SIP_IP, p)))
+            .find(|a| std::net::TcpListener::bind(a).is_err())
+            .or_else(|| want.into_iter().find(|a| UdpSocket::bind(a).is_err()))
     }
 }
 

@@ -243,9 +243,27 @@ pub fn find_tool(name: &str, package: &str) -> PathBuf {
 /// Wait until a UDP socket is bound on ip:port (read from /proc/net/udp, so
 /// the check never takes the port itself).
 pub fn wait_udp_bound(h: &mut Harness, id: ProcId, ip: Ipv4Addr, port: u16, limit: Duration) {
+    wait_in_table(h, id, "/proc/net/udp", None, ip, port, limit);
+}
+
+/// Waits until something listens on `ip:port`/tcp (state 0A, LISTEN, in
+/// `/proc/net/tcp`); fails if process `id` exits first or the time runs out.
+pub fn wait_tcp_listen(h: &mut Harness, id: ProcId, ip: Ipv4Addr, port: u16, limit: Duration) {
+    wait_in_table(h, id, "/proc/net/tcp", Some("0A"), ip, port, limit);
+}
+
+fn wait_in_table(
+    h: &mut Harness,
+    id: ProcId,
+    table: &str,
+    state: Option<&str>,
+    ip: Ipv4Addr,
+    port: u16,
+    limit: Duration,
+) {
     let o = ip.octets();
-    // /proc/net/udp prints the address as the in-memory u32, i.e. reversed
-    // octets in hex on little-endian hosts.
+    // /proc/net/{udp,tcp} print the address as the in-memory u32, i.e.
+    // reversed octets in hex on little-endian hosts.
     let le = format!(
         "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
         o[3], o[2], o[1], o[0]
@@ -257,15 +275,16 @@ pub fn wait_udp_bound(h: &mut Harness, id: ProcId, ip: Ipv4Addr, port: u16, limi
     let deadline = Instant::now() + limit;
     loop {
         h.assert_alive(id);
-        let table = fs::read_to_string("/proc/net/udp").unwrap_or_default();
-        if table.lines().skip(1).any(|l| {
-            let local = l.split_whitespace().nth(1).unwrap_or("");
-            local == le || local == be
+        let text = fs::read_to_string(table).unwrap_or_default();
+        if text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = f.get(1).copied().unwrap_or("");
+            (local == le || local == be) && state.is_none_or(|s| f.get(3) == Some(&s))
         }) {
             return;
         }
         if Instant::now() > deadline {
-            panic!("nothing bound {ip}:{port}/udp within {limit:?}");
+            panic!("nothing bound {ip}:{port} ({table}) within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
