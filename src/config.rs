@@ -457,13 +457,30 @@ impl Config {
         self.sip.calls_max.unwrap_or(self.media.calls_max)
     }
 
-    /// Read, parse and validate a file.
+    /// Read, parse and validate a file. Relative file names in it
+    /// (`sip.tls_cert`, `sip.tls_key`, `sip.tls_ca`) are taken relative to
+    /// the file's directory, so a config works from any working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        let mut cfg = Config::parse(&text)?;
+        if let Some(dir) = path.parent() {
+            for p in [
+                &mut cfg.sip.tls_cert,
+                &mut cfg.sip.tls_key,
+                &mut cfg.sip.tls_ca,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parse and validate TOML text.

@@ -115,10 +115,18 @@ fn main() -> ExitCode {
                 return usage();
             };
             match load(Some(PathBuf::from(&p))) {
-                Ok(_) => {
-                    println!("{p}: ok");
-                    ExitCode::SUCCESS
-                }
+                // The TLS certificate and keys are read too: a file that
+                // does not load is a start error, so it is a config error.
+                Ok(cfg) => match kolokol::shard::stream::tls_configs(&cfg) {
+                    Ok(_) => {
+                        println!("{p}: ok");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{p}: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::FAILURE
