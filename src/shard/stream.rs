@@ -324,6 +324,12 @@ impl Streams {
         self.by_peer.len()
     }
 
+    /// Whether any connection is still connecting.
+    #[cfg(test)]
+    fn conns_connecting(&self) -> bool {
+        self.conns.iter().flatten().any(|c| c.connecting)
+    }
+
     /// Whether a connection to `dst` is open on this shard.
     pub(super) fn has(&self, dst: Remote) -> bool {
         self.by_peer.contains_key(&(dst.transport, dst.addr))
@@ -811,5 +817,131 @@ impl Write for SockIo<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpStream};
+
+    /// A shard's streams with one TCP listener on a free loopback port.
+    fn streams() -> (Streams, SocketAddr) {
+        let l = bind_listeners((Ipv4Addr::LOCALHOST, 0).into(), Transport::Tcp, 1)
+            .unwrap()
+            .remove(0);
+        let addr = l.sock.local_addr().unwrap();
+        let tls = TlsConfigs {
+            server: None,
+            client: None,
+        };
+        (Streams::new(vec![l], tls, Instant::now()).unwrap(), addr)
+    }
+
+    /// Polls until `f` holds (bounded: 2 s).
+    fn poll_until(
+        st: &mut Streams,
+        out: &mut Vec<Inbound>,
+        f: impl Fn(&Streams, &[Inbound]) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !f(st, out) {
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached: {:?}",
+                st.counters
+            );
+            st.poll(Instant::now(), out);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 3\r\n\r\nabc";
+
+    #[test]
+    fn frames_messages_answers_pings_and_writes_back() {
+        let (mut st, addr) = streams();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // Two messages and a ping, split at awkward places.
+        let mut all = MSG.to_vec();
+        all.extend_from_slice(b"\r\n\r\n");
+        all.extend_from_slice(MSG);
+        c.write_all(&all[..10]).unwrap();
+        let mut out = Vec::new();
+        poll_until(&mut st, &mut out, |s, _| s.counters.accepted == 1);
+        c.write_all(&all[10..]).unwrap();
+        poll_until(&mut st, &mut out, |_, o| o.len() == 2);
+        assert!(out
+            .iter()
+            .all(|m| m.bytes == MSG && m.src.transport == Transport::Tcp));
+        let peer = out[0].src;
+        assert_eq!(peer.addr, c.local_addr().unwrap());
+        assert_eq!(st.counters.pings, 1);
+        let mut pong = [0u8; 2];
+        c.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, PONG);
+        // An answer goes back on the same connection.
+        st.send(Instant::now(), peer, b"SIP/2.0 200 OK\r\n\r\n", false)
+            .unwrap();
+        let mut back = [0u8; 18];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"SIP/2.0 200 OK\r\n\r\n");
+        assert_eq!(st.len(), 1);
+        // The peer hangs up: the connection is closed and forgotten.
+        drop(c);
+        poll_until(&mut st, &mut out, |s, _| s.counters.closed == 1);
+        assert_eq!(st.len(), 0);
+        assert_eq!(
+            st.send(Instant::now(), peer, b"x", false),
+            Err(SendError::NoConnection)
+        );
+        assert_eq!(st.counters.tx_dropped, 1);
+    }
+
+    #[test]
+    fn unframable_stream_is_closed_and_counted() {
+        let (mut st, addr) = streams();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.write_all(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        poll_until(&mut st, &mut out, |s, _| s.counters.closed == 1);
+        assert_eq!(st.counters.frame_errors, 1);
+        assert!(out.is_empty());
+        let mut b = [0u8; 8];
+        assert_eq!(c.read(&mut b).unwrap_or(0), 0, "connection not closed");
+    }
+
+    #[test]
+    fn opens_a_connection_to_a_peer_without_one() {
+        let (mut st, _) = streams();
+        let far = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let dst = Remote {
+            addr: far.local_addr().unwrap(),
+            transport: Transport::Tcp,
+        };
+        st.send(Instant::now(), dst, MSG, true).unwrap();
+        assert_eq!(st.counters.opened, 1);
+        let (mut s, _) = far.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut out = Vec::new();
+        // The connect completes and the queued message is written.
+        let mut got = vec![0u8; MSG.len()];
+        poll_until(&mut st, &mut out, |s, _| !s.conns_connecting());
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, MSG);
+        // A refused connect is counted, and the message is not lost
+        // silently: the next send fails.
+        drop(far);
+        let gone = Remote {
+            addr: (Ipv4Addr::LOCALHOST, dst.addr.port()).into(),
+            transport: Transport::Tcp,
+        };
+        drop(s);
+        poll_until(&mut st, &mut out, |s, _| s.len() == 0);
+        let _ = st.send(Instant::now(), gone, MSG, true);
+        poll_until(&mut st, &mut out, |s, _| s.counters.connect_failed == 1);
     }
 }

@@ -3129,6 +3129,8 @@ mod test {
         drop: DropFn,
         loss: f64,
         rng: StdRng,
+        /// The link's transport: every message must go out on it.
+        transport: Transport,
     }
 
     impl Net {
@@ -3152,6 +3154,7 @@ mod test {
                 drop: Box::new(|_, _| false),
                 loss: 0.0,
                 rng: StdRng::seed_from_u64(7),
+                transport: Transport::Udp,
             }
         }
 
@@ -3167,7 +3170,12 @@ mod test {
                         break;
                     };
                     match o {
-                        Output::Transmit { dst, bytes, .. } => {
+                        Output::Transmit {
+                            dst,
+                            transport,
+                            bytes,
+                        } => {
+                            assert_eq!(transport, self.transport, "sent on the wrong transport");
                             self.sent[i].push(bytes.clone());
                             let lost = self.loss > 0.0 && self.rng.gen_bool(self.loss);
                             let Some(to) = self.addrs.iter().position(|a| *a == dst) else {
@@ -3204,8 +3212,12 @@ mod test {
                         let (due, later): (Vec<_>, Vec<_>) =
                             self.inflight.drain(..).partition(|p| p.0 <= now);
                         self.inflight = later;
-                        for (_, to, src, bytes) in due {
-                            self.eps[to].handle_datagram(now, src, &bytes);
+                        for (_, to, addr, bytes) in due {
+                            let src = Remote {
+                                addr,
+                                transport: self.transport,
+                            };
+                            self.eps[to].handle_message(now, src, &bytes);
                             self.flush();
                         }
                         self.eps[0].handle_timeout(now);
@@ -3256,7 +3268,7 @@ mod test {
                     now,
                     &InviteParams {
                         target,
-                        transport: Transport::Udp,
+                        transport: self.transport,
                         request_uri: "sip:bob@10.0.0.2",
                         from: "sip:alice@10.0.0.1",
                         from_display: Some("Alice"),
@@ -4375,5 +4387,40 @@ mod test {
             ep.send_options(now, Remote::udp(addr(2)), "sip:10.0.0.2", 1),
             Err(EndpointError::TransactionsFull)
         );
+    }
+
+    /// Over TCP every message names TCP (Via, Contact) and nothing is
+    /// retransmitted by the transactions: an INVITE left unanswered for
+    /// 3 s goes out once (UDP resends it at 0.5, 1.5 s ...); a whole call
+    /// then runs and everything is cleaned up.
+    #[test]
+    fn call_over_tcp_names_tcp_and_does_not_retransmit() {
+        let mut n = Net::new();
+        n.transport = Transport::Tcp;
+        let a = n.invite(n.addrs[1]);
+        n.run(Duration::from_secs(3));
+        let b = n.incoming();
+        assert_eq!(
+            n.sent_count(0, "INVITE", "INVITE"),
+            1,
+            "INVITE resent over TCP"
+        );
+        let inv = n.last_sent(0, "INVITE");
+        let m = SipMessage::parse(&inv).unwrap();
+        assert_eq!(m.top_via().transport, "TCP");
+        assert!(m.contact().next().unwrap().raw.contains(";transport=tcp"));
+        n.respond(b, 200, Some(ANSWER));
+        n.run(Duration::from_millis(50));
+        assert!(matches!(n.take(0).as_slice(), [Event::Answered { call, .. }] if *call == a));
+        let ok = n.last_sent(1, "SIP/2.0 200");
+        let m = SipMessage::parse(&ok).unwrap();
+        assert!(m.contact().next().unwrap().raw.contains(";transport=tcp"));
+        n.eps[0].send_bye(n.now, a).unwrap();
+        n.flush();
+        n.run(Duration::from_millis(50));
+        let bye = n.last_sent(0, "BYE");
+        assert_eq!(SipMessage::parse(&bye).unwrap().top_via().transport, "TCP");
+        n.settle();
+        assert_eq!(n.sent_count(0, "BYE", "BYE"), 1);
     }
 }
