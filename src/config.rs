@@ -962,7 +962,15 @@ mod test {
         let cfg = Config::parse(include_str!("../config/kolokol.toml")).unwrap();
         assert_eq!(cfg.sip.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
         assert_eq!(cfg.sip.tcp, vec!["127.0.0.1:5060".parse().unwrap()]);
-        assert_eq!(cfg.sip.tls, None);
+        assert_eq!(cfg.sip.tls, Some("127.0.0.1:5061".parse().unwrap()));
+        // Loaded from its file, the test certificate's relative names
+        // resolve next to it, from whatever directory.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kolokol.toml");
+        let loaded = Config::load(&path).unwrap();
+        for f in [&loaded.sip.tls_cert, &loaded.sip.tls_key] {
+            let f = f.as_ref().expect("example sets the TLS files");
+            assert!(f.is_absolute() && f.exists(), "{}", f.display());
+        }
         assert_eq!(cfg.trunks.len(), 1);
         assert_eq!(cfg.trunks[0].host_port(), Some(("127.0.0.1", 5090)));
         assert_eq!(cfg.routes[0].to, ROUTE_TO_TRUNKS);
