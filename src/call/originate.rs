@@ -1523,6 +1523,209 @@ mod test {
         assert_eq!(h.events(), [], "re-offers are not reported");
     }
 
+    /// The gateway's endpoint with the B2BUA on it, and a trunk endpoint
+    /// at t1's address; datagrams are delivered at once.
+    struct E2e {
+        gw: crate::sip::endpoint::SipEndpoint,
+        trunk: crate::sip::endpoint::SipEndpoint,
+        h: H,
+        trunk_events: Vec<Event>,
+        gw_sent: Vec<Vec<u8>>,
+        other: Vec<Output>,
+    }
+
+    const GW: &str = "10.0.0.2:5060";
+    const TRUNK: &str = "192.0.2.1:5060";
+
+    impl E2e {
+        fn new() -> Self {
+            use crate::sip::endpoint::{EndpointConfig, SipEndpoint};
+            E2e {
+                gw: SipEndpoint::new(EndpointConfig::new(sock(GW), 0), 1),
+                trunk: SipEndpoint::new(EndpointConfig::new(sock(TRUNK), 0), 2),
+                h: default_h(),
+                trunk_events: Vec::new(),
+                gw_sent: Vec::new(),
+                other: Vec::new(),
+            }
+        }
+
+        /// What the shard shell does, until nothing moves.
+        fn pump(&mut self) {
+            use crate::sip::endpoint::Output as Ep;
+            let now = self.h.now;
+            for _ in 0..1000 {
+                let mut moved = false;
+                while let Some(o) = self.gw.poll_output() {
+                    moved = true;
+                    match o {
+                        Ep::Transmit { dst, bytes } => {
+                            assert_eq!(dst, sock(TRUNK));
+                            self.gw_sent.push(bytes.clone());
+                            self.trunk.handle_datagram(now, sock(GW), &bytes);
+                        }
+                        Ep::Event(e) => self.h.b.handle_event(now, e),
+                    }
+                }
+                while let Some(o) = self.trunk.poll_output() {
+                    moved = true;
+                    match o {
+                        Ep::Transmit { bytes, .. } => {
+                            self.gw.handle_datagram(now, sock(TRUNK), &bytes)
+                        }
+                        Ep::Event(e) => self.trunk_events.push(e),
+                    }
+                }
+                while let Some(o) = self.h.b.poll_output() {
+                    moved = true;
+                    match o {
+                        Output::Sip(a) => {
+                            let r = a.apply(now, &mut self.gw);
+                            match a {
+                                SipAction::Invite { bridge, .. } => {
+                                    self.h
+                                        .b
+                                        .handle_invite_started(now, bridge, r.ok().flatten())
+                                }
+                                _ => {
+                                    r.unwrap();
+                                }
+                            }
+                        }
+                        Output::Media(MediaRequest::Allocate { call, .. }) => self
+                            .h
+                            .b
+                            .handle_media_allocated(now, call, sock(A_LOCAL), sock(B_LOCAL)),
+                        o => self.other.push(o),
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("never went idle");
+        }
+
+        /// Originates and returns the id and the trunk's leg.
+        fn dial(&mut self) -> (OriginationId, CallHandle) {
+            let id = self.h.b.originate(self.h.now, req(NUMBER)).unwrap();
+            self.pump();
+            let [Event::IncomingCall {
+                call,
+                request_user,
+                from,
+                sdp,
+                ..
+            }] = &self.trunk_events[..]
+            else {
+                panic!("{:?}", self.trunk_events);
+            };
+            assert_eq!(request_user.as_deref(), Some(NUMBER));
+            assert!(
+                from.contains("<sip:+4930999@192.0.2.1:5060;user=phone>"),
+                "{from}"
+            );
+            let offer = text(sdp.as_ref().unwrap());
+            assert!(offer.contains("m=audio 20002 RTP/AVP 8 0 101"), "{offer}");
+            let call = *call;
+            self.trunk_events.clear();
+            (id, call)
+        }
+    }
+
+    #[test]
+    fn originated_calls_through_real_endpoints() {
+        let mut e = E2e::new();
+        let now = e.h.now;
+        // Ring, answer, the far end hangs up.
+        let (id, t) = e.dial();
+        e.trunk.respond(now, t, 180, "Ringing", None).unwrap();
+        e.pump();
+        let body = Some(("application/sdp", B_SDP.as_bytes()));
+        e.trunk.respond(now, t, 200, "OK", body).unwrap();
+        e.pump();
+        assert_eq!(e.trunk_events, [Event::Acked { call: t }]);
+        e.trunk_events.clear();
+        e.trunk.send_bye(now, t).unwrap();
+        e.pump();
+        assert_eq!(
+            e.trunk_events,
+            [Event::Ended {
+                call: t,
+                by_remote: false
+            }],
+            "the gateway answered the BYE"
+        );
+        e.trunk_events.clear();
+        let ev = e.h.events();
+        assert_eq!(ev.len(), 4, "{ev:?}");
+        assert_eq!(ev[0], dialing("t1", 1));
+        assert_eq!(
+            ev[1],
+            OriginationEventKind::Ringing {
+                status: 180,
+                early_media: false
+            }
+        );
+        assert!(
+            matches!(&ev[2], OriginationEventKind::Answered { remote_sdp } if remote_sdp == B_SDP.as_bytes())
+        );
+        assert_eq!(
+            ev[3],
+            OriginationEventKind::Ended {
+                by: Hangup::Callee,
+                q850: 16
+            }
+        );
+        let r = record_of(e.other.last().unwrap());
+        assert!(matches!(r.origin, CallOrigin::Originated { id: i, .. } if i == id));
+        e.other.clear();
+
+        // Hung up after only a 100 Trying: the CANCEL reaches the trunk.
+        let (id, t) = e.dial();
+        assert!(!e.gw_sent.iter().any(|b| b.starts_with(b"CANCEL ")));
+        e.h.b.hangup_origination(now, id).unwrap();
+        e.pump();
+        assert!(e.gw_sent.iter().any(|b| b.starts_with(b"CANCEL ")));
+        assert_eq!(e.trunk_events, [Event::Cancelled { call: t }]);
+        e.trunk_events.clear();
+        assert_eq!(
+            e.h.events()[1..],
+            [OriginationEventKind::Failed {
+                status: 487,
+                q850: 16
+            }]
+        );
+
+        // Hung up after the answer: the BYE reaches the trunk.
+        let (id, t) = e.dial();
+        e.trunk.respond(now, t, 200, "OK", body).unwrap();
+        e.pump();
+        e.trunk_events.clear();
+        e.h.b.hangup_origination(now, id).unwrap();
+        e.pump();
+        assert_eq!(
+            e.trunk_events,
+            [Event::Ended {
+                call: t,
+                by_remote: true
+            }]
+        );
+        assert_eq!(
+            e.h.events().last(),
+            Some(&OriginationEventKind::Ended {
+                by: Hangup::Caller,
+                q850: 16
+            })
+        );
+        assert_eq!(e.h.b.calls_len(), 0);
+        assert_eq!(
+            e.h.b.counters().events_unknown,
+            2,
+            "the 487 and the BYE's end"
+        );
+    }
+
     #[test]
     fn offer_formats_follow_the_configured_codecs() {
         let c = |v: &[&str]| offer_formats(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
