@@ -3853,11 +3853,14 @@ mod test {
 
     /// Random inputs in any order (including ones the endpoint would never
     /// send) never panic, never overflow the queue, and once every call is
-    /// over no slot or trunk count is left behind.
+    /// over no slot or trunk count is left behind. Originated calls mix
+    /// in: each gets exactly one terminal event, then nothing more.
     #[test]
     fn random_inputs_are_safe() {
+        use crate::call::originate::{OriginateRequest, OriginationEventKind, OriginationId};
         use rand::{Rng, SeedableRng};
         let (mut records, mut answered) = (0, 0);
+        let (mut originated, mut originated_answered) = (0, 0);
         for seed in 0..40u64 {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut trunks = two_trunks();
@@ -3867,6 +3870,8 @@ mod test {
             let mut next_b = 1000u32;
             let mut allocs: Vec<BridgeId> = Vec::new();
             let mut handles: Vec<u32> = vec![1, 2, 3];
+            // Originated calls and whether their terminal event came.
+            let mut origs: Vec<(OriginationId, bool)> = Vec::new();
             let sdps = [Some(A_SDP), Some(B_SDP), Some("garbage"), None];
             for _ in 0..400 {
                 // Mostly the newest legs, so that calls get somewhere.
@@ -3881,7 +3886,7 @@ mod test {
                 let status = [180, 183, 200, 302, 401, 404, 408, 486, 487, 500, 503, 603]
                     [rng.gen_range(0..12)];
                 let mut outs: Vec<Output> = Vec::new();
-                match rng.gen_range(0..18) {
+                match rng.gen_range(0..21) {
                     0 | 1 => {
                         let a: usize = rng.gen_range(1..40);
                         let a = a as u32;
@@ -3970,6 +3975,23 @@ mod test {
                         h.now += Duration::from_millis(rng.gen_range(0..20_000));
                         h.b.handle_timeout(h.now);
                     }
+                    17 | 18 => {
+                        let number = ["+4930123", "4930", "+49x", ""][rng.gen_range(0..4)];
+                        let r = OriginateRequest {
+                            number: number.into(),
+                            caller_id: None,
+                            account: String::new(),
+                            correlation: seed,
+                            max_duration: Some(Duration::from_secs(rng.gen_range(0..90))),
+                        };
+                        if let Ok(id) = h.b.originate(h.now, r) {
+                            origs.push((id, false));
+                        }
+                    }
+                    19 if !origs.is_empty() => {
+                        let (id, _) = origs[rng.gen_range(0..origs.len())];
+                        let _ = h.b.hangup_origination(h.now, id);
+                    }
                     14 if !allocs.is_empty() => {
                         let id = allocs.swap_remove(rng.gen_range(0..allocs.len()));
                         if rng.gen_bool(0.9) {
@@ -4005,6 +4027,19 @@ mod test {
                     }
                 }
                 assert!(h.b.calls_len() <= 4);
+                while let Some(ev) = h.b.poll_origination_event() {
+                    let o = origs.iter_mut().find(|o| o.0 == ev.id).expect("known id");
+                    assert!(!o.1, "event after the terminal one: {ev:?}");
+                    assert_eq!(ev.correlation, seed);
+                    match ev.kind {
+                        OriginationEventKind::Failed { .. } => o.1 = true,
+                        OriginationEventKind::Ended { .. } => {
+                            o.1 = true;
+                            originated_answered += 1;
+                        }
+                        _ => {}
+                    }
+                }
             }
             for id in allocs {
                 h.b.handle_media_allocated(h.now, id, sock(A_LOCAL), sock(B_LOCAL));
@@ -4025,9 +4060,24 @@ mod test {
             assert_eq!(h.b.trunks().calls(TrunkId(1)), 0, "seed {seed}");
             assert!(h.b.legs.is_empty(), "seed {seed}");
             assert_eq!(h.b.poll_timeout(), None, "seed {seed}");
+            while let Some(ev) = h.b.poll_origination_event() {
+                let o = origs.iter_mut().find(|o| o.0 == ev.id).expect("known id");
+                assert!(!o.1, "event after the terminal one: {ev:?}");
+                o.1 = matches!(
+                    ev.kind,
+                    OriginationEventKind::Failed { .. } | OriginationEventKind::Ended { .. }
+                );
+            }
+            assert!(origs.iter().all(|o| o.1), "seed {seed}: {origs:?}");
+            assert_eq!(h.b.counters().origination_events_dropped, 0);
+            originated += origs.len();
         }
         // The walk reaches deep states, not only refusals.
         assert!(records > 200 && answered > 20, "{records} {answered}");
+        assert!(
+            originated > 40 && originated_answered > 5,
+            "{originated} {originated_answered}"
+        );
     }
 
     #[test]
