@@ -58,6 +58,13 @@
 //! never left without probes. A trunk whose address needs DNS is not
 //! probed (its INVITEs fail over anyway).
 //!
+//! Originated calls ([`B2bua::originate`], [`super::originate`]) are the
+//! same kind of call without an A leg: the gateway itself is the caller, and
+//! what would go to A (provisional, 2xx, final failure, BYE) becomes an
+//! [`OriginationEvent`] on [`B2bua::poll_origination_event`]. Trunk
+//! selection, failover, digest, 100rel, limits, the maximum duration, media
+//! and session timers and the [`CallRecord`] are the B leg's as above.
+//!
 //! Not done here: late offers (an INVITE without SDP is refused with 488),
 //! more than one relayed stream (other `m=` lines are disabled with port 0
 //! in the offer to B), the `contact-centre` route target (404),
@@ -72,6 +79,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::originate::{
+    failure_status, mirror_direction, next_origin, CallOrigin, Origin, OriginationEvent,
+    OriginationEventKind, OriginationEvents, OriginationId, ORIGINATION_EVENTS_MAX_DEFAULT,
+};
 use crate::config::{CallerIdConfig, SipConfig};
 use crate::config::{CallerIdMode, Transport, TRUNKS_MAX};
 use crate::sdp::{Direction, MediaEndpoint, Rewrite, Sdp};
@@ -105,6 +116,9 @@ const CALLED_LEN_MAX: usize = 32;
 /// bound protects against a driver that forgets to drain.
 const OUTPUTS_MAX_DEFAULT: usize = 4096;
 
+/// The From URI of a caller without a usable identity (RFC 3323 §4.1.1.3).
+const ANONYMOUS_URI: &str = "sip:anonymous@anonymous.invalid";
+
 /// Startup knobs of a [`B2bua`].
 #[derive(Clone, Debug)]
 pub struct B2buaConfig {
@@ -124,6 +138,9 @@ pub struct B2buaConfig {
     /// sent counts as failed (the event was lost). Longer than the
     /// endpoint's Timer F (64*T1), which reports a timeout itself.
     pub options_give_up: Duration,
+    /// Pending [`OriginationEvent`]s before new ones are dropped and
+    /// counted ([`B2buaCounters::origination_events_dropped`]).
+    pub origination_events_max: usize,
 }
 
 /// Margin of [`B2buaConfig::options_give_up`] over Timer F: the endpoint's
@@ -141,6 +158,7 @@ impl B2buaConfig {
             caller_id_mode: CallerIdMode::Pai,
             outputs_max: OUTPUTS_MAX_DEFAULT,
             options_give_up: Duration::from_millis(64 * 500) + OPTIONS_GIVE_UP_MARGIN,
+            origination_events_max: ORIGINATION_EVENTS_MAX_DEFAULT,
         }
     }
 
@@ -154,6 +172,7 @@ impl B2buaConfig {
             caller_id_mode: caller_id.mode,
             outputs_max: OUTPUTS_MAX_DEFAULT,
             options_give_up: Duration::from_millis(64 * sip.t1_ms) + OPTIONS_GIVE_UP_MARGIN,
+            origination_events_max: ORIGINATION_EVENTS_MAX_DEFAULT,
         }
     }
 }
@@ -422,7 +441,8 @@ pub enum MediaRequest {
 /// Who ended a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hangup {
-    /// The caller (BYE or CANCEL on A).
+    /// The caller (BYE or CANCEL on A); for an originated call, the
+    /// control plane ([`B2bua::hangup_origination`]).
     Caller,
     /// The callee or its network (BYE on B, or a final failure).
     Callee,
@@ -437,9 +457,13 @@ pub struct CallRecord {
     /// The bridged call; None for an INVITE refused before it got a slot
     /// (capacity, route, trunk limits, SDP).
     pub bridge: Option<BridgeId>,
-    /// A's Call-ID.
+    /// Inbound (A called in) or originated by the control plane, with the
+    /// latter's correlation and account.
+    pub origin: CallOrigin,
+    /// A's Call-ID (empty for an originated call: it has no A leg).
     pub a_call_id: String,
-    /// A's From URI.
+    /// A's From URI; for an originated call, the number presented (the
+    /// override or the pool's; empty when none).
     pub caller: String,
     /// The called number.
     pub callee: String,
@@ -507,6 +531,12 @@ pub struct B2buaCounters {
     pub options_skipped: u64,
     /// [`Event::OptionsAnswered`] for no probe in flight (ignored).
     pub options_unknown: u64,
+    /// Calls placed by [`B2bua::originate`].
+    pub originations: u64,
+    /// [`B2bua::originate`] calls refused with an error.
+    pub originations_refused: u64,
+    /// [`OriginationEvent`]s dropped because their queue was full.
+    pub origination_events_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -547,11 +577,50 @@ struct Pending {
     offer_got: Vec<u8>,
 }
 
+/// Who is on the A side of a [`Call`].
+#[derive(Debug)]
+pub(super) enum ALeg {
+    /// The inbound leg that sent the INVITE.
+    Inbound(CallHandle),
+    /// Nobody: the control plane placed the call ([`B2bua::originate`]);
+    /// what A would hear goes out as [`OriginationEvent`]s.
+    Originated(Origin),
+}
+
+impl ALeg {
+    /// The inbound leg's handle (None for an originated call).
+    fn handle(&self) -> Option<CallHandle> {
+        match self {
+            ALeg::Inbound(h) => Some(*h),
+            ALeg::Originated(_) => None,
+        }
+    }
+}
+
+/// What [`B2bua::admit`] needs to start a call; the rest of [`Call`]
+/// starts empty.
+pub(super) struct Admit {
+    pub a: ALeg,
+    pub route: TrunkMask,
+    pub trunk: TrunkId,
+    pub caller: String,
+    pub callee: String,
+    pub a_call_id: String,
+    /// The offer B's is made from (A's, codec-filtered; or the gateway's
+    /// own for an originated call).
+    pub a_offer: Sdp,
+    /// The bytes for [`MediaRequest::Allocate`].
+    pub a_sdp: Vec<u8>,
+    /// A's offer as received (None for an originated call).
+    pub a_got: Option<Vec<u8>>,
+    pub max_duration: Duration,
+}
+
 #[derive(Debug)]
 struct Call {
     generation: u32,
     state: State,
-    a: CallHandle,
+    a: ALeg,
     b: Option<CallHandle>,
     route: TrunkMask,
     /// The trunk of the current attempt; counted in the [`TrunkSet`] while
@@ -597,20 +666,22 @@ struct Call {
 /// The B2BUA of one shard: bridged calls in a bounded slab.
 #[derive(Debug)]
 pub struct B2bua {
-    cfg: B2buaConfig,
-    trunks: TrunkSet,
-    routes: Routes,
-    caller_ids: CallerIdPool,
-    rng: StdRng,
+    pub(super) cfg: B2buaConfig,
+    pub(super) trunks: TrunkSet,
+    pub(super) routes: Routes,
+    pub(super) caller_ids: CallerIdPool,
+    pub(super) rng: StdRng,
     calls: Vec<Option<Call>>,
     generations: Vec<u32>,
-    free: Vec<u32>,
+    pub(super) free: Vec<u32>,
     /// Endpoint leg to (slot, side).
     legs: HashMap<CallHandle, (u32, Side)>,
     /// Deadlines, checked against the call on pop (lazy deletion).
     timers: BinaryHeap<Reverse<(Instant, u32, u32, TimerKind)>>,
     outputs: VecDeque<Output>,
-    counters: B2buaCounters,
+    /// Events of originated calls ([`B2bua::poll_origination_event`]).
+    pub(super) origination_events: OriginationEvents,
+    pub(super) counters: B2buaCounters,
     /// Per trunk: when the OPTIONS probe in flight was handed out, for
     /// [`B2buaConfig::options_give_up`].
     probes: Vec<Option<Instant>>,
@@ -642,6 +713,7 @@ impl B2bua {
             legs: HashMap::with_capacity(2 * n),
             timers: BinaryHeap::with_capacity(2 * n),
             outputs: VecDeque::with_capacity(outputs_max),
+            origination_events: OriginationEvents::new(cfg.origination_events_max),
             counters: B2buaCounters::default(),
             probes,
             cfg,
@@ -858,16 +930,18 @@ impl B2bua {
         self.start_attempt(now, index);
     }
 
-    /// The shell could not allocate media ports: A gets 503.
+    /// The shell could not allocate media ports: A gets 503 (an originated
+    /// call fails with 503).
     pub fn handle_media_failed(&mut self, now: Instant, bridge: BridgeId) {
         let Some(index) = self.live(bridge) else {
             return;
         };
-        let a = self.call_mut(index).a;
-        // Out of relay ports is overload like a full call table: tell the
-        // caller when to come back (RFC 3261 §21.5.4).
-        let retry = vec![("Retry-After".to_string(), RETRY_AFTER_FULL_S.to_string())];
-        self.respond(a, 503, retry, None);
+        if let Some(a) = self.call_mut(index).a.handle() {
+            // Out of relay ports is overload like a full call table: tell
+            // the caller when to come back (RFC 3261 §21.5.4).
+            let retry = vec![("Retry-After".to_string(), RETRY_AFTER_FULL_S.to_string())];
+            self.respond(a, 503, retry, None);
+        }
         self.finish(now, index, 503, 41, Hangup::Gateway);
     }
 
@@ -895,6 +969,16 @@ impl B2bua {
                 let c = self.call_mut(index);
                 c.b = Some(h);
                 c.state = State::Inviting;
+                // A new attempt (not the same one again with credentials).
+                if matches!(c.a, ALeg::Originated(_)) && !c.auth_answered {
+                    let (trunk, attempt) = (c.trunk, c.attempts);
+                    let trunk = self.trunks.config(trunk).name.clone();
+                    self.origination_event(
+                        now,
+                        index,
+                        OriginationEventKind::Dialing { trunk, attempt },
+                    );
+                }
             }
             // The endpoint is full: not the trunk's fault, but another
             // trunk will not help either; 503 fails over like a trunk 503
@@ -962,11 +1046,11 @@ impl B2bua {
             return;
         }
         let offerer_leg = match p.offerer {
-            Side::A => c.a,
-            Side::B => match c.b {
-                Some(b) => b,
-                None => return,
-            },
+            Side::A => c.a.handle(),
+            Side::B => c.b,
+        };
+        let Some(offerer_leg) = offerer_leg else {
+            return;
         };
         let answer = sdp.as_deref().and_then(|b| Sdp::parse(b).ok());
         match (status, answer) {
@@ -1096,24 +1180,47 @@ impl B2bua {
                 return;
             }
         };
-        // Checked non-empty above.
+        let max_duration = self.cfg.max_call_duration;
+        self.admit(
+            now,
+            Admit {
+                a: ALeg::Inbound(a),
+                route,
+                trunk,
+                caller,
+                callee,
+                a_call_id: call_id,
+                a_offer,
+                a_sdp: a_sdp.clone(),
+                a_got: Some(a_sdp),
+                max_duration,
+            },
+        );
+    }
+
+    /// Takes a free slot for a call whose trunk is chosen (and counted),
+    /// arms its maximum duration and asks the shell for its media
+    /// ([`MediaRequest::Allocate`]).
+    pub(super) fn admit(&mut self, now: Instant, n: Admit) -> u32 {
+        // Every caller checked that a slot is free.
         let index = self.free.pop().expect("a free slot");
         let generation = self.generations[index as usize];
-        let a_remote = stream_remote(&a_offer);
-        let max_deadline = now + self.cfg.max_call_duration;
+        let a_remote = stream_remote(&n.a_offer);
+        let max_deadline = now + n.max_duration;
+        let inbound = n.a.handle();
         self.calls[index as usize] = Some(Call {
             generation,
             state: State::Allocating,
-            a,
+            a: n.a,
             b: None,
-            route,
-            trunk,
+            route: n.route,
+            trunk: n.trunk,
             trunk_counted: true,
-            tried: vec![trunk],
-            caller,
-            callee,
-            a_call_id: call_id,
-            a_offer,
+            tried: vec![n.trunk],
+            caller: n.caller,
+            callee: n.callee,
+            a_call_id: n.a_call_id,
+            a_offer: n.a_offer,
             a_local: None,
             b_local: None,
             b_offer: Vec::new(),
@@ -1122,7 +1229,7 @@ impl B2bua {
             installed: false,
             a_last: None,
             b_last: None,
-            a_got: Some(a_sdp.clone()),
+            a_got: n.a_got,
             b_got: None,
             last_invite: None,
             auth_answered: false,
@@ -1135,13 +1242,16 @@ impl B2bua {
             ringing: None,
             answered: None,
         });
-        self.legs.insert(a, (index, Side::A));
+        if let Some(a) = inbound {
+            self.legs.insert(a, (index, Side::A));
+        }
         self.arm(max_deadline, index, TimerKind::MaxDuration);
         let bridge = self.id_of(index);
         self.push(Output::Media(MediaRequest::Allocate {
             call: bridge,
-            a_sdp,
+            a_sdp: n.a_sdp,
         }));
+        index
     }
 
     /// Answers an INVITE that got no slot and records the attempt (F-C1: a
@@ -1150,6 +1260,7 @@ impl B2bua {
         self.respond(r.a, status, headers, None);
         self.push(Output::Record(CallRecord {
             bridge: None,
+            origin: CallOrigin::Inbound,
             a_call_id: r.a_call_id.to_string(),
             caller: r.caller.to_string(),
             callee: r.callee.to_string(),
@@ -1177,7 +1288,7 @@ impl B2bua {
         c.state = State::Early;
         c.attempt_deadline = None;
         c.ringing.get_or_insert(now);
-        let a = c.a;
+        let a = c.a.handle();
         // Early media (RFC 3960): relay it as soon as B describes it.
         let early = sdp.as_deref().and_then(|b| Sdp::parse(b).ok());
         let body = match (early, c.a_local) {
@@ -1189,10 +1300,14 @@ impl B2bua {
             }
             _ => None,
         };
-        if body.is_some() {
+        let early_media = body.is_some();
+        if early_media {
             self.push_media(index);
         }
-        self.respond(a, status, Vec::new(), body);
+        match a {
+            Some(a) => self.respond(a, status, Vec::new(), body),
+            None => self.origination_ringing(now, index, status, early_media),
+        }
     }
 
     fn answered(&mut self, now: Instant, leg: CallHandle, sdp: Option<Vec<u8>>) {
@@ -1213,12 +1328,14 @@ impl B2bua {
             // §5); without one the call cannot be bridged: hang up B and
             // tell A the gateway got a bad response (502).
             c.trunk_status = Some(200);
-            let (a, b) = (c.a, leg);
+            let (a, b) = (c.a.handle(), leg);
             self.push(Output::Sip(SipAction::Bye {
                 call: b,
                 headers: Vec::new(),
             }));
-            self.respond(a, 502, Vec::new(), None);
+            if let Some(a) = a {
+                self.respond(a, 502, Vec::new(), None);
+            }
             self.finish(now, index, 502, 38, Hangup::Gateway);
             return;
         };
@@ -1226,11 +1343,17 @@ impl B2bua {
         c.answered = Some(now);
         c.trunk_status = Some(200);
         c.b_remote = stream_remote(&ans);
-        c.b_got = sdp;
+        c.b_got = sdp.clone();
         let body = rewrite_to(&ans, local).to_string_crlf().into_bytes();
         c.a_last = Some(body.clone());
-        let a = c.a;
-        self.respond(a, 200, Vec::new(), Some(body));
+        match c.a.handle() {
+            Some(a) => self.respond(a, 200, Vec::new(), Some(body)),
+            None => {
+                // Checked above: the 2xx carried an SDP that parses.
+                let remote_sdp = sdp.unwrap_or_default();
+                self.origination_event(now, index, OriginationEventKind::Answered { remote_sdp });
+            }
+        }
         self.push_media(index);
     }
 
@@ -1319,8 +1442,9 @@ impl B2bua {
         if !connected && side == Side::B {
             // B's dialog ended before we bridged it (a 2xx the endpoint
             // had to BYE itself): A has no dialog to BYE yet.
-            let a = c.a;
-            self.respond(a, 502, Vec::new(), None);
+            if let Some(a) = c.a.handle() {
+                self.respond(a, 502, Vec::new(), None);
+            }
             self.finish(now, index, 502, 38, Hangup::Callee);
             return;
         }
@@ -1392,9 +1516,14 @@ impl B2bua {
             self.respond(leg, 200, Vec::new(), last);
             return;
         };
+        if side == Side::B && matches!(c.a, ALeg::Originated(_)) {
+            // Nobody to cross to: the gateway answers itself.
+            self.answer_locally(index, leg, &body);
+            return;
+        }
         let (other, other_local) = match side {
             Side::A => (c.b, c.b_local),
-            Side::B => (Some(c.a), c.a_local),
+            Side::B => (c.a.handle(), c.a_local),
         };
         let parsed = Sdp::parse(&body)
             .ok()
@@ -1441,9 +1570,9 @@ impl B2bua {
     fn max_duration(&mut self, now: Instant, index: u32) {
         let c = self.call_mut(index);
         let reason = vec![("Reason".to_string(), MAX_DURATION_REASON.to_string())];
-        let (a, b, state) = (c.a, c.b, c.state);
+        let (a, b, state) = (c.a.handle(), c.b, c.state);
         if state == State::Connected {
-            for leg in [Some(a), b].into_iter().flatten() {
+            for leg in [a, b].into_iter().flatten() {
                 self.push(Output::Sip(SipAction::Bye {
                     call: leg,
                     headers: reason.clone(),
@@ -1456,7 +1585,9 @@ impl B2bua {
             }
             // Not answered within the whole allowance: 408 is the SIP
             // image of cause 102 (RFC 3398 §7.2.4.1).
-            self.respond(a, 408, reason, None);
+            if let Some(a) = a {
+                self.respond(a, 408, reason, None);
+            }
             self.finish(now, index, 408, Q850_TIMER_EXPIRY, Hangup::Gateway);
         }
     }
@@ -1485,15 +1616,37 @@ impl B2bua {
         let require_100rel = cfg.require_100rel;
         let mut from = c.caller.clone();
         let b_offer = c.b_offer.clone();
+        // An originated call presents the number chosen when it was placed
+        // on every attempt; an inbound one the pool's next.
+        let presented = match &c.a {
+            ALeg::Originated(o) => Some(o.presented.clone()),
+            ALeg::Inbound(_) => None,
+        };
+        let mode = self.cfg.caller_id_mode;
+        let headers = match &presented {
+            Some(p) => p.as_deref().map(|n| caller_id_headers(mode, n, &address)),
+            None => self
+                .caller_ids
+                .next()
+                .map(|n| caller_id_headers(mode, n, &address)),
+        };
         let mut extra_headers = Vec::new();
-        if let Some(number) = self.caller_ids.next() {
-            let h = caller_id_headers(self.cfg.caller_id_mode, number, &address);
+        if let Some(h) = headers {
             if let Some(pai) = h.pai {
                 extra_headers.push(("P-Asserted-Identity".to_string(), pai));
             }
             if let Some(f) = h.from {
                 from = f.trim_start_matches('<').trim_end_matches('>').to_string();
             }
+        }
+        if let Some(p) = presented {
+            // There is no caller's identity to pass through: From is the
+            // presented number in every mode, or anonymous without one
+            // (RFC 3323 §4.1.1.3).
+            from = match p {
+                Some(n) => format!("sip:{n}@{address};user=phone"),
+                None => ANONYMOUS_URI.to_string(),
+            };
         }
         if require_100rel {
             // RFC 3262 §4: the trunk must send its provisional responses
@@ -1620,8 +1773,15 @@ impl B2bua {
             }
         }
         let (code, q850) = map_failure(status);
-        let a = self.call_mut(index).a;
-        self.respond(a, code, Vec::new(), None);
+        let code = match self.call_mut(index).a.handle() {
+            Some(a) => {
+                self.respond(a, code, Vec::new(), None);
+                code
+            }
+            // No A to shield from the trunk's 503 or 401: the control
+            // plane hears the trunk's own status.
+            None => failure_status(status),
+        };
         self.finish(now, index, code, q850, Hangup::Callee);
     }
 
@@ -1630,7 +1790,9 @@ impl B2bua {
     fn finish(&mut self, now: Instant, index: u32, sip_status: u16, q850: u8, hangup: Hangup) {
         let bridge = self.id_of(index);
         let c = self.calls[index as usize].take().expect("live call");
-        self.legs.remove(&c.a);
+        if let Some(a) = c.a.handle() {
+            self.legs.remove(&a);
+        }
         if let Some(b) = c.b {
             self.legs.remove(&b);
         }
@@ -1645,8 +1807,34 @@ impl B2bua {
             .attempts
             .gt(&0)
             .then(|| self.trunks.config(c.trunk).name.clone());
+        let origin = match c.a {
+            ALeg::Inbound(_) => CallOrigin::Inbound,
+            ALeg::Originated(o) => {
+                // The end of the call for the control plane: Ended once
+                // answered, Failed before (487 when it hung up first).
+                let kind = match c.answered {
+                    Some(_) => OriginationEventKind::Ended { by: hangup, q850 },
+                    None => OriginationEventKind::Failed {
+                        status: sip_status,
+                        q850,
+                    },
+                };
+                self.push_origination_event(OriginationEvent {
+                    id: OriginationId::new(bridge),
+                    correlation: o.correlation,
+                    at: now,
+                    kind,
+                });
+                CallOrigin::Originated {
+                    id: OriginationId::new(bridge),
+                    correlation: o.correlation,
+                    account: o.account,
+                }
+            }
+        };
         self.push(Output::Record(CallRecord {
             bridge: Some(bridge),
+            origin,
             a_call_id: c.a_call_id,
             caller: c.caller,
             callee: c.callee,
@@ -1707,6 +1895,109 @@ impl B2bua {
         }));
     }
 
+    /// Ends an originated call at the control plane's request: a CANCEL
+    /// for an INVITE still out (the endpoint holds it until a provisional
+    /// answer allows it, RFC 3261 §9.1), a BYE once answered. False (and
+    /// nothing done) for an inbound call, which an [`OriginationId`] can
+    /// only name after its slot's generation counter wrapped.
+    pub(super) fn hang_up(&mut self, now: Instant, index: u32) -> bool {
+        let c = self.call_mut(index);
+        if !matches!(c.a, ALeg::Originated(_)) {
+            return false;
+        }
+        let (b, state) = (c.b, c.state);
+        if state == State::Connected {
+            if let Some(b) = b {
+                self.push(Output::Sip(SipAction::Bye {
+                    call: b,
+                    headers: Vec::new(),
+                }));
+            }
+            self.finish(now, index, 200, Q850_NORMAL_CLEARING, Hangup::Caller);
+        } else {
+            // Allocating or Starting have no leg yet: a late port
+            // allocation is released, a late INVITE cancelled, by the
+            // stale-id paths of handle_media_allocated and
+            // handle_invite_started.
+            if let Some(b) = b {
+                self.push(Output::Sip(SipAction::Cancel { call: b }));
+            }
+            // 487 as if our own INVITE had been cancelled; cause 16, as a
+            // caller's CANCEL is (see a_cancelled).
+            self.finish(now, index, 487, Q850_NORMAL_CLEARING, Hangup::Caller);
+        }
+        true
+    }
+
+    /// An originated call's trunk re-offered mid-call: with nobody on the
+    /// A side the gateway is the answerer. The answer is the offer kept to
+    /// the configured codecs, pointed at B's relay address, with the
+    /// direction mirrored (RFC 3264 §6.1) and the gateway's own `o=` line
+    /// one version up (§8).
+    fn answer_locally(&mut self, index: u32, leg: CallHandle, body: &[u8]) {
+        let parsed = Sdp::parse(body)
+            .ok()
+            .and_then(|s| filter_codecs(&s, &self.cfg.codecs));
+        let c = self.call_mut(index);
+        let (Some(offer), Some(local)) = (parsed, c.b_local) else {
+            self.counters.rejected_sdp += 1;
+            self.respond(leg, 488, Vec::new(), None);
+            return;
+        };
+        let mut answer = rewrite_to(&offer, local);
+        mirror_direction(&mut answer);
+        if let Some(o) = c.b_last.as_deref().and_then(next_origin) {
+            if let Some(l) = answer.session.iter_mut().find(|l| l.starts_with("o=")) {
+                *l = o;
+            }
+        }
+        let bytes = answer.to_string_crlf().into_bytes();
+        c.b_remote = stream_remote(&offer);
+        c.b_got = Some(body.to_vec());
+        c.b_last = Some(bytes.clone());
+        self.respond(leg, 200, Vec::new(), Some(bytes));
+        self.push_media(index);
+    }
+
+    /// Queues `kind` for the originated call in slot `index`.
+    fn origination_event(&mut self, now: Instant, index: u32, kind: OriginationEventKind) {
+        let id = OriginationId::new(self.id_of(index));
+        let ALeg::Originated(o) = &self.call_mut(index).a else {
+            return;
+        };
+        let correlation = o.correlation;
+        self.push_origination_event(OriginationEvent {
+            id,
+            correlation,
+            at: now,
+            kind,
+        });
+    }
+
+    /// A 18x on an originated call: reported when it says something new
+    /// (status or early media), so a trunk repeating 183 cannot flood
+    /// the queue.
+    fn origination_ringing(&mut self, now: Instant, index: u32, status: u16, early_media: bool) {
+        let ALeg::Originated(o) = &mut self.call_mut(index).a else {
+            return;
+        };
+        if o.last_ringing == Some((status, early_media)) {
+            return;
+        }
+        o.last_ringing = Some((status, early_media));
+        let kind = OriginationEventKind::Ringing {
+            status,
+            early_media,
+        };
+        self.origination_event(now, index, kind);
+    }
+
+    fn push_origination_event(&mut self, ev: OriginationEvent) {
+        if !self.origination_events.push(ev) {
+            self.counters.origination_events_dropped += 1;
+        }
+    }
+
     fn push(&mut self, o: Output) {
         if self.outputs.len() >= self.cfg.outputs_max.max(16) {
             self.counters.outputs_dropped += 1;
@@ -1735,7 +2026,7 @@ impl B2bua {
         let c = self.call_mut(index);
         match side {
             Side::A => c.b,
-            Side::B => Some(c.a),
+            Side::B => c.a.handle(),
         }
     }
 
@@ -1747,14 +2038,14 @@ impl B2bua {
         r
     }
 
-    fn live(&self, id: BridgeId) -> Option<u32> {
+    pub(super) fn live(&self, id: BridgeId) -> Option<u32> {
         match self.calls.get(id.index()).and_then(Option::as_ref) {
             Some(c) if c.generation == id.generation => Some(id.index),
             _ => None,
         }
     }
 
-    fn id_of(&self, index: u32) -> BridgeId {
+    pub(super) fn id_of(&self, index: u32) -> BridgeId {
         BridgeId {
             index,
             generation: self.generations[index as usize],
@@ -1898,13 +2189,13 @@ fn uri_of(value: &str) -> String {
     if ok {
         uri.to_string()
     } else {
-        "sip:anonymous@anonymous.invalid".to_string()
+        ANONYMOUS_URI.to_string()
     }
 }
 
 /// A trunk `address` (`ip`, `ip:port`, `[v6]`, `[v6]:port`) as a socket
 /// address; the port defaults to 5060, or 5061 for TLS (RFC 3261 §19.1.2).
-fn trunk_target(address: &str, transport: Transport) -> Option<SocketAddr> {
+pub(super) fn trunk_target(address: &str, transport: Transport) -> Option<SocketAddr> {
     if let Ok(sa) = address.parse::<SocketAddr>() {
         return Some(sa);
     }
@@ -1941,7 +2232,7 @@ fn static_encoding(pt: &str) -> Option<&'static str> {
 /// `a=rtpmap`/`a=fmtp`/`a=rtcp-fb` lines; every other section is disabled
 /// (port 0, RFC 3264 §6) since the relay carries one stream. None when no
 /// audio section keeps a real codec.
-fn filter_codecs(sdp: &Sdp, allowed: &[String]) -> Option<Sdp> {
+pub(super) fn filter_codecs(sdp: &Sdp, allowed: &[String]) -> Option<Sdp> {
     let mut out = sdp.clone();
     let mut chosen = false;
     for m in &mut out.media {
@@ -3582,11 +3873,14 @@ mod test {
 
     /// Random inputs in any order (including ones the endpoint would never
     /// send) never panic, never overflow the queue, and once every call is
-    /// over no slot or trunk count is left behind.
+    /// over no slot or trunk count is left behind. Originated calls mix
+    /// in: each gets exactly one terminal event, then nothing more.
     #[test]
     fn random_inputs_are_safe() {
+        use crate::call::originate::{OriginateRequest, OriginationEventKind, OriginationId};
         use rand::{Rng, SeedableRng};
         let (mut records, mut answered) = (0, 0);
+        let (mut originated, mut originated_answered) = (0, 0);
         for seed in 0..40u64 {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut trunks = two_trunks();
@@ -3596,6 +3890,8 @@ mod test {
             let mut next_b = 1000u32;
             let mut allocs: Vec<BridgeId> = Vec::new();
             let mut handles: Vec<u32> = vec![1, 2, 3];
+            // Originated calls and whether their terminal event came.
+            let mut origs: Vec<(OriginationId, bool)> = Vec::new();
             let sdps = [Some(A_SDP), Some(B_SDP), Some("garbage"), None];
             for _ in 0..400 {
                 // Mostly the newest legs, so that calls get somewhere.
@@ -3610,7 +3906,7 @@ mod test {
                 let status = [180, 183, 200, 302, 401, 404, 408, 486, 487, 500, 503, 603]
                     [rng.gen_range(0..12)];
                 let mut outs: Vec<Output> = Vec::new();
-                match rng.gen_range(0..18) {
+                match rng.gen_range(0..21) {
                     0 | 1 => {
                         let a: usize = rng.gen_range(1..40);
                         let a = a as u32;
@@ -3699,6 +3995,23 @@ mod test {
                         h.now += Duration::from_millis(rng.gen_range(0..20_000));
                         h.b.handle_timeout(h.now);
                     }
+                    17 | 18 => {
+                        let number = ["+4930123", "4930", "+49x", ""][rng.gen_range(0..4)];
+                        let r = OriginateRequest {
+                            number: number.into(),
+                            caller_id: None,
+                            account: String::new(),
+                            correlation: seed,
+                            max_duration: Some(Duration::from_secs(rng.gen_range(0..90))),
+                        };
+                        if let Ok(id) = h.b.originate(h.now, r) {
+                            origs.push((id, false));
+                        }
+                    }
+                    19 if !origs.is_empty() => {
+                        let (id, _) = origs[rng.gen_range(0..origs.len())];
+                        let _ = h.b.hangup_origination(h.now, id);
+                    }
                     14 if !allocs.is_empty() => {
                         let id = allocs.swap_remove(rng.gen_range(0..allocs.len()));
                         if rng.gen_bool(0.9) {
@@ -3734,6 +4047,19 @@ mod test {
                     }
                 }
                 assert!(h.b.calls_len() <= 4);
+                while let Some(ev) = h.b.poll_origination_event() {
+                    let o = origs.iter_mut().find(|o| o.0 == ev.id).expect("known id");
+                    assert!(!o.1, "event after the terminal one: {ev:?}");
+                    assert_eq!(ev.correlation, seed);
+                    match ev.kind {
+                        OriginationEventKind::Failed { .. } => o.1 = true,
+                        OriginationEventKind::Ended { .. } => {
+                            o.1 = true;
+                            originated_answered += 1;
+                        }
+                        _ => {}
+                    }
+                }
             }
             for id in allocs {
                 h.b.handle_media_allocated(h.now, id, sock(A_LOCAL), sock(B_LOCAL));
@@ -3754,9 +4080,24 @@ mod test {
             assert_eq!(h.b.trunks().calls(TrunkId(1)), 0, "seed {seed}");
             assert!(h.b.legs.is_empty(), "seed {seed}");
             assert_eq!(h.b.poll_timeout(), None, "seed {seed}");
+            while let Some(ev) = h.b.poll_origination_event() {
+                let o = origs.iter_mut().find(|o| o.0 == ev.id).expect("known id");
+                assert!(!o.1, "event after the terminal one: {ev:?}");
+                o.1 = matches!(
+                    ev.kind,
+                    OriginationEventKind::Failed { .. } | OriginationEventKind::Ended { .. }
+                );
+            }
+            assert!(origs.iter().all(|o| o.1), "seed {seed}: {origs:?}");
+            assert_eq!(h.b.counters().origination_events_dropped, 0);
+            originated += origs.len();
         }
         // The walk reaches deep states, not only refusals.
         assert!(records > 200 && answered > 20, "{records} {answered}");
+        assert!(
+            originated > 40 && originated_answered > 5,
+            "{originated} {originated_answered}"
+        );
     }
 
     #[test]
