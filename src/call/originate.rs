@@ -1559,7 +1559,7 @@ mod test {
                 while let Some(o) = self.gw.poll_output() {
                     moved = true;
                     match o {
-                        Ep::Transmit { dst, bytes } => {
+                        Ep::Transmit { dst, bytes, .. } => {
                             assert_eq!(dst, sock(TRUNK));
                             self.gw_sent.push(bytes.clone());
                             self.trunk.handle_datagram(now, sock(GW), &bytes);
