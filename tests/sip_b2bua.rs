@@ -1054,9 +1054,8 @@ impl Test {
         }
     }
 
-    /// Start the gateway with these trunks and wait until it answers
-    /// OPTIONS on its SIP port.
-    fn gateway(&mut self, trunks: &[Trunk]) -> ProcId {
+    /// The gateway's config for these trunks.
+    fn config_text(&self, trunks: &[Trunk]) -> String {
         let p = &self.ports;
         let mut cfg = format!(
             "# written by tests/sip_b2bua.rs ({})\n\
@@ -1095,6 +1094,14 @@ impl Test {
             ));
         }
         cfg.push_str("[[routes]]\nprefix = \"\"\nto = \"trunks\"\n");
+        cfg
+    }
+
+    /// Start the gateway with these trunks and wait until it answers
+    /// OPTIONS on its SIP port.
+    fn gateway(&mut self, trunks: &[Trunk]) -> ProcId {
+        let cfg = self.config_text(trunks);
+        let p = &self.ports;
         let path = self.h.dir.join("kolokol.toml");
         fs::write(&path, cfg).unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_kolokol"));
@@ -1663,5 +1670,194 @@ fn wait_options_200(h: &mut Harness, id: ProcId, port: u16, limit: Duration) {
         if Instant::now() > deadline {
             panic!("kolokol did not answer OPTIONS on {SIP_IP}:{port} within {limit:?}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The origination API (issue 4, item 6), through in-process shards
+
+/// Shards started in this process from the test's config (the library's
+/// `spawn_all`, as `kolokol run` does), and their event queue.
+fn shards_in_process(
+    t: &Test,
+    trunks: &[Trunk],
+) -> (
+    Vec<kolokol::shard::ShardHandle>,
+    crossbeam_channel::Receiver<kolokol::shard::ShardEvent>,
+) {
+    let cfg = kolokol::config::Config::parse(&t.config_text(trunks)).expect("test config");
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let shards = kolokol::shard::spawn_all(&cfg, tx).expect("shards start");
+    (shards, rx)
+}
+
+/// The next origination event (others are skipped), within `limit`.
+fn next_origination(
+    rx: &crossbeam_channel::Receiver<kolokol::shard::ShardEvent>,
+    limit: Duration,
+) -> kolokol::call::OriginationEventKind {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(kolokol::shard::ShardEvent::Origination { event, .. }) => {
+                assert_eq!(event.correlation, 77, "correlation not echoed");
+                return event.kind;
+            }
+            Ok(_) => {}
+            Err(_) => panic!("no origination event within {limit:?}"),
+        }
+    }
+}
+
+fn originate_request() -> kolokol::call::OriginateRequest {
+    kolokol::call::OriginateRequest {
+        number: format!("+{NUMBER}"),
+        caller_id: None,
+        account: "portal-test".into(),
+        correlation: 77,
+        max_duration: Some(Duration::from_secs(60)),
+    }
+}
+
+/// The control plane places a call to a number: the trunk gets the INVITE
+/// (with the gateway's relay in the SDP), and the events say dialing,
+/// ringing, answered; the control plane hangs up, the trunk gets a BYE and
+/// the event says ended by us.
+#[test]
+fn originated_call_rings_answers_and_is_hung_up() {
+    use kolokol::call::{Hangup, OriginationEventKind as K};
+    let mut t = Test::new("originate", Tr::Udp);
+    t.shards = 2;
+    let trunks = [Trunk::new("t1", 0)];
+    let (mut shards, rx) = shards_in_process(&t, &trunks);
+    let uas = t.trunk_uas(0, "uas_answer.xml", 1);
+    let o = kolokol::shard::originate(&shards, originate_request()).expect("originate");
+    let limit = Duration::from_secs(10);
+    assert!(
+        matches!(next_origination(&rx, limit), K::Dialing { ref trunk, attempt: 1 } if trunk == "t1")
+    );
+    assert!(matches!(
+        next_origination(&rx, limit),
+        K::Ringing { status: 180, .. }
+    ));
+    match next_origination(&rx, limit) {
+        K::Answered { remote_sdp } => {
+            let sdp = String::from_utf8_lossy(&remote_sdp);
+            assert!(
+                sdp.contains(&TRUNK_MEDIA_IP[0].to_string()),
+                "answer is not the trunk's: {sdp}"
+            );
+        }
+        other => panic!("expected Answered, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    kolokol::shard::hangup_origination(&shards, o).expect("hang up");
+    assert!(matches!(
+        next_origination(&rx, limit),
+        K::Ended {
+            by: Hangup::Caller,
+            q850: 16
+        }
+    ));
+    // A second hang-up of the same call is refused: it has ended.
+    assert_eq!(
+        kolokol::shard::hangup_origination(&shards, o),
+        Err(kolokol::shard::ShardError::UnknownOrigination)
+    );
+    t.expect_success(uas, 1);
+    let offers = t.log_lines("trunk0", "UAS_OFFER_SDP");
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    assert_eq!(
+        offers[0]["c"],
+        RELAY_IP.to_string(),
+        "offer not from the relay"
+    );
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_BYE").len(), 1);
+    for s in &mut shards {
+        s.stop();
+    }
+}
+
+/// The first trunk answers 503: the call goes to the second (a second
+/// Dialing event), which answers and later hangs up itself. Bad input is
+/// refused before anything is sent.
+#[test]
+fn originated_call_fails_over_and_the_far_end_hangs_up() {
+    use kolokol::call::{Hangup, OriginateError, OriginationEventKind as K};
+    let mut t = Test::new("originate-failover", Tr::Udp);
+    let trunks = [Trunk::new("t1", 0), Trunk::new("t2", 1)];
+    let (mut shards, rx) = shards_in_process(&t, &trunks);
+    let mut bad = originate_request();
+    bad.number = "12ab".into();
+    assert!(matches!(
+        kolokol::shard::originate(&shards, bad),
+        Err(kolokol::shard::ShardError::Refused(
+            OriginateError::BadNumber(_)
+        ))
+    ));
+    let uas1 = t.trunk_uas(0, "uas_503.xml", 1);
+    let uas2 = t.trunk_uas(1, "uas_hangup.xml", 1);
+    kolokol::shard::originate(&shards, originate_request()).expect("originate");
+    let limit = Duration::from_secs(10);
+    assert!(matches!(
+        next_origination(&rx, limit),
+        K::Dialing { attempt: 1, .. }
+    ));
+    assert!(
+        matches!(next_origination(&rx, limit), K::Dialing { ref trunk, attempt: 2 } if trunk == "t2")
+    );
+    let mut kinds = Vec::new();
+    loop {
+        let k = next_origination(&rx, limit);
+        let end = matches!(k, K::Ended { .. } | K::Failed { .. });
+        kinds.push(k);
+        if end {
+            break;
+        }
+    }
+    assert!(
+        kinds.iter().any(|k| matches!(k, K::Answered { .. })),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            kinds.last(),
+            Some(K::Ended {
+                by: Hangup::Callee,
+                ..
+            })
+        ),
+        "{kinds:?}"
+    );
+    t.expect_success(uas1, 1);
+    t.expect_success(uas2, 1);
+    for s in &mut shards {
+        s.stop();
+    }
+}
+
+/// Hung up while the trunk rings: the trunk gets a CANCEL, and the event
+/// says failed with 487.
+#[test]
+fn originated_call_hung_up_while_ringing_is_cancelled() {
+    use kolokol::call::OriginationEventKind as K;
+    let mut t = Test::new("originate-cancel", Tr::Udp);
+    let trunks = [Trunk::new("t1", 0)];
+    let (mut shards, rx) = shards_in_process(&t, &trunks);
+    let uas = t.trunk_uas(0, "uas_ring_cancel.xml", 1);
+    let o = kolokol::shard::originate(&shards, originate_request()).expect("originate");
+    let limit = Duration::from_secs(10);
+    assert!(matches!(next_origination(&rx, limit), K::Dialing { .. }));
+    assert!(matches!(next_origination(&rx, limit), K::Ringing { .. }));
+    kolokol::shard::hangup_origination(&shards, o).expect("hang up");
+    assert!(matches!(
+        next_origination(&rx, limit),
+        K::Failed { status: 487, .. }
+    ));
+    t.expect_success(uas, 1);
+    assert_eq!(t.log_lines("trunk0", "UAS_GOT_CANCEL").len(), 1);
+    for s in &mut shards {
+        s.stop();
     }
 }

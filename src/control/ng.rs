@@ -208,11 +208,10 @@ impl NgServer {
 
     fn drain_events(&mut self) {
         while let Ok(ev) = self.events.try_recv() {
-            match ev {
-                ShardEvent::MediaTimeout(r) => {
-                    if let Some(cid) = self.keys.remove(&r.key) {
-                        self.calls.remove(&cid);
-                    }
+            // Originated calls are the control API's; ng has none.
+            if let ShardEvent::MediaTimeout(r) = ev {
+                if let Some(cid) = self.keys.remove(&r.key) {
+                    self.calls.remove(&cid);
                 }
             }
         }

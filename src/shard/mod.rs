@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::call::{OriginateError, OriginateRequest, OriginationEvent, OriginationId};
 use crate::config::Config;
 use crate::media::relay::DropReason;
 use crate::media::srtp::SrtpContext;
@@ -157,6 +158,15 @@ pub enum ShardError {
     /// The shard did not answer or has stopped.
     #[error("shard unavailable")]
     Unavailable,
+    /// The B2BUA refused to place the call (bad number, no route, limits).
+    #[error("origination refused: {0}")]
+    Refused(OriginateError),
+    /// No such originated call (it has ended).
+    #[error("unknown originated call")]
+    UnknownOrigination,
+    /// SIP is not enabled (`sip.enabled = false`).
+    #[error("SIP is not enabled")]
+    NoSip,
 }
 
 /// A request to a shard.
@@ -195,6 +205,22 @@ pub enum ShardCmd {
         /// Reply channel.
         reply: Sender<Result<CallReport, ShardError>>,
     },
+    /// Place an outbound call through the trunks (the B2BUA's origination
+    /// API, [`crate::call::B2bua::originate`]); what happens to it comes
+    /// back as [`ShardEvent::Origination`].
+    Originate {
+        /// What to call.
+        req: OriginateRequest,
+        /// Reply channel.
+        reply: Sender<Result<OriginationId, ShardError>>,
+    },
+    /// Hang up an originated call: CANCEL before the answer, BYE after.
+    HangupOrigination {
+        /// The call.
+        id: OriginationId,
+        /// Reply channel.
+        reply: Sender<Result<(), ShardError>>,
+    },
     /// Stop the shard loop.
     Stop,
 }
@@ -204,6 +230,47 @@ pub enum ShardCmd {
 pub enum ShardEvent {
     /// A call ended because all its legs were silent for `timeout_s`.
     MediaTimeout(CallReport),
+    /// Progress of an originated call: dialing, ringing, answered, failed,
+    /// ended ([`crate::call::OriginationEventKind`]).
+    Origination {
+        /// The shard the call lives on (hang up through it).
+        shard: usize,
+        /// What happened.
+        event: OriginationEvent,
+    },
+}
+
+/// An originated call: the shard it lives on and its id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origination {
+    /// Shard index.
+    pub shard: usize,
+    /// The call on that shard.
+    pub id: OriginationId,
+}
+
+/// Places an outbound call on the shard with the fewest SIP calls (as last
+/// published; ties by the request's correlation), the entry point the
+/// control plane's click-to-call and notifications build on. Events come
+/// on the shard event queue as [`ShardEvent::Origination`].
+pub fn originate(shards: &[ShardHandle], req: OriginateRequest) -> Result<Origination, ShardError> {
+    if shards.is_empty() {
+        return Err(ShardError::Unavailable);
+    }
+    let n = shards.len();
+    let start = (req.correlation % n as u64) as usize;
+    let shard = (0..n)
+        .map(|i| (start + i) % n)
+        .min_by_key(|&k| shards[k].metrics.sip_calls.load(Ordering::Relaxed))
+        .unwrap_or(start);
+    let id = shards[shard].call(|reply| ShardCmd::Originate { req, reply })?;
+    Ok(Origination { shard, id })
+}
+
+/// Hangs up a call placed by [`originate`].
+pub fn hangup_origination(shards: &[ShardHandle], o: Origination) -> Result<(), ShardError> {
+    let h = shards.get(o.shard).ok_or(ShardError::UnknownOrigination)?;
+    h.call(|reply| ShardCmd::HangupOrigination { id: o.id, reply })
 }
 
 /// Counters a shard publishes once per tick (read by metrics and tests).

@@ -1008,6 +1008,35 @@ impl Shard {
                     };
                     let _ = reply.send(r);
                 }
+                ShardCmd::Originate { req, reply } => {
+                    let r = match self.sip.take() {
+                        Some(mut sip) => {
+                            let r = sip.b2b.originate(now, req).map_err(ShardError::Refused);
+                            self.drive_sip(&mut sip, now);
+                            self.sip_deadline = sip.next_deadline();
+                            self.sip = Some(sip);
+                            r
+                        }
+                        None => Err(ShardError::NoSip),
+                    };
+                    let _ = reply.send(r);
+                }
+                ShardCmd::HangupOrigination { id, reply } => {
+                    let r = match self.sip.take() {
+                        Some(mut sip) => {
+                            let r = sip
+                                .b2b
+                                .hangup_origination(now, id)
+                                .map_err(|_| ShardError::UnknownOrigination);
+                            self.drive_sip(&mut sip, now);
+                            self.sip_deadline = sip.next_deadline();
+                            self.sip = Some(sip);
+                            r
+                        }
+                        None => Err(ShardError::NoSip),
+                    };
+                    let _ = reply.send(r);
+                }
                 ShardCmd::Stop => {
                     self.stop = true;
                     return;
@@ -1443,6 +1472,16 @@ impl Shard {
                     }
                     B2buaOutput::Media(req) => self.sip_media(now, sip, req),
                     B2buaOutput::Record(r) => sip.record(&r),
+                }
+            }
+            // Originated calls' progress goes to the control plane.
+            while let Some(event) = sip.b2b.poll_origination_event() {
+                let ev = ShardEvent::Origination {
+                    shard: self.cfg.index,
+                    event,
+                };
+                if self.events.try_send(ev).is_err() {
+                    sip.counters.events_dropped += 1;
                 }
             }
             if !busy {

@@ -332,6 +332,9 @@ pub struct SipShellCounters {
     pub records: u64,
     /// Call records dropped because the event queue was full.
     pub records_dropped: u64,
+    /// Origination events dropped because the control plane's event
+    /// queue was full.
+    pub events_dropped: u64,
 }
 
 /// The SIP state a shard owns.
