@@ -60,8 +60,9 @@
 //!
 //! Not done here: DNS (RFC 3263; requests go to the address the TU gives, or
 //! to the peer the call came from), forking (the first dialog wins),
-//! stream framing for TCP/TLS (`reliable` only switches the retransmit
-//! timers off), 100rel as UAS (we never send reliable provisional
+//! stream framing and connections for TCP/TLS (the shell's: every message
+//! comes in and goes out with its [`Remote`], whose transport sets Via,
+//! Contact and whether transactions retransmit), 100rel as UAS (we never send reliable provisional
 //! responses, do not advertise `100rel` in [`SUPPORTED`], answer `Require:
 //! 100rel` with 420 and PRACK with 405), offers in PRACK or in reliable
 //! provisional responses beyond reporting their SDP, retrying a 422 to our

@@ -32,8 +32,10 @@
 //! [`stream::StreamFramer`] frames SIP messages and keep-alives on a
 //! TCP/TLS byte stream (RFC 3261 §18.3, RFC 5626 §3.5.1), sans-IO.
 //!
-//! Not here yet: the TCP/TLS transport shell, the B2BUA, and the shard
-//! wiring (nothing listens on a SIP port yet).
+//! The transports (UDP sockets, TCP/TLS listeners and connections) are
+//! the shard's: `crate::shard::sip` and `crate::shard::stream`. The
+//! endpoint only names the transport of each message
+//! ([`endpoint::Remote`]); the B2BUA is `crate::call`.
 
 pub mod build;
 pub mod dialog;
