@@ -27,6 +27,8 @@ port_max = 39999
 timeout_s = 600
 [ng]
 listen = "127.0.0.1:2299"
+[sip]
+enabled = false
 CFG
 
 run() {
