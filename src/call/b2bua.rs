@@ -186,6 +186,15 @@ pub struct BridgeId {
 }
 
 impl BridgeId {
+    /// A handle for unit tests of the layers above.
+    #[cfg(test)]
+    pub(crate) fn for_test(index: u32) -> BridgeId {
+        BridgeId {
+            index,
+            generation: 0,
+        }
+    }
+
     /// The slot index (below `calls_max`).
     pub fn index(self) -> usize {
         self.index as usize

@@ -10,6 +10,7 @@
 //! socket.
 
 pub mod b2bua;
+pub mod flow;
 pub mod originate;
 
 pub use b2bua::{
