@@ -420,6 +420,11 @@ impl Flows {
         self.len() == 0
     }
 
+    /// Whether `call` is one of the flows' calls.
+    pub fn owns(&self, call: OriginationId) -> bool {
+        self.by_call.contains_key(&call)
+    }
+
     /// The next action for the shell.
     pub fn poll_action(&mut self) -> Option<FlowAction> {
         self.actions.pop_front()

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::call::flow::{FlowError, FlowEvent, FlowId, FlowRequest};
 use crate::call::{OriginateError, OriginateRequest, OriginationEvent, OriginationId};
 use crate::config::Config;
 use crate::media::relay::DropReason;
@@ -167,6 +168,9 @@ pub enum ShardError {
     /// SIP is not enabled (`sip.enabled = false`).
     #[error("SIP is not enabled")]
     NoSip,
+    /// The flow was refused (bad request, table full).
+    #[error("flow refused: {0}")]
+    Flow(FlowError),
 }
 
 /// A request to a shard.
@@ -214,6 +218,21 @@ pub enum ShardCmd {
         /// Reply channel.
         reply: Sender<Result<OriginationId, ShardError>>,
     },
+    /// Start a portal flow (click-to-call, notification) on this shard;
+    /// its progress comes back as [`ShardEvent::Flow`].
+    StartFlow {
+        /// The flow.
+        req: FlowRequest,
+        /// Reply channel.
+        reply: Sender<Result<FlowId, ShardError>>,
+    },
+    /// End a portal flow (hang up its calls).
+    HangupFlow {
+        /// The flow.
+        id: FlowId,
+        /// Reply channel.
+        reply: Sender<Result<(), ShardError>>,
+    },
     /// Hang up an originated call: CANCEL before the answer, BYE after.
     HangupOrigination {
         /// The call.
@@ -237,6 +256,13 @@ pub enum ShardEvent {
         shard: usize,
         /// What happened.
         event: OriginationEvent,
+    },
+    /// A portal flow changed state ([`crate::call::flow::FlowState`]).
+    Flow {
+        /// The shard the flow lives on.
+        shard: usize,
+        /// What happened.
+        event: FlowEvent,
     },
 }
 

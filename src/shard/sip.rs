@@ -26,6 +26,7 @@ use std::hash::Hasher;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -33,6 +34,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::stream::{self, Inbound, Listener, Streams, TlsConfigs};
 use crate::call::b2bua::{B2bua, B2buaConfig, BridgeId, CallRecord};
+use crate::call::flow::{Flows, FLOWS_MAX_DEFAULT};
+use crate::media::prompt::PromptLibrary;
 use crate::config::Config;
 use crate::config::Transport;
 use crate::sip::endpoint::{shard_of_call_id, EndpointConfig, Remote, SipEndpoint};
@@ -94,6 +97,8 @@ pub struct SipSetup {
     pub listeners: Vec<Listener>,
     /// TLS server and client configurations.
     pub tls: TlsConfigs,
+    /// The prompts the portal's flows play.
+    pub prompts: Option<Arc<PromptLibrary>>,
     /// The endpoint's knobs.
     pub endpoint: EndpointConfig,
     /// The B2BUA with this shard's share of the trunk limits.
@@ -236,6 +241,7 @@ pub fn setup_all(
         groups.push(bind_group(a, n)?);
     }
     let tls = stream::tls_configs(cfg)?;
+    let prompts = Some(Arc::new(crate::media::prompt::load_configured(cfg)?));
     // listeners[address][shard]
     let mut lgroups = Vec::new();
     for &a in &cfg.sip.tcp {
@@ -297,6 +303,7 @@ pub fn setup_all(
             socks,
             listeners,
             tls: tls.clone(),
+            prompts: prompts.clone(),
             endpoint: ep,
             b2bua,
             inbox,
@@ -358,6 +365,10 @@ pub(super) struct SipShard {
     v4: Vec<bool>,
     /// TCP and TLS; polled as one more socket (index `socks.len()`).
     pub streams: Option<Streams>,
+    /// The portal's flows on this shard.
+    pub flows: Flows,
+    /// The prompts the flows play.
+    pub prompts: Option<Arc<PromptLibrary>>,
     /// Peers whose connection another shard holds, learnt from the
     /// messages it handed over: answers go back through that shard.
     routes: HashMap<(Transport, SocketAddr), usize>,
@@ -400,6 +411,8 @@ impl SipShard {
             more: vec![false; n],
             v4,
             streams,
+            flows: Flows::new(FLOWS_MAX_DEFAULT),
+            prompts: setup.prompts,
             routes: HashMap::new(),
             inbound: Vec::new(),
         })
@@ -424,10 +437,14 @@ impl SipShard {
 
     /// The earliest deadline of the endpoint and the B2BUA.
     pub(super) fn next_deadline(&mut self) -> Option<Instant> {
-        match (self.ep.poll_timeout(), self.b2b.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.ep.poll_timeout(),
+            self.b2b.poll_timeout(),
+            self.flows.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Reads up to [`RECV_BUDGET`] datagrams from socket `i` and feeds

@@ -28,6 +28,9 @@ use crossbeam_channel::{Receiver, Sender};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::{Domain, Protocol, Socket, Type};
 
+mod flows;
+mod player;
+
 use super::bufring::BufRing;
 use super::sip::{SipSetup, SipShard, SIP_KEY_BASE};
 use super::{
@@ -327,6 +330,10 @@ pub(super) struct Shard {
     pool_max: usize,
     /// Local address of each open socket, by slot.
     sock_ip: Vec<Option<IpAddr>>,
+    /// The portal flows' bridges.
+    fm: flows::FlowMedia,
+    /// Prompt players and DTMF detectors of flow calls.
+    pm: player::Players,
 }
 
 fn build_ring(entries: u32, cq: u32) -> io::Result<IoUring> {
@@ -353,6 +360,7 @@ impl Shard {
             Some(s) => Some(Box::new(SipShard::new(s, cfg.index, Instant::now())?)),
             None => None,
         };
+        let prompts = sip.as_ref().and_then(|s| s.prompts.clone());
         let ring = build_ring(4096, 32768)?;
         let min_wait = cfg.min_wait_us > 0 && ring.params().is_feature_min_timeout();
         ring.submitter()
@@ -420,6 +428,8 @@ impl Shard {
             pool: VecDeque::new(),
             sock_ip: vec![None; cfg.sockets_max],
             pool_max: POOL_PAIRS_MAX.min(cfg.sockets_max / 16),
+            fm: flows::FlowMedia::default(),
+            pm: player::Players::new(prompts),
             cfg,
             ring,
         };
@@ -685,6 +695,11 @@ impl Shard {
             }
         }
         for p in rx.drain(..) {
+            if self.pm.listening() {
+                // DTMF of the portal's flows, before the relay sees it.
+                self.pm
+                    .inspect(p.sock, &self.bufs.buf(p.bid)[p.off..p.off + p.len]);
+            }
             let mut len = p.len;
             let mut deferred = None;
             // The relay works in place on the rest of the buffer, which
@@ -811,7 +826,11 @@ impl Shard {
         } else {
             self.tx += 1;
         }
-        self.bufs.push(bid);
+        if bid >= player::PLAY_BID_BASE {
+            self.pm.release(bid - player::PLAY_BID_BASE);
+        } else {
+            self.bufs.push(bid);
+        }
         self.free_sends.push(slot_idx);
     }
 
@@ -1027,6 +1046,35 @@ impl Shard {
                             let r = sip
                                 .b2b
                                 .hangup_origination(now, id)
+                                .map_err(|_| ShardError::UnknownOrigination);
+                            self.drive_sip(&mut sip, now);
+                            self.sip_deadline = sip.next_deadline();
+                            self.sip = Some(sip);
+                            r
+                        }
+                        None => Err(ShardError::NoSip),
+                    };
+                    let _ = reply.send(r);
+                }
+                ShardCmd::StartFlow { req, reply } => {
+                    let r = match self.sip.take() {
+                        Some(mut sip) => {
+                            let r = sip.flows.start(now, req).map_err(ShardError::Flow);
+                            self.drive_sip(&mut sip, now);
+                            self.sip_deadline = sip.next_deadline();
+                            self.sip = Some(sip);
+                            r
+                        }
+                        None => Err(ShardError::NoSip),
+                    };
+                    let _ = reply.send(r);
+                }
+                ShardCmd::HangupFlow { id, reply } => {
+                    let r = match self.sip.take() {
+                        Some(mut sip) => {
+                            let r = sip
+                                .flows
+                                .hangup(now, id)
                                 .map_err(|_| ShardError::UnknownOrigination);
                             self.drive_sip(&mut sip, now);
                             self.sip_deadline = sip.next_deadline();
@@ -1370,6 +1418,11 @@ impl Shard {
     }
 
     fn teardown(&mut self, ci: u32) {
+        if let Some(key) = self.calls[ci as usize].as_ref().map(|c| c.key) {
+            // No leg of another call may keep pointing at these.
+            self.unbridge(key);
+            self.pm.forget(key);
+        }
         let call = self.calls[ci as usize].take().expect("indexed call exists");
         for s in &call.streams {
             if let Some((a, b)) = s.legs {
@@ -1412,7 +1465,16 @@ impl Shard {
             sip.b2b.handle_timeout(now);
         }
         self.drive_sip(&mut sip, now);
-        self.sip_deadline = sip.next_deadline();
+        if sip.flows.poll_timeout().is_some_and(|t| t <= now) {
+            sip.flows.handle_timeout(now);
+            self.drive_sip(&mut sip, now);
+        }
+        self.pump_players(&mut sip, now);
+        self.drive_sip(&mut sip, now);
+        self.sip_deadline = match (sip.next_deadline(), self.pm.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.sip_busy = inbox_more || sip.more.iter().any(|&m| m);
         // Trunk health changes are rare and matter to operators: log them.
         while let Some(ev) = sip.b2b.trunks().poll_event() {
@@ -1474,8 +1536,15 @@ impl Shard {
                     B2buaOutput::Record(r) => sip.record(&r),
                 }
             }
-            // Originated calls' progress goes to the control plane.
+            // Originated calls' progress goes to their flow, or to the
+            // control plane for calls it placed itself.
             while let Some(event) = sip.b2b.poll_origination_event() {
+                busy = true;
+                if flows::owned(&sip.flows, event.id) {
+                    self.flow_origination_event(sip, &event);
+                    sip.flows.handle_origination(now, &event);
+                    continue;
+                }
                 let ev = ShardEvent::Origination {
                     shard: self.cfg.index,
                     event,
@@ -1484,6 +1553,7 @@ impl Shard {
                     sip.counters.events_dropped += 1;
                 }
             }
+            busy |= self.drive_flows(sip, now);
             if !busy {
                 return;
             }
