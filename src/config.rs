@@ -72,6 +72,18 @@ pub struct Config {
     pub contact_centre: ContactCentreConfig,
     /// Caller identity presented on outbound calls (F-S5).
     pub caller_id: CallerIdConfig,
+    /// Prompts the portal's flows play.
+    pub prompts: PromptsConfig,
+}
+
+/// `[prompts]`
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptsConfig {
+    /// A directory of `<language>/<name>.ul|.al` (headerless G.711 at
+    /// 8 kHz, as `config/prompts/`); unset, the prompts built into the
+    /// binary. Relative to the config file.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[shards]`
@@ -471,6 +483,7 @@ impl Config {
                 &mut cfg.sip.tls_cert,
                 &mut cfg.sip.tls_key,
                 &mut cfg.sip.tls_ca,
+                &mut cfg.prompts.dir,
             ]
             .into_iter()
             .flatten()

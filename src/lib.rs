@@ -41,6 +41,7 @@
 pub mod call;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod media;
 pub mod sdp;
 pub mod shard;

@@ -6,6 +6,7 @@
 pub mod dtmf;
 pub mod play;
 pub mod prompt;
+mod prompt_embedded;
 pub mod relay;
 pub mod rtp;
 pub mod srtp;

@@ -227,6 +227,19 @@ impl PromptLibrary {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts")
     }
 
+    /// The prompts built into the binary (`config/prompts/` at build time).
+    pub fn embedded() -> PromptLibrary {
+        let mut lib = PromptLibrary::default();
+        for (lang, name, ext, bytes) in super::prompt_embedded::EMBEDDED {
+            if let Some(law) = Law::from_extension(ext) {
+                // The files were checked by the tests that load the
+                // directory; a bad one is skipped rather than fatal.
+                let _ = lib.insert(lang, name, law, bytes.to_vec());
+            }
+        }
+        lib
+    }
+
     /// [`load`](Self::load) the [`default_dir`](Self::default_dir).
     pub fn load_default() -> Result<PromptLibrary, PromptError> {
         PromptLibrary::load(&PromptLibrary::default_dir())
@@ -441,6 +454,20 @@ fn valid_name(s: &str) -> bool {
 /// `__pycache__` and hidden directories are not languages).
 fn valid_lang(s: &str) -> bool {
     valid_name(s) && s.as_bytes()[0].is_ascii_alphabetic()
+}
+
+/// The prompts a gateway with this configuration plays: `prompts.dir` if
+/// set, else the [embedded](PromptLibrary::embedded) ones.
+pub fn load_configured(cfg: &crate::config::Config) -> std::io::Result<PromptLibrary> {
+    match &cfg.prompts.dir {
+        Some(dir) => PromptLibrary::load(dir).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("prompts.dir: {e}"),
+            )
+        }),
+        None => Ok(PromptLibrary::embedded()),
+    }
 }
 
 #[cfg(test)]

@@ -293,6 +293,37 @@ pub fn originate(shards: &[ShardHandle], req: OriginateRequest) -> Result<Origin
     Ok(Origination { shard, id })
 }
 
+/// A portal flow: the shard it lives on and its id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowRef {
+    /// Shard index.
+    pub shard: usize,
+    /// The flow on that shard.
+    pub id: FlowId,
+}
+
+/// Starts a portal flow on the shard with the fewest SIP calls (both of a
+/// click-to-call's calls live there); events come as [`ShardEvent::Flow`].
+pub fn start_flow(shards: &[ShardHandle], req: FlowRequest) -> Result<FlowRef, ShardError> {
+    if shards.is_empty() {
+        return Err(ShardError::Unavailable);
+    }
+    let n = shards.len();
+    let start = (req.correlation % n as u64) as usize;
+    let shard = (0..n)
+        .map(|i| (start + i) % n)
+        .min_by_key(|&k| shards[k].metrics.sip_calls.load(Ordering::Relaxed))
+        .unwrap_or(start);
+    let id = shards[shard].call(|reply| ShardCmd::StartFlow { req, reply })?;
+    Ok(FlowRef { shard, id })
+}
+
+/// Ends a portal flow started with [`start_flow`].
+pub fn hangup_flow(shards: &[ShardHandle], f: FlowRef) -> Result<(), ShardError> {
+    let h = shards.get(f.shard).ok_or(ShardError::UnknownOrigination)?;
+    h.call(|reply| ShardCmd::HangupFlow { id: f.id, reply })
+}
+
 /// Hangs up a call placed by [`originate`].
 pub fn hangup_origination(shards: &[ShardHandle], o: Origination) -> Result<(), ShardError> {
     let h = shards.get(o.shard).ok_or(ShardError::UnknownOrigination)?;

@@ -299,7 +299,11 @@ impl Shard {
                     // Out of buffers: what is due now is skipped.
                     let mut scratch = [0u8; PLAY_BUF];
                     let t = self.pm.taps.get_mut(&key).expect("tap");
-                    match t.player.as_mut().and_then(|p| p.poll_packet(now, &mut scratch)) {
+                    match t
+                        .player
+                        .as_mut()
+                        .and_then(|p| p.poll_packet(now, &mut scratch))
+                    {
                         Some(_) => {
                             self.pm.counters.dropped += 1;
                             continue;
