@@ -6,6 +6,7 @@
 //! checks the relations between keys (port ranges, CPU lists) and names the
 //! offending key in its message.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +33,9 @@ pub enum ConfigError {
     /// A value out of range or inconsistent with another key.
     #[error("invalid `{key}`: {reason}")]
     Invalid {
-        /// Dotted key, e.g. `media.port_min`.
-        key: &'static str,
+        /// Dotted key, e.g. `media.port_min`; an entry of a list is named
+        /// with its index, e.g. `policy.dnd[0].start`.
+        key: Cow<'static, str>,
         /// What is wrong.
         reason: String,
     },
@@ -492,7 +494,12 @@ impl Config {
 
     /// Check relations between keys; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         let s = &self.shards;
         if s.count == 0 || s.count > 256 {
             return invalid("shards.count", format!("{} is not in 1..=256", s.count));
@@ -579,7 +586,12 @@ impl Config {
 
     /// `[sip]` on its own.
     fn validate_sip(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         let s = &self.sip;
         if s.enabled && s.udp.is_empty() && s.tcp.is_empty() && s.tls.is_none() {
             return invalid(
@@ -729,7 +741,12 @@ impl Config {
 
     /// `[[trunks]]`, `[[routes]]`, `[contact_centre]`, `[caller_id]`.
     fn validate_trunks(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         if self.trunks.len() > TRUNKS_MAX {
             return invalid(
                 "trunks",
@@ -1063,7 +1080,7 @@ mode = "both"
     }
 
     /// Parses `text` and returns the key the error names.
-    fn bad_key(text: &str) -> &'static str {
+    fn bad_key(text: &str) -> Cow<'static, str> {
         match Config::parse(text) {
             Err(ConfigError::Invalid { key, reason }) => {
                 assert!(!reason.is_empty());
