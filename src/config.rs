@@ -1529,6 +1529,162 @@ mode = "both"
     }
 
     #[test]
+    fn policy_defaults() {
+        let p = Config::parse("").unwrap().policy;
+        assert_eq!(p, PolicyConfig::default());
+        assert!(p.allowed_prefixes.is_empty() && p.denied_prefixes.is_empty());
+        assert_eq!(
+            (p.account_day_calls_max, p.number_day_calls_max),
+            (1000, 10)
+        );
+        assert_eq!(p.cps_max, 20);
+        assert_eq!(
+            (
+                p.number_burst_calls_max,
+                p.number_burst_window_s,
+                p.number_burst_block_s
+            ),
+            (5, 60, 3600)
+        );
+        assert_eq!(
+            (
+                p.account_burst_calls_max,
+                p.account_burst_window_s,
+                p.account_burst_block_s
+            ),
+            (50, 60, 3600)
+        );
+        assert!(p.dnd.is_empty() && p.dnd_exempt_kinds.is_empty());
+        let p = Config::parse(
+            "[policy]\nallowed_prefixes = [\"+7\", \"+49\"]\ndnd_exempt_kinds = [\"notification\"]\n\
+             [[policy.dnd]]\nprefix = \"+7\"\nutc_offset_minutes = 180\nstart = \"21:00\"\nend = \"09:00\"\n",
+        )
+        .unwrap()
+        .policy;
+        assert_eq!(p.allowed_prefixes, ["+7", "+49"]);
+        assert_eq!(p.dnd_exempt_kinds, [crate::policy::CallKind::Notification]);
+        assert_eq!(p.dnd[0].utc_offset_minutes, 180);
+    }
+
+    #[test]
+    fn policy_errors_name_the_key() {
+        let d = "[[policy.dnd]]\nprefix = \"+7\"\nstart = \"21:00\"\nend = \"09:00\"\n";
+        let cases: Vec<(String, &str)> = vec![
+            (
+                "[policy]\nallowed_prefixes = [\"7\"]\n".into(),
+                "policy.allowed_prefixes[0]",
+            ),
+            (
+                "[policy]\nallowed_prefixes = [\"+7\", \"+7\"]\n".into(),
+                "policy.allowed_prefixes[1]",
+            ),
+            (
+                "[policy]\ndenied_prefixes = [\"+0\"]\n".into(),
+                "policy.denied_prefixes[0]",
+            ),
+            (
+                "[policy]\nblocked_prefixes = [\"+4 9\"]\n".into(),
+                "policy.blocked_prefixes[0]",
+            ),
+            (
+                "[policy]\nblocked_numbers = [\"+49\"]\n".into(),
+                "policy.blocked_numbers[0]",
+            ),
+            (
+                "[policy]\nblocked_numbers = [\"+4930123456\", \"+49 30 123456\"]\n".into(),
+                "policy.blocked_numbers[1]",
+            ),
+            (
+                "[policy]\nsupport_lines = [\"112\"]\n".into(),
+                "policy.support_lines[0]",
+            ),
+            (
+                "[policy]\naccount_day_calls_max = 0\n".into(),
+                "policy.account_day_calls_max",
+            ),
+            (
+                "[policy]\nnumber_day_calls_max = 0\n".into(),
+                "policy.number_day_calls_max",
+            ),
+            ("[policy]\ncps_max = 0\n".into(), "policy.cps_max"),
+            ("[policy]\naccounts_max = 0\n".into(), "policy.accounts_max"),
+            ("[policy]\nnumbers_max = 0\n".into(), "policy.numbers_max"),
+            (
+                "[policy]\nruntime_blocks_max = 0\n".into(),
+                "policy.runtime_blocks_max",
+            ),
+            (
+                "[policy]\nnumber_burst_calls_max = 1001\n".into(),
+                "policy.number_burst_calls_max",
+            ),
+            (
+                "[policy]\nnumber_burst_window_s = 0\n".into(),
+                "policy.number_burst_window_s",
+            ),
+            (
+                "[policy]\nnumber_burst_block_s = 0\n".into(),
+                "policy.number_burst_block_s",
+            ),
+            (
+                "[policy]\naccount_burst_calls_max = 10001\n".into(),
+                "policy.account_burst_calls_max",
+            ),
+            (
+                "[policy]\naccount_burst_window_s = 86401\n".into(),
+                "policy.account_burst_window_s",
+            ),
+            (
+                "[policy]\naccount_burst_block_s = 604801\n".into(),
+                "policy.account_burst_block_s",
+            ),
+            (
+                "[policy]\nnumbers_max = 10000000\nnumber_burst_calls_max = 11\n".into(),
+                "policy.numbers_max",
+            ),
+            (
+                "[[policy.dnd]]\nstart = \"21:00\"\nend = \"09:00\"\n".into(),
+                "policy.dnd[0].prefix",
+            ),
+            (format!("{d}{d}"), "policy.dnd[1].prefix"),
+            (
+                format!("{d}utc_offset_minutes = 900\n"),
+                "policy.dnd[0].utc_offset_minutes",
+            ),
+            (
+                "[[policy.dnd]]\nprefix = \"+7\"\nstart = \"9pm\"\nend = \"09:00\"\n".into(),
+                "policy.dnd[0].start",
+            ),
+            (
+                format!(
+                    "{d}[[policy.dnd]]\nprefix = \"+49\"\nstart = \"21:00\"\nend = \"24:00\"\n"
+                ),
+                "policy.dnd[1].end",
+            ),
+            (
+                "[[policy.dnd]]\nprefix = \"+7\"\nstart = \"21:00\"\nend = \"21:00\"\n".into(),
+                "policy.dnd[0].end",
+            ),
+            (
+                "[policy]\ndnd_exempt_kinds = [\"notification\", \"notification\"]\n".into(),
+                "policy.dnd_exempt_kinds[1]",
+            ),
+        ];
+        for (text, key) in &cases {
+            assert_eq!(bad_key(text), *key, "{text}");
+        }
+        // Unknown keys and kinds are parse errors that name them.
+        let e = Config::parse("[policy]\ncps = 5\n").unwrap_err();
+        assert!(e.to_string().contains("cps"), "{e}");
+        let e = Config::parse(&format!("{d}offset = 5\n")).unwrap_err();
+        assert!(e.to_string().contains("offset"), "{e}");
+        let e = Config::parse("[policy]\ndnd_exempt_kinds = [\"robocall\"]\n").unwrap_err();
+        assert!(e.to_string().contains("robocall"), "{e}");
+        // The message of a list entry names its index.
+        let e = Config::parse(&format!("{d}{d}")).unwrap_err();
+        assert!(e.to_string().contains("`policy.dnd[1].prefix`"), "{e}");
+    }
+
+    #[test]
     fn e164() {
         assert!(is_e164("+493012345670"));
         assert!(is_e164("+1"));

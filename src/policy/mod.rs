@@ -802,3 +802,6 @@ fn system_time(ms: u64) -> SystemTime {
         .checked_add(Duration::from_millis(ms))
         .unwrap_or(UNIX_EPOCH + Duration::from_secs(u32::MAX.into()))
 }
+
+#[cfg(test)]
+mod test;
