@@ -1334,6 +1334,17 @@ mod test {
         assert_eq!(cfg.trunks[0].host_port(), Some(("127.0.0.1", 5090)));
         assert_eq!(cfg.routes[0].to, ROUTE_TO_TRUNKS);
         assert_eq!(cfg.caller_id.pool.len(), 2);
+        // The example's policy allows every valid number with the default
+        // limits.
+        let p = &cfg.policy;
+        assert_eq!(p.allowed_prefixes, ["+"]);
+        assert_eq!(
+            PolicyConfig {
+                allowed_prefixes: Vec::new(),
+                ..p.clone()
+            },
+            PolicyConfig::default()
+        );
     }
 
     #[test]
