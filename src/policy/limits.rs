@@ -115,6 +115,8 @@ impl<K: Hash + Eq> Table<K> {
     /// than the entries held refuses new subjects until enough expire; a
     /// smaller `burst.calls_max` keeps the most recent calls.
     pub(crate) fn reconfigure(&mut self, max: usize, day_calls_max: u32, burst: Burst) {
+        // A larger table is allocated now, as at start.
+        self.map.reserve(max.saturating_sub(self.map.len()));
         self.max = max;
         self.day_calls_max = day_calls_max;
         self.burst = burst;
