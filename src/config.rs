@@ -6,6 +6,7 @@
 //! checks the relations between keys (port ranges, CPU lists) and names the
 //! offending key in its message.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +33,9 @@ pub enum ConfigError {
     /// A value out of range or inconsistent with another key.
     #[error("invalid `{key}`: {reason}")]
     Invalid {
-        /// Dotted key, e.g. `media.port_min`.
-        key: &'static str,
+        /// Dotted key, e.g. `media.port_min`; an entry of a list is named
+        /// with its index, e.g. `policy.dnd[0].start`.
+        key: Cow<'static, str>,
         /// What is wrong.
         reason: String,
     },
@@ -74,6 +76,8 @@ pub struct Config {
     pub caller_id: CallerIdConfig,
     /// Prompts the portal's flows play.
     pub prompts: PromptsConfig,
+    /// Policy and anti-fraud checks for API-originated calls (F-P).
+    pub policy: PolicyConfig,
 }
 
 /// `[prompts]`
@@ -440,6 +444,345 @@ pub struct CallerIdConfig {
     pub mode: CallerIdMode,
 }
 
+/// Most entries in each prefix list of `[policy]` (allowed, denied and
+/// blocked prefixes): they are matched by a linear scan per request.
+pub const POLICY_PREFIXES_MAX: usize = 4096;
+
+/// Most `policy.blocked_numbers` (looked up in a hash set).
+pub const POLICY_BLOCKED_NUMBERS_MAX: usize = 1_000_000;
+
+/// Most `policy.support_lines`.
+pub const POLICY_SUPPORT_LINES_MAX: usize = 4096;
+
+/// Most `[[policy.dnd]]` windows.
+pub const POLICY_DND_MAX: usize = 1024;
+
+/// Most recent-call timestamps all subjects of one table may hold
+/// (`accounts_max * account_burst_calls_max`, likewise for numbers): at 8
+/// bytes each, 800 MB. A configuration beyond it is a typo, not a plan.
+pub const POLICY_BURST_SLOTS_MAX: u64 = 100_000_000;
+
+/// `[policy]`: the checks every call the control API places passes first
+/// (SPEC F-P1..F-P3); [`crate::policy::Policy`] applies them. The defaults
+/// allow every valid E.164 destination at any hour with moderate limits.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Destinations allowed, by prefix (`+` and digits, `"+"` = all);
+    /// empty = all allowed.
+    pub allowed_prefixes: Vec<String>,
+    /// Destinations refused even when allowed above (premium-rate ranges
+    /// and the like), by prefix.
+    pub denied_prefixes: Vec<String>,
+    /// Numbers never called (E.164).
+    pub blocked_numbers: Vec<String>,
+    /// Prefixes never called.
+    pub blocked_prefixes: Vec<String>,
+    /// Click-to-call support lines accepted (E.164); empty = any support
+    /// line that passes the destination rules.
+    pub support_lines: Vec<String>,
+    /// Calls one account may place per UTC day.
+    pub account_day_calls_max: u32,
+    /// Calls one destination number may receive per UTC day, all accounts
+    /// together.
+    pub number_day_calls_max: u32,
+    /// Calls per second placed through the control API, whole gateway
+    /// (token bucket with a burst of the same size). Per-trunk CPS is
+    /// `trunks.cps`, applied by the SIP layer.
+    pub cps_max: u32,
+    /// Accounts whose counts are kept at once; see [`crate::policy`] for
+    /// what happens when the table is full.
+    pub accounts_max: usize,
+    /// Destination numbers whose counts are kept at once.
+    pub numbers_max: usize,
+    /// Numbers blocked at run time ([`crate::policy::Policy::block_number`])
+    /// at once.
+    pub runtime_blocks_max: usize,
+    /// More than this many calls to one number within
+    /// `number_burst_window_s` blocks the number automatically; 0 = off.
+    pub number_burst_calls_max: u32,
+    /// The burst window for numbers, seconds.
+    pub number_burst_window_s: u32,
+    /// How long an automatic number block lasts, seconds.
+    pub number_burst_block_s: u32,
+    /// More than this many calls from one account within
+    /// `account_burst_window_s` blocks the account automatically; 0 = off.
+    pub account_burst_calls_max: u32,
+    /// The burst window for accounts, seconds.
+    pub account_burst_window_s: u32,
+    /// How long an automatic account block lasts, seconds.
+    pub account_burst_block_s: u32,
+    /// Do-not-disturb windows (`[[policy.dnd]]`), by destination prefix;
+    /// the longest matching prefix applies. None by default.
+    pub dnd: Vec<DndConfig>,
+    /// Kinds of call that may ask to be exempt from do-not-disturb (e.g.
+    /// `["notification"]` for urgent one-time codes); none by default.
+    pub dnd_exempt_kinds: Vec<crate::policy::CallKind>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            allowed_prefixes: Vec::new(),
+            denied_prefixes: Vec::new(),
+            blocked_numbers: Vec::new(),
+            blocked_prefixes: Vec::new(),
+            support_lines: Vec::new(),
+            account_day_calls_max: 1000,
+            number_day_calls_max: 10,
+            cps_max: 20,
+            accounts_max: 10_000,
+            numbers_max: 200_000,
+            runtime_blocks_max: 10_000,
+            number_burst_calls_max: 5,
+            number_burst_window_s: 60,
+            number_burst_block_s: 3600,
+            account_burst_calls_max: 50,
+            account_burst_window_s: 60,
+            account_burst_block_s: 3600,
+            dnd: Vec::new(),
+            dnd_exempt_kinds: Vec::new(),
+        }
+    }
+}
+
+/// One `[[policy.dnd]]` window: no calls to numbers with `prefix` from
+/// `start` to `end` local time (UTC + `utc_offset_minutes`). A window
+/// whose end is before its start wraps midnight (`21:00`-`09:00`).
+#[derive(Clone, Debug, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DndConfig {
+    /// Destination prefix, e.g. `"+7"`.
+    pub prefix: String,
+    /// Local time minus UTC, minutes (-720..=840). Fixed: daylight saving
+    /// is not followed (see [`crate::policy`]).
+    pub utc_offset_minutes: i32,
+    /// Start of the quiet window, `HH:MM` local time (inclusive).
+    pub start: String,
+    /// End of the quiet window, `HH:MM` local time (exclusive).
+    pub end: String,
+}
+
+impl PolicyConfig {
+    /// Checks `[policy]` on its own; the error names the key, with the
+    /// index for list entries (`policy.dnd[0].start`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::policy::number::{is_prefix, E164};
+        fn invalid(key: String, reason: String) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        }
+        let prefix_lists = [
+            ("policy.allowed_prefixes", &self.allowed_prefixes),
+            ("policy.denied_prefixes", &self.denied_prefixes),
+            ("policy.blocked_prefixes", &self.blocked_prefixes),
+        ];
+        for (key, list) in prefix_lists {
+            if list.len() > POLICY_PREFIXES_MAX {
+                return invalid(
+                    key.into(),
+                    format!("{} entries; at most {POLICY_PREFIXES_MAX}", list.len()),
+                );
+            }
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            for (i, p) in list.iter().enumerate() {
+                if !is_prefix(p) {
+                    return invalid(
+                        format!("{key}[{i}]"),
+                        format!("{p:?} is not + and up to 15 digits (no leading 0)"),
+                    );
+                }
+                if !seen.insert(p) {
+                    return invalid(format!("{key}[{i}]"), format!("{p:?} is listed twice"));
+                }
+            }
+        }
+        let number_lists = [
+            (
+                "policy.blocked_numbers",
+                &self.blocked_numbers,
+                POLICY_BLOCKED_NUMBERS_MAX,
+            ),
+            (
+                "policy.support_lines",
+                &self.support_lines,
+                POLICY_SUPPORT_LINES_MAX,
+            ),
+        ];
+        for (key, list, max) in number_lists {
+            if list.len() > max {
+                return invalid(key.into(), format!("{} entries; at most {max}", list.len()));
+            }
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            for (i, n) in list.iter().enumerate() {
+                let Some(e) = E164::parse(n) else {
+                    return invalid(
+                        format!("{key}[{i}]"),
+                        format!("{n:?} is not an E.164 number (+ and 8..=15 digits)"),
+                    );
+                };
+                if !seen.insert(e) {
+                    return invalid(format!("{key}[{i}]"), format!("{n:?} is listed twice"));
+                }
+            }
+        }
+        let ranges: [(&str, u64, u64, u64); 12] = [
+            (
+                "policy.account_day_calls_max",
+                self.account_day_calls_max.into(),
+                1,
+                10_000_000,
+            ),
+            (
+                "policy.number_day_calls_max",
+                self.number_day_calls_max.into(),
+                1,
+                1_000_000,
+            ),
+            ("policy.cps_max", self.cps_max.into(), 1, 100_000),
+            (
+                "policy.accounts_max",
+                self.accounts_max as u64,
+                1,
+                1_000_000,
+            ),
+            ("policy.numbers_max", self.numbers_max as u64, 1, 10_000_000),
+            (
+                "policy.runtime_blocks_max",
+                self.runtime_blocks_max as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "policy.number_burst_calls_max",
+                self.number_burst_calls_max.into(),
+                0,
+                1000,
+            ),
+            (
+                "policy.number_burst_window_s",
+                self.number_burst_window_s.into(),
+                1,
+                86_400,
+            ),
+            (
+                "policy.number_burst_block_s",
+                self.number_burst_block_s.into(),
+                1,
+                7 * 86_400,
+            ),
+            (
+                "policy.account_burst_calls_max",
+                self.account_burst_calls_max.into(),
+                0,
+                10_000,
+            ),
+            (
+                "policy.account_burst_window_s",
+                self.account_burst_window_s.into(),
+                1,
+                86_400,
+            ),
+            (
+                "policy.account_burst_block_s",
+                self.account_burst_block_s.into(),
+                1,
+                7 * 86_400,
+            ),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return invalid(key.into(), format!("{v} is not in {lo}..={hi}"));
+            }
+        }
+        let slots = [
+            (
+                "policy.numbers_max",
+                self.numbers_max as u64,
+                "policy.number_burst_calls_max",
+                u64::from(self.number_burst_calls_max),
+            ),
+            (
+                "policy.accounts_max",
+                self.accounts_max as u64,
+                "policy.account_burst_calls_max",
+                u64::from(self.account_burst_calls_max),
+            ),
+        ];
+        for (key, subjects, other, calls) in slots {
+            if subjects * calls > POLICY_BURST_SLOTS_MAX {
+                return invalid(
+                    key.into(),
+                    format!(
+                        "{subjects} x {other} {calls} recent-call slots is more than \
+                         {POLICY_BURST_SLOTS_MAX} (8 bytes each)"
+                    ),
+                );
+            }
+        }
+        if self.dnd.len() > POLICY_DND_MAX {
+            return invalid(
+                "policy.dnd".into(),
+                format!("{} windows; at most {POLICY_DND_MAX}", self.dnd.len()),
+            );
+        }
+        for (i, d) in self.dnd.iter().enumerate() {
+            if !is_prefix(&d.prefix) {
+                return invalid(
+                    format!("policy.dnd[{i}].prefix"),
+                    format!("{:?} is not + and up to 15 digits", d.prefix),
+                );
+            }
+            if self.dnd[..i].iter().any(|e| e.prefix == d.prefix) {
+                return invalid(
+                    format!("policy.dnd[{i}].prefix"),
+                    format!("{:?} already has a window", d.prefix),
+                );
+            }
+            if !(-720..=840).contains(&d.utc_offset_minutes) {
+                return invalid(
+                    format!("policy.dnd[{i}].utc_offset_minutes"),
+                    format!(
+                        "{} is not in -720..=840 (UTC-12 to UTC+14)",
+                        d.utc_offset_minutes
+                    ),
+                );
+            }
+            let start = crate::policy::parse_time_of_day(&d.start);
+            if start.is_none() {
+                return invalid(
+                    format!("policy.dnd[{i}].start"),
+                    format!("{:?} is not HH:MM (00:00..23:59)", d.start),
+                );
+            }
+            let end = crate::policy::parse_time_of_day(&d.end);
+            if end.is_none() {
+                return invalid(
+                    format!("policy.dnd[{i}].end"),
+                    format!("{:?} is not HH:MM (00:00..23:59)", d.end),
+                );
+            }
+            if start == end {
+                return invalid(
+                    format!("policy.dnd[{i}].end"),
+                    format!("equals start {:?}: the window would be empty", d.start),
+                );
+            }
+        }
+        for (i, k) in self.dnd_exempt_kinds.iter().enumerate() {
+            if self.dnd_exempt_kinds[..i].contains(k) {
+                return invalid(
+                    format!("policy.dnd_exempt_kinds[{i}]"),
+                    format!("{k:?} is listed twice"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether `s` is an E.164 number: `+`, a non-zero digit, at most 15
 /// digits in all (ITU-T E.164 §6).
 pub fn is_e164(s: &str) -> bool {
@@ -505,7 +848,12 @@ impl Config {
 
     /// Check relations between keys; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         let s = &self.shards;
         if s.count == 0 || s.count > 256 {
             return invalid("shards.count", format!("{} is not in 1..=256", s.count));
@@ -587,12 +935,18 @@ impl Config {
             );
         }
         self.validate_sip()?;
-        self.validate_trunks()
+        self.validate_trunks()?;
+        self.policy.validate()
     }
 
     /// `[sip]` on its own.
     fn validate_sip(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         let s = &self.sip;
         if s.enabled && s.udp.is_empty() && s.tcp.is_empty() && s.tls.is_none() {
             return invalid(
@@ -742,7 +1096,12 @@ impl Config {
 
     /// `[[trunks]]`, `[[routes]]`, `[contact_centre]`, `[caller_id]`.
     fn validate_trunks(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         if self.trunks.len() > TRUNKS_MAX {
             return invalid(
                 "trunks",
@@ -988,6 +1347,17 @@ mod test {
         assert_eq!(cfg.trunks[0].host_port(), Some(("127.0.0.1", 5090)));
         assert_eq!(cfg.routes[0].to, ROUTE_TO_TRUNKS);
         assert_eq!(cfg.caller_id.pool.len(), 2);
+        // The example's policy allows every valid number with the default
+        // limits.
+        let p = &cfg.policy;
+        assert_eq!(p.allowed_prefixes, ["+"]);
+        assert_eq!(
+            PolicyConfig {
+                allowed_prefixes: Vec::new(),
+                ..p.clone()
+            },
+            PolicyConfig::default()
+        );
     }
 
     #[test]
@@ -1076,7 +1446,7 @@ mode = "both"
     }
 
     /// Parses `text` and returns the key the error names.
-    fn bad_key(text: &str) -> &'static str {
+    fn bad_key(text: &str) -> Cow<'static, str> {
         match Config::parse(text) {
             Err(ConfigError::Invalid { key, reason }) => {
                 assert!(!reason.is_empty());
@@ -1180,6 +1550,162 @@ mode = "both"
         }
         // A lone trunk with weight 0 is fine: it is the whole group.
         Config::parse(&format!("{T}weight = 0\n[[routes]]\n")).unwrap();
+    }
+
+    #[test]
+    fn policy_defaults() {
+        let p = Config::parse("").unwrap().policy;
+        assert_eq!(p, PolicyConfig::default());
+        assert!(p.allowed_prefixes.is_empty() && p.denied_prefixes.is_empty());
+        assert_eq!(
+            (p.account_day_calls_max, p.number_day_calls_max),
+            (1000, 10)
+        );
+        assert_eq!(p.cps_max, 20);
+        assert_eq!(
+            (
+                p.number_burst_calls_max,
+                p.number_burst_window_s,
+                p.number_burst_block_s
+            ),
+            (5, 60, 3600)
+        );
+        assert_eq!(
+            (
+                p.account_burst_calls_max,
+                p.account_burst_window_s,
+                p.account_burst_block_s
+            ),
+            (50, 60, 3600)
+        );
+        assert!(p.dnd.is_empty() && p.dnd_exempt_kinds.is_empty());
+        let p = Config::parse(
+            "[policy]\nallowed_prefixes = [\"+7\", \"+49\"]\ndnd_exempt_kinds = [\"notification\"]\n\
+             [[policy.dnd]]\nprefix = \"+7\"\nutc_offset_minutes = 180\nstart = \"21:00\"\nend = \"09:00\"\n",
+        )
+        .unwrap()
+        .policy;
+        assert_eq!(p.allowed_prefixes, ["+7", "+49"]);
+        assert_eq!(p.dnd_exempt_kinds, [crate::policy::CallKind::Notification]);
+        assert_eq!(p.dnd[0].utc_offset_minutes, 180);
+    }
+
+    #[test]
+    fn policy_errors_name_the_key() {
+        let d = "[[policy.dnd]]\nprefix = \"+7\"\nstart = \"21:00\"\nend = \"09:00\"\n";
+        let cases: Vec<(String, &str)> = vec![
+            (
+                "[policy]\nallowed_prefixes = [\"7\"]\n".into(),
+                "policy.allowed_prefixes[0]",
+            ),
+            (
+                "[policy]\nallowed_prefixes = [\"+7\", \"+7\"]\n".into(),
+                "policy.allowed_prefixes[1]",
+            ),
+            (
+                "[policy]\ndenied_prefixes = [\"+0\"]\n".into(),
+                "policy.denied_prefixes[0]",
+            ),
+            (
+                "[policy]\nblocked_prefixes = [\"+4 9\"]\n".into(),
+                "policy.blocked_prefixes[0]",
+            ),
+            (
+                "[policy]\nblocked_numbers = [\"+49\"]\n".into(),
+                "policy.blocked_numbers[0]",
+            ),
+            (
+                "[policy]\nblocked_numbers = [\"+4930123456\", \"+49 30 123456\"]\n".into(),
+                "policy.blocked_numbers[1]",
+            ),
+            (
+                "[policy]\nsupport_lines = [\"112\"]\n".into(),
+                "policy.support_lines[0]",
+            ),
+            (
+                "[policy]\naccount_day_calls_max = 0\n".into(),
+                "policy.account_day_calls_max",
+            ),
+            (
+                "[policy]\nnumber_day_calls_max = 0\n".into(),
+                "policy.number_day_calls_max",
+            ),
+            ("[policy]\ncps_max = 0\n".into(), "policy.cps_max"),
+            ("[policy]\naccounts_max = 0\n".into(), "policy.accounts_max"),
+            ("[policy]\nnumbers_max = 0\n".into(), "policy.numbers_max"),
+            (
+                "[policy]\nruntime_blocks_max = 0\n".into(),
+                "policy.runtime_blocks_max",
+            ),
+            (
+                "[policy]\nnumber_burst_calls_max = 1001\n".into(),
+                "policy.number_burst_calls_max",
+            ),
+            (
+                "[policy]\nnumber_burst_window_s = 0\n".into(),
+                "policy.number_burst_window_s",
+            ),
+            (
+                "[policy]\nnumber_burst_block_s = 0\n".into(),
+                "policy.number_burst_block_s",
+            ),
+            (
+                "[policy]\naccount_burst_calls_max = 10001\n".into(),
+                "policy.account_burst_calls_max",
+            ),
+            (
+                "[policy]\naccount_burst_window_s = 86401\n".into(),
+                "policy.account_burst_window_s",
+            ),
+            (
+                "[policy]\naccount_burst_block_s = 604801\n".into(),
+                "policy.account_burst_block_s",
+            ),
+            (
+                "[policy]\nnumbers_max = 10000000\nnumber_burst_calls_max = 11\n".into(),
+                "policy.numbers_max",
+            ),
+            (
+                "[[policy.dnd]]\nstart = \"21:00\"\nend = \"09:00\"\n".into(),
+                "policy.dnd[0].prefix",
+            ),
+            (format!("{d}{d}"), "policy.dnd[1].prefix"),
+            (
+                format!("{d}utc_offset_minutes = 900\n"),
+                "policy.dnd[0].utc_offset_minutes",
+            ),
+            (
+                "[[policy.dnd]]\nprefix = \"+7\"\nstart = \"9pm\"\nend = \"09:00\"\n".into(),
+                "policy.dnd[0].start",
+            ),
+            (
+                format!(
+                    "{d}[[policy.dnd]]\nprefix = \"+49\"\nstart = \"21:00\"\nend = \"24:00\"\n"
+                ),
+                "policy.dnd[1].end",
+            ),
+            (
+                "[[policy.dnd]]\nprefix = \"+7\"\nstart = \"21:00\"\nend = \"21:00\"\n".into(),
+                "policy.dnd[0].end",
+            ),
+            (
+                "[policy]\ndnd_exempt_kinds = [\"notification\", \"notification\"]\n".into(),
+                "policy.dnd_exempt_kinds[1]",
+            ),
+        ];
+        for (text, key) in &cases {
+            assert_eq!(bad_key(text), *key, "{text}");
+        }
+        // Unknown keys and kinds are parse errors that name them.
+        let e = Config::parse("[policy]\ncps = 5\n").unwrap_err();
+        assert!(e.to_string().contains("cps"), "{e}");
+        let e = Config::parse(&format!("{d}offset = 5\n")).unwrap_err();
+        assert!(e.to_string().contains("offset"), "{e}");
+        let e = Config::parse("[policy]\ndnd_exempt_kinds = [\"robocall\"]\n").unwrap_err();
+        assert!(e.to_string().contains("robocall"), "{e}");
+        // The message of a list entry names its index.
+        let e = Config::parse(&format!("{d}{d}")).unwrap_err();
+        assert!(e.to_string().contains("`policy.dnd[1].prefix`"), "{e}");
     }
 
     #[test]
