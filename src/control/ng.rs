@@ -20,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
@@ -85,7 +86,7 @@ struct StreamSdes {
 /// The ng protocol server (runs on the control thread).
 pub struct NgServer {
     sock: UdpSocket,
-    shards: Vec<ShardHandle>,
+    shards: Arc<[ShardHandle]>,
     events: Receiver<ShardEvent>,
     calls: HashMap<String, NgCall>,
     keys: HashMap<u64, String>,
@@ -141,9 +142,10 @@ impl NgServer {
     /// Bind the ng socket.
     pub fn bind(
         listen: SocketAddr,
-        shards: Vec<ShardHandle>,
+        shards: impl Into<Arc<[ShardHandle]>>,
         events: Receiver<ShardEvent>,
     ) -> std::io::Result<NgServer> {
+        let shards = shards.into();
         assert!(!shards.is_empty(), "ng server needs at least one shard");
         let sock = UdpSocket::bind(listen)?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -196,7 +198,7 @@ impl NgServer {
 
     /// Stop every shard.
     pub fn shutdown(&mut self) {
-        for s in &mut self.shards {
+        for s in self.shards.iter() {
             s.stop();
         }
     }
@@ -204,6 +206,11 @@ impl NgServer {
     /// The shards (for metrics).
     pub fn shards(&self) -> &[ShardHandle] {
         &self.shards
+    }
+
+    /// The shared handles (the portal engine uses the same shards).
+    pub fn shard_handles(&self) -> Arc<[ShardHandle]> {
+        self.shards.clone()
     }
 
     fn drain_events(&mut self) {

@@ -384,7 +384,7 @@ pub struct ShardHandle {
     pub index: usize,
     tx: Sender<ShardCmd>,
     wake: OwnedFd,
-    thread: Option<JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Published counters.
     pub metrics: Arc<ShardMetrics>,
 }
@@ -412,10 +412,13 @@ impl ShardHandle {
             .map_err(|_| ShardError::Unavailable)?
     }
 
-    /// Stop the shard and wait for its thread.
-    pub fn stop(&mut self) {
-        let _ = self.send(ShardCmd::Stop);
-        if let Some(t) = self.thread.take() {
+    /// Stop the shard and wait for its thread (once; later calls return
+    /// at once). Handles are shared (`Arc`) by the ng server and the
+    /// portal engine, so this takes `&self`.
+    pub fn stop(&self) {
+        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = self.send(ShardCmd::Stop);
             let _ = t.join();
         }
     }
@@ -491,7 +494,7 @@ pub fn spawn_with(
         index,
         tx,
         wake,
-        thread: Some(thread),
+        thread: std::sync::Mutex::new(Some(thread)),
         metrics,
     })
 }
