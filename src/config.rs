@@ -76,8 +76,36 @@ pub struct Config {
     pub caller_id: CallerIdConfig,
     /// Prompts the portal's flows play.
     pub prompts: PromptsConfig,
+    /// The portal's call flows.
+    pub flows: FlowsConfig,
     /// Policy and anti-fraud checks for API-originated calls (F-P).
     pub policy: PolicyConfig,
+}
+
+/// `[flows]`: the portal's click-to-call and notifications.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// The support line a click-to-call bridges to when the request names
+    /// none (a number, routed by `[[routes]]` like any other).
+    pub support_line: Option<String>,
+    /// Prompt language when the request names none (`en`, `ru`).
+    pub language: String,
+    /// Each call of a flow ends after this long whatever happens, seconds.
+    pub max_duration_s: u64,
+    /// Ended calls kept for `GET /v1/calls/{id}` (oldest forgotten first).
+    pub calls_kept: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            support_line: None,
+            language: "en".into(),
+            max_duration_s: 3600,
+            calls_kept: 100_000,
+        }
+    }
 }
 
 /// `[prompts]`
@@ -854,6 +882,32 @@ impl Config {
                 reason,
             })
         };
+        let f = &self.flows;
+        if !matches!(f.language.as_str(), "en" | "ru") {
+            return invalid(
+                "flows.language",
+                format!("{:?} is not en or ru", f.language),
+            );
+        }
+        if f.max_duration_s == 0 || f.max_duration_s > 24 * 3600 {
+            return invalid(
+                "flows.max_duration_s",
+                format!("{} is not in 1..=86400", f.max_duration_s),
+            );
+        }
+        if f.calls_kept == 0 || f.calls_kept > 10_000_000 {
+            return invalid(
+                "flows.calls_kept",
+                format!("{} is not in 1..=10000000", f.calls_kept),
+            );
+        }
+        if let Some(n) = &f.support_line {
+            let digits = n.strip_prefix('+').unwrap_or(n);
+            if digits.is_empty() || digits.len() > 32 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return invalid("flows.support_line", format!("{n:?} is not a number"));
+            }
+        }
         let s = &self.shards;
         if s.count == 0 || s.count > 256 {
             return invalid("shards.count", format!("{} is not in 1..=256", s.count));

@@ -735,6 +735,11 @@ impl B2bua {
     }
 
     /// The trunk set (health, limits, events for metrics).
+    pub fn trunks_ref(&self) -> &TrunkSet {
+        &self.trunks
+    }
+
+    /// The trunk set (health, limits), mutable.
     pub fn trunks(&mut self) -> &mut TrunkSet {
         &mut self.trunks
     }

@@ -324,6 +324,133 @@ pub fn hangup_flow(shards: &[ShardHandle], f: FlowRef) -> Result<(), ShardError>
     h.call(|reply| ShardCmd::HangupFlow { id: f.id, reply })
 }
 
+/// One Prometheus series of [`ShardMetrics`]: name, type, help, getter.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardMetrics) -> u64,
+);
+
+/// Prometheus text for every shard's published counters: packets in and
+/// out, drops by reason, calls, SIP messages, flows and trunk health.
+pub fn write_metrics(shards: &[ShardHandle], out: &mut String) {
+    use std::fmt::Write;
+    let r = |m: &AtomicU64| m.load(Ordering::Relaxed);
+    let series: [Series; 12] = [
+        (
+            "kolokol_media_rx_packets_total",
+            "counter",
+            "Media datagrams received.",
+            |m| m.rx.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_media_tx_packets_total",
+            "counter",
+            "Media datagrams sent.",
+            |m| m.tx.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_media_send_errors_total",
+            "counter",
+            "Media sends that failed.",
+            |m| m.send_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_media_calls",
+            "gauge",
+            "Relay calls (ng and SIP) on the shard.",
+            |m| m.calls.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_media_timeouts_total",
+            "counter",
+            "Calls ended by media timeout.",
+            |m| m.timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_sip_rx_total",
+            "counter",
+            "SIP messages received.",
+            |m| m.sip_rx.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_sip_tx_total",
+            "counter",
+            "SIP messages sent.",
+            |m| m.sip_tx.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_sip_dropped_total",
+            "counter",
+            "SIP messages dropped.",
+            |m| m.sip_dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_sip_rejected_total",
+            "counter",
+            "SIP requests answered with an error.",
+            |m| m.sip_rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_sip_calls",
+            "gauge",
+            "B2BUA calls on the shard.",
+            |m| m.sip_calls.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_flows",
+            "gauge",
+            "Portal flows on the shard.",
+            |m| m.flows.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_prompt_packets_total",
+            "counter",
+            "Prompt packets sent.",
+            |m| m.prompt_packets.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.index, get(&s.metrics));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kolokol_media_drops_total Media datagrams dropped, by reason."
+    );
+    let _ = writeln!(out, "# TYPE kolokol_media_drops_total counter");
+    for s in shards {
+        for (i, d) in s.metrics.drops.iter().enumerate() {
+            let reason = DropReason::NAMES.get(i).copied().unwrap_or("other");
+            let _ = writeln!(
+                out,
+                "kolokol_media_drops_total{{shard=\"{}\",reason=\"{reason}\"}} {}",
+                s.index,
+                r(d)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kolokol_trunk_up Trunk health (1 up, 0 down) as each shard sees it."
+    );
+    let _ = writeln!(out, "# TYPE kolokol_trunk_up gauge");
+    for s in shards {
+        for (name, up) in s.metrics.trunks() {
+            let _ = writeln!(
+                out,
+                "kolokol_trunk_up{{shard=\"{}\",trunk=\"{name}\"}} {}",
+                s.index,
+                u8::from(up.load(Ordering::Relaxed))
+            );
+        }
+    }
+}
+
 /// Hangs up a call placed by [`originate`].
 pub fn hangup_origination(shards: &[ShardHandle], o: Origination) -> Result<(), ShardError> {
     let h = shards.get(o.shard).ok_or(ShardError::UnknownOrigination)?;
@@ -365,11 +492,22 @@ pub struct ShardMetrics {
     pub sip_records: AtomicU64,
     /// INVITEs refused because every call slot of the shard was taken.
     pub sip_refused: AtomicU64,
+    /// Per trunk: its name and whether it is up (OPTIONS health).
+    pub trunks: std::sync::OnceLock<Vec<(String, std::sync::atomic::AtomicBool)>>,
+    /// Prompt packets sent by the portal flows.
+    pub prompt_packets: AtomicU64,
+    /// Portal flows in progress.
+    pub flows: AtomicU64,
 }
 
 impl ShardMetrics {
     fn load(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Trunk health as this shard sees it: (name, up), set at start.
+    pub fn trunks(&self) -> &[(String, std::sync::atomic::AtomicBool)] {
+        self.trunks.get().map_or(&[], Vec::as_slice)
     }
 
     /// Total drops.

@@ -1760,7 +1760,29 @@ impl Shard {
                 .store(sip.b2b.calls_len() as u64, Ordering::Relaxed);
             m.sip_records.store(c.records, Ordering::Relaxed);
             m.sip_refused.store(b.rejected_full, Ordering::Relaxed);
+            m.flows.store(sip.flows.len() as u64, Ordering::Relaxed);
+            let trunks = sip.b2b.trunks_ref();
+            let names = m.trunks.get_or_init(|| {
+                (0..trunks.len())
+                    .map(|i| {
+                        let id = crate::sip::trunk::TrunkId(i as u16);
+                        (
+                            trunks.config(id).name.clone(),
+                            std::sync::atomic::AtomicBool::new(true),
+                        )
+                    })
+                    .collect()
+            });
+            for (i, (_, up)) in names.iter().enumerate() {
+                let id = crate::sip::trunk::TrunkId(i as u16);
+                up.store(
+                    trunks.health(id) == crate::sip::trunk::Health::Up,
+                    Ordering::Relaxed,
+                );
+            }
         }
+        m.prompt_packets
+            .store(self.pm.counters.sent, Ordering::Relaxed);
     }
 
     fn shutdown(&mut self) {
