@@ -1015,12 +1015,8 @@ async fn webhook_gives_up_and_counts() {
 #[test]
 #[ignore = "installs schemathesis from PyPI and runs for a few minutes"]
 fn schemathesis() {
-    let mut cfg = test_config();
-    // Plain HTTP keeps the tool's TLS setup out of the way; TLS has its
-    // own tests above.
-    cfg.api.tls_cert = None;
-    cfg.api.tls_key = None;
-    cfg.api.insecure_http = true;
+    // Over HTTPS with the test CA, as the portal would.
+    let cfg = test_config();
     let fake = Fake::new(1024, Duration::ZERO);
     let handle = spawn_api(cfg, fake, None).unwrap();
     let mut c = claims("calls:write calls:read notifications:write");
@@ -1028,7 +1024,7 @@ fn schemathesis() {
     let t = es().sign(&c).unwrap();
     let status = std::process::Command::new("bash")
         .arg(repo("scripts/schemathesis.sh"))
-        .arg(format!("http://{}", handle.local_addr()))
+        .arg(format!("https://{}", handle.local_addr()))
         .arg(t)
         .status()
         .unwrap();
