@@ -42,12 +42,17 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$version"; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$version"
 fi
+repo=$PWD
 tls=()
 if [[ $base == https://* ]]; then
-  tls=(--tls-verify "${SCHEMATHESIS_CA:-config/tls/test-ca.crt}")
+  tls=(--tls-verify "$(realpath "${SCHEMATHESIS_CA:-config/tls/test-ca.crt}")")
 fi
+# schemathesis keeps its state (.schemathesis/) in the working directory:
+# keep it under target/, out of the source tree.
+mkdir -p target/schemathesis
+cd target/schemathesis
 echo "== schemathesis $version against $base"
-exec timeout "${SCHEMATHESIS_TIMEOUT_S:-600}" "$venv/bin/schemathesis" run openapi/kolokol.yaml \
+exec timeout "${SCHEMATHESIS_TIMEOUT_S:-600}" "$repo/$venv/bin/schemathesis" run "$repo/openapi/kolokol.yaml" \
   --url "$base" \
   -H "Authorization: Bearer $token" \
   --checks all \
