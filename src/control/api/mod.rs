@@ -68,7 +68,9 @@ pub use webhook::{verify_signature, WebhookStats};
 /// it; the server never touches shards directly.
 ///
 /// Every method may block briefly (< 5 ms typical): the server calls them
-/// from tokio's blocking pool. Errors are [`ApiError`]s with the engine's
+/// from tokio's blocking pool, except [`CallService::subscribe`], which it
+/// calls on its runtime thread when an event stream opens (subscribing to a
+/// broadcast channel does not block). Errors are [`ApiError`]s with the engine's
 /// own stable codes (policy refusals, capacity, unknown call), rendered to
 /// the client as problem documents; a `status` of 429 or 503 with
 /// `retry_after_s` gets a `Retry-After`.

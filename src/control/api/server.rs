@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::Stream;
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
@@ -83,6 +84,17 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/metrics", None),
     r("GET", "/openapi.yaml", None),
 ];
+
+/// Threads of the blocking pool the engine is called on. Engine calls take
+/// milliseconds, so this many in parallel is far beyond what the shards can
+/// take; further calls wait in tokio's queue (bounded in turn by
+/// `api.max_connections`, one request per HTTP/1.1 connection at a time).
+const BLOCKING_THREADS_MAX: usize = 64;
+
+/// A body over [`BODY_LEN_MAX`] but at most this long is read to its end
+/// (and discarded) before the 413, so the client reliably gets the answer;
+/// a longer one is answered at once.
+const DRAIN_LEN_MAX: usize = 1024 * 1024;
 
 /// Longest call id accepted in a path.
 const CALL_ID_LEN_MAX: usize = 128;
@@ -168,23 +180,31 @@ async fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Resu
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LEN_MAX as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LEN_MAX as u64) {
         return Err(ApiError::payload_too_large(BODY_LEN_MAX));
     }
-    let bytes = axum::body::to_bytes(body, BODY_LEN_MAX)
-        .await
-        .map_err(|e| {
-            let too_long =
-                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
-                    e.source()
-                })
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
-            if too_long {
-                ApiError::payload_too_large(BODY_LEN_MAX)
-            } else {
-                ApiError::invalid_body("the body could not be read")
+    // Read to the end even past the limit (up to DRAIN_LEN_MAX, keeping
+    // nothing beyond BODY_LEN_MAX): answering while the client still sends
+    // would close the connection on unread data, and the TCP reset can
+    // destroy the 413 before the client reads it.
+    let mut body = body;
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::invalid_body("the body could not be read"))?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total > DRAIN_LEN_MAX {
+                return Err(ApiError::payload_too_large(BODY_LEN_MAX));
             }
-        })?;
+            if total <= BODY_LEN_MAX {
+                bytes.extend_from_slice(&data);
+            }
+        }
+    }
+    if total > BODY_LEN_MAX {
+        return Err(ApiError::payload_too_large(BODY_LEN_MAX));
+    }
     serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_body(e.to_string()))
 }
 
@@ -289,12 +309,16 @@ async fn create<T: CreateRequest>(
             _ => return Err(ApiError::invalid_idempotency_key()),
         },
     };
-    if !st.service.ready() {
-        return Err(ApiError::not_ready());
-    }
+    // `ready` is asked on the blocking pool too, right before the call.
+    let engine = move |service: Arc<dyn CallService>, who: Principal, req: T| {
+        if !service.ready() {
+            return Err(ApiError::not_ready());
+        }
+        call(&*service, &who, req)
+    };
     let Some(key) = key else {
         let service = st.service.clone();
-        let result = blocking(move || call(&*service, &who, req)).await;
+        let result = blocking(move || engine(service, who, req)).await;
         let (resp, retry) = created(&result);
         return Ok(with_retry_after(stored_to_response(&resp, false), retry));
     };
@@ -324,7 +348,7 @@ async fn create<T: CreateRequest>(
     let task_st = st.clone();
     let task = tokio::spawn(async move {
         let service = task_st.service.clone();
-        let result = blocking(move || call(&*service, &who, req)).await;
+        let result = blocking(move || engine(service, who, req)).await;
         let (resp, retry) = created(&result);
         task_st
             .idem
@@ -805,6 +829,7 @@ pub(crate) fn spawn(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("kolokol-api-blocking")
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
         .build()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));

@@ -204,23 +204,25 @@ pub(crate) fn test_config() -> ApiConfig {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// An HTTPS client trusting only the test CA.
-fn client() -> HttpsClient {
+/// A TLS client configuration trusting only the test CA.
+fn tls_client() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for c in
         rustls::pki_types::CertificateDer::pem_file_iter(repo("config/tls/test-ca.crt")).unwrap()
     {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// An HTTPS client trusting only the test CA.
+fn client() -> HttpsClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(tls_client())
         .https_only()
         .enable_http1()
         .build();
@@ -512,6 +514,26 @@ async fn problem_documents_and_limits() {
     api.post("/v1/calls", &t, &[], &big)
         .await
         .problem(413, "payload_too_large");
+    // Over the limit without a length (chunked).
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..20)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b' '; 8192]))))
+        .collect();
+    let req = http::Request::post(api.url("/v1/calls"))
+        .header("authorization", format!("Bearer {t}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )))
+        .unwrap();
+    let chunked_client = Client::builder(TokioExecutor::new()).build(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_client())
+            .https_only()
+            .enable_http1()
+            .build(),
+    );
+    let resp = chunked_client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
     let a = api
         .post(
             "/v1/calls",
