@@ -68,7 +68,7 @@ const fn r(method: &'static str, path: &'static str, scope: Option<&'static str>
     }
 }
 
-/// Every route, with the scope it needs. [`router`] serves exactly these
+/// Every route, with the scope it needs. The router serves exactly these
 /// (tests check it, and that `openapi/kolokol.yaml` lists the same).
 /// `/metrics` needs `admin` only when `api.metrics_public` is false.
 pub const ROUTES: &[RouteSpec] = &[
