@@ -74,6 +74,10 @@ pub struct Config {
     pub contact_centre: ContactCentreConfig,
     /// Caller identity presented on outbound calls (F-S5).
     pub caller_id: CallerIdConfig,
+    /// The portal's HTTPS API (F-A1..F-A5).
+    pub api: ApiConfig,
+    /// Signed webhooks to the portal (F-A4).
+    pub webhooks: WebhooksConfig,
     /// Prompts the portal's flows play.
     pub prompts: PromptsConfig,
     /// The portal's call flows.
@@ -472,6 +476,132 @@ pub struct CallerIdConfig {
     pub mode: CallerIdMode,
 }
 
+/// `[api]`: the portal's HTTPS API (`control::api`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API at all.
+    pub enabled: bool,
+    /// Listen address (port 0 = ephemeral, for tests).
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`. Unset, the API refuses to
+    /// start unless `insecure_http` is set.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (no TLS): only for loopback tests and a TLS
+    /// terminating proxy in front.
+    pub insecure_http: bool,
+    /// JWKS (RFC 7517) with the RS256/ES256 keys tokens are verified with.
+    /// Unset, the API refuses to start.
+    pub jwks_file: Option<PathBuf>,
+    /// Required member of the tokens' `aud`.
+    pub audience: String,
+    /// Required `iss` of the tokens, if set.
+    pub issuer: Option<String>,
+    /// Serve `/metrics` without a token; `false` requires the `admin` scope.
+    pub metrics_public: bool,
+    /// Concurrent connections; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A request (other than the event stream) is answered 503 after this
+    /// long, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Idempotency keys remembered at most.
+    pub idempotency_max_entries: usize,
+    /// How long an idempotency key is remembered, seconds.
+    pub idempotency_ttl_s: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+            jwks_file: None,
+            audience: "kolokol".into(),
+            issuer: None,
+            metrics_public: true,
+            max_connections: 1024,
+            request_timeout_ms: 10_000,
+            idempotency_max_entries: 100_000,
+            idempotency_ttl_s: 86_400,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// What keeps an enabled API from starting (no TLS and no
+    /// `insecure_http`, no `jwks_file`); the error names the key. Kept out of
+    /// [`Config::validate`] so that a configuration without an `[api]`
+    /// section stays valid; the API's `spawn` calls it, and so can
+    /// `check-config`.
+    pub fn check_startable(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.tls_cert.is_none() && !self.insecure_http {
+            return Err(ConfigError::Invalid {
+                key: "api.tls_cert".into(),
+                reason: "not set: give api.tls_cert and api.tls_key, or set \
+                         api.insecure_http = true for plain HTTP (loopback or behind a TLS proxy)"
+                    .into(),
+            });
+        }
+        if self.jwks_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "api.jwks_file".into(),
+                reason: "not set: the API verifies bearer tokens with the keys of a JWKS file"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `[webhooks]`: events POSTed to the portal, signed (`control::api::webhook`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// `http://` or `https://` URL; unset = no webhooks.
+    pub url: Option<String>,
+    /// HMAC-SHA256 key of `X-Kolokol-Signature` (at least 16 bytes);
+    /// required with `url`.
+    pub secret: Option<String>,
+    /// PEM CA bundle trusted for an `https` URL besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Events queued at most; beyond, the oldest is dropped and counted.
+    pub max_queue: usize,
+    /// An event not delivered after this long is dropped, seconds.
+    pub give_up_s: u64,
+    /// First retry delay, milliseconds; doubles per attempt.
+    pub retry_min_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub retry_max_ms: u64,
+    /// One delivery attempt (connect to response), milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: None,
+            secret: None,
+            ca_file: None,
+            max_queue: 10_000,
+            give_up_s: 3600,
+            retry_min_ms: 1000,
+            retry_max_ms: 60_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Shortest webhook secret, bytes.
+pub const WEBHOOK_SECRET_LEN_MIN: usize = 16;
+
 /// Most entries in each prefix list of `[policy]` (allowed, denied and
 /// blocked prefixes): they are matched by a linear scan per request.
 pub const POLICY_PREFIXES_MAX: usize = 4096;
@@ -841,7 +971,8 @@ impl Config {
     }
 
     /// Read, parse and validate a file. Relative file names in it
-    /// (`sip.tls_cert`, `sip.tls_key`, `sip.tls_ca`) are taken relative to
+    /// (`sip.tls_cert`, `sip.tls_key`, `sip.tls_ca`, `api.tls_cert`,
+    /// `api.tls_key`, `api.jwks_file`, `webhooks.ca_file`) are taken relative to
     /// the file's directory, so a config works from any working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -854,6 +985,10 @@ impl Config {
                 &mut cfg.sip.tls_cert,
                 &mut cfg.sip.tls_key,
                 &mut cfg.sip.tls_ca,
+                &mut cfg.api.tls_cert,
+                &mut cfg.api.tls_key,
+                &mut cfg.api.jwks_file,
+                &mut cfg.webhooks.ca_file,
                 &mut cfg.prompts.dir,
             ]
             .into_iter()
@@ -990,7 +1125,127 @@ impl Config {
         }
         self.validate_sip()?;
         self.validate_trunks()?;
+        self.validate_api()?;
         self.policy.validate()
+    }
+
+    /// `[api]` and `[webhooks]`.
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        let a = &self.api;
+        match (&a.tls_cert, &a.tls_key) {
+            (Some(_), None) => {
+                return invalid("api.tls_key", "must be set with api.tls_cert".into())
+            }
+            (None, Some(_)) => {
+                return invalid("api.tls_cert", "must be set with api.tls_key".into())
+            }
+            (Some(_), Some(_)) if a.insecure_http => {
+                return invalid(
+                    "api.insecure_http",
+                    "is set but so are api.tls_cert/api.tls_key; choose one".into(),
+                )
+            }
+            _ => {}
+        }
+        if a.audience.is_empty() {
+            return invalid("api.audience", "must not be empty".into());
+        }
+        if a.issuer.as_deref() == Some("") {
+            return invalid(
+                "api.issuer",
+                "must not be empty (leave it out instead)".into(),
+            );
+        }
+        if a.max_connections == 0 || a.max_connections > 65_536 {
+            return invalid(
+                "api.max_connections",
+                format!("{} is not in 1..=65536", a.max_connections),
+            );
+        }
+        if !(100..=600_000).contains(&a.request_timeout_ms) {
+            return invalid(
+                "api.request_timeout_ms",
+                format!("{} is not in 100..=600000", a.request_timeout_ms),
+            );
+        }
+        if a.idempotency_max_entries == 0 || a.idempotency_max_entries > 10_000_000 {
+            return invalid(
+                "api.idempotency_max_entries",
+                format!("{} is not in 1..=10000000", a.idempotency_max_entries),
+            );
+        }
+        if !(60..=7 * 86_400).contains(&a.idempotency_ttl_s) {
+            return invalid(
+                "api.idempotency_ttl_s",
+                format!(
+                    "{} is not in 60..=604800 (a minute to a week)",
+                    a.idempotency_ttl_s
+                ),
+            );
+        }
+        let w = &self.webhooks;
+        if let Some(url) = &w.url {
+            let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return invalid(
+                    "webhooks.url",
+                    format!("{url:?} is not an http:// or https:// URL with a host"),
+                );
+            }
+            match &w.secret {
+                None => return invalid("webhooks.secret", "must be set with webhooks.url".into()),
+                Some(s) if s.len() < WEBHOOK_SECRET_LEN_MIN => {
+                    return invalid(
+                        "webhooks.secret",
+                        format!("at least {WEBHOOK_SECRET_LEN_MIN} bytes"),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        if w.max_queue == 0 || w.max_queue > 1_000_000 {
+            return invalid(
+                "webhooks.max_queue",
+                format!("{} is not in 1..=1000000", w.max_queue),
+            );
+        }
+        if w.give_up_s == 0 || w.give_up_s > 7 * 86_400 {
+            return invalid(
+                "webhooks.give_up_s",
+                format!("{} is not in 1..=604800", w.give_up_s),
+            );
+        }
+        if w.retry_min_ms == 0 || w.retry_min_ms > 3_600_000 {
+            return invalid(
+                "webhooks.retry_min_ms",
+                format!("{} is not in 1..=3600000", w.retry_min_ms),
+            );
+        }
+        if w.retry_max_ms < w.retry_min_ms || w.retry_max_ms > 3_600_000 {
+            return invalid(
+                "webhooks.retry_max_ms",
+                format!(
+                    "{} is not in webhooks.retry_min_ms ({})..=3600000",
+                    w.retry_max_ms, w.retry_min_ms
+                ),
+            );
+        }
+        if !(100..=300_000).contains(&w.timeout_ms) {
+            return invalid(
+                "webhooks.timeout_ms",
+                format!("{} is not in 100..=300000", w.timeout_ms),
+            );
+        }
+        Ok(())
     }
 
     /// `[sip]` on its own.
@@ -1604,6 +1859,108 @@ mode = "both"
         }
         // A lone trunk with weight 0 is fine: it is the whole group.
         Config::parse(&format!("{T}weight = 0\n[[routes]]\n")).unwrap();
+    }
+
+    #[test]
+    fn example_config_serves_the_api() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kolokol.toml");
+        let cfg = Config::load(&path).unwrap();
+        let a = &cfg.api;
+        assert!(a.enabled && !a.insecure_http && a.metrics_public);
+        assert_eq!(a.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(a.audience, "kolokol");
+        for f in [&a.tls_cert, &a.tls_key, &a.jwks_file] {
+            let f = f.as_ref().expect("example sets the API files");
+            assert!(f.is_absolute() && f.exists(), "{}", f.display());
+        }
+        a.check_startable().unwrap();
+        assert_eq!(cfg.webhooks.url, None);
+        assert_eq!(cfg.webhooks.max_queue, 10_000);
+        assert_eq!(cfg.webhooks.give_up_s, 3600);
+    }
+
+    #[test]
+    fn api_defaults_and_errors_name_the_key() {
+        let cfg = Config::parse("").unwrap();
+        assert!(cfg.api.enabled);
+        assert_eq!(
+            cfg.api.listen,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 8443))
+        );
+        assert_eq!(cfg.api.idempotency_max_entries, 100_000);
+        assert_eq!(
+            (cfg.webhooks.retry_min_ms, cfg.webhooks.retry_max_ms),
+            (1000, 60_000)
+        );
+        // An empty config stays valid; starting its API is what fails.
+        let e = cfg.api.check_startable().unwrap_err();
+        assert!(e.to_string().contains("api.tls_cert"), "{e}");
+        let plain = Config::parse("[api]\ninsecure_http = true\n").unwrap();
+        let e = plain.api.check_startable().unwrap_err();
+        assert!(e.to_string().contains("api.jwks_file"), "{e}");
+        Config::parse("[api]\nenabled = false\n")
+            .unwrap()
+            .api
+            .check_startable()
+            .unwrap();
+        let w =
+            "[webhooks]\nurl = \"https://portal.example/hook\"\nsecret = \"0123456789abcdef\"\n";
+        Config::parse(w).unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            ("[api]\ntls_cert = \"c\"\n".into(), "api.tls_key"),
+            ("[api]\ntls_key = \"k\"\n".into(), "api.tls_cert"),
+            (
+                "[api]\ntls_cert = \"c\"\ntls_key = \"k\"\ninsecure_http = true\n".into(),
+                "api.insecure_http",
+            ),
+            ("[api]\naudience = \"\"\n".into(), "api.audience"),
+            ("[api]\nissuer = \"\"\n".into(), "api.issuer"),
+            ("[api]\nmax_connections = 0\n".into(), "api.max_connections"),
+            (
+                "[api]\nrequest_timeout_ms = 10\n".into(),
+                "api.request_timeout_ms",
+            ),
+            (
+                "[api]\nidempotency_max_entries = 0\n".into(),
+                "api.idempotency_max_entries",
+            ),
+            (
+                "[api]\nidempotency_ttl_s = 1\n".into(),
+                "api.idempotency_ttl_s",
+            ),
+            (
+                "[webhooks]\nurl = \"ftp://x/y\"\nsecret = \"0123456789abcdef\"\n".into(),
+                "webhooks.url",
+            ),
+            (
+                "[webhooks]\nurl = \"/relative\"\nsecret = \"0123456789abcdef\"\n".into(),
+                "webhooks.url",
+            ),
+            (
+                "[webhooks]\nurl = \"https://p.example/h\"\n".into(),
+                "webhooks.secret",
+            ),
+            (
+                "[webhooks]\nurl = \"https://p.example/h\"\nsecret = \"short\"\n".into(),
+                "webhooks.secret",
+            ),
+            ("[webhooks]\nmax_queue = 0\n".into(), "webhooks.max_queue"),
+            ("[webhooks]\ngive_up_s = 0\n".into(), "webhooks.give_up_s"),
+            (
+                "[webhooks]\nretry_min_ms = 0\n".into(),
+                "webhooks.retry_min_ms",
+            ),
+            (
+                "[webhooks]\nretry_min_ms = 5000\nretry_max_ms = 1000\n".into(),
+                "webhooks.retry_max_ms",
+            ),
+            ("[webhooks]\ntimeout_ms = 0\n".into(), "webhooks.timeout_ms"),
+        ];
+        for (text, key) in &cases {
+            assert_eq!(bad_key(text), *key, "{text}");
+        }
+        let e = Config::parse("[api]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("listen_addr"), "{e}");
     }
 
     #[test]
