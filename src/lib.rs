@@ -42,6 +42,7 @@ pub mod call;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod gateway;
 pub mod media;
 pub mod policy;
 pub mod sdp;

@@ -7,18 +7,27 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use kolokol::config::Config;
-use kolokol::control::ng::NgServer;
+use kolokol::control::api::CallService;
+use kolokol::gateway::{ApiStart, Gateway};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// SIGTERM/SIGINT seen so far (the first drains, the second stops).
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// SIGHUP: reload the policy.
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "C" fn on_hup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
 }
 
 fn usage() -> ExitCode {
@@ -36,35 +45,73 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
     }
 }
 
-fn run(cfg: Config) -> Result<(), String> {
-    // SAFETY: installing a handler that only stores to an atomic.
+fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
+    // SAFETY: installing handlers that only store to atomics.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
     }
-    let (ev_tx, ev_rx) = crossbeam_channel::bounded(65_536);
-    let shards = kolokol::shard::spawn_all(&cfg, ev_tx).map_err(|e| format!("shards: {e}"))?;
-    let mut ng = NgServer::bind(cfg.ng.listen, shards, ev_rx)
-        .map_err(|e| format!("ng listen {}: {e}", cfg.ng.listen))?;
+    let gw = Gateway::start(&cfg, ApiStart::IfConfigured)?;
     let sip = if cfg.sip.enabled {
-        let udp: Vec<String> = cfg.sip.udp.iter().map(|a| format!("udp:{a}")).collect();
-        udp.join(" ")
+        let mut l: Vec<String> = cfg.sip.udp.iter().map(|a| format!("udp:{a}")).collect();
+        l.extend(cfg.sip.tcp.iter().map(|a| format!("tcp:{a}")));
+        l.extend(cfg.sip.tls.iter().map(|a| format!("tls:{a}")));
+        l.join(" ")
     } else {
         "off".to_string()
     };
+    let api = gw
+        .api_addr()
+        .map_or("off".to_string(), |a| format!("https://{a}/v1"));
     eprintln!(
-        "kolokol: {} shard(s), media {} ports {}-{}, ng on {}, sip {sip}",
+        "kolokol: {} shard(s), media {} ports {}-{}, ng on {}, sip {sip}, api {api}",
         cfg.shards.count,
         cfg.media.address,
         cfg.media.port_min,
         cfg.media.port_max,
-        ng.local_addr().map_err(|e| e.to_string())?
+        gw.ng_addr(),
     );
-    ng.serve(|| STOP.load(Ordering::Relaxed));
+    // Graceful drain (F-O3): the first SIGTERM/SIGINT (or POST
+    // /v1/admin/drain) stops new portal calls; the process exits once the
+    // active ones have ended, after flows.max_duration_s at most, or at a
+    // second signal.
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if RELOAD.swap(false, Ordering::Relaxed) {
+            match &path {
+                Some(p) => match Config::load(p) {
+                    Ok(new) => {
+                        gw.engine.reload_policy(&new.policy);
+                        eprintln!("kolokol: {}: policy reloaded", p.display());
+                    }
+                    Err(e) => eprintln!("kolokol: reload refused, keeping the old config: {e}"),
+                },
+                None => eprintln!("kolokol: SIGHUP ignored: no --config file to reload"),
+            }
+        }
+        let signals = SIGNALS.load(Ordering::Relaxed);
+        if signals >= 2 {
+            break;
+        }
+        if signals == 1 && drain_deadline.is_none() {
+            eprintln!("kolokol: draining ({} portal calls active)", gw.engine.active_calls());
+            gw.drain();
+        }
+        if gw.draining() {
+            let d = *drain_deadline
+                .get_or_insert_with(|| Instant::now() + Duration::from_secs(cfg.flows.max_duration_s));
+            if gw.engine.active_calls() == 0 || Instant::now() >= d {
+                break;
+            }
+        }
+    }
     eprintln!("kolokol: stopping");
+    let shards = gw.shards.clone();
     // Stop first: each shard publishes its final counters as it stops.
-    ng.shutdown();
-    for s in ng.shards() {
+    gw.stop();
+    for s in shards.iter() {
         let m = &s.metrics;
         eprintln!(
             "shard {}: rx {} tx {} drops {} wakeups {}; sip rx {} tx {} dropped {} \
@@ -102,7 +149,7 @@ fn main() -> ExitCode {
                     _ => return usage(),
                 }
             }
-            match load(path).and_then(run) {
+            match load(path.clone()).and_then(|c| run(c, path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("kolokol: {e}");

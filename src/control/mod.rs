@@ -7,6 +7,7 @@
 //! own.
 
 pub mod api;
+pub mod engine;
 pub mod bencode;
 pub mod ng;
 pub mod sdes;

@@ -1,0 +1,599 @@
+//! The portal's call engine: what the HTTPS API ([`super::api`]) calls
+//! ([`CallService`]), between the API and the shards.
+//!
+//! A request passes the policy ([`crate::policy`]), gets a call id and a
+//! correlation number, and starts a flow ([`crate::call::flow`]) on the
+//! least-loaded shard ([`crate::shard::start_flow`]); the flow's events
+//! come back on the shard event queue, which [`Engine::run_events`] reads
+//! on its own thread. The engine keeps a bounded registry of calls (the
+//! views the API returns) and publishes every state change on a
+//! broadcast channel that the API's event stream and webhooks read.
+//!
+//! Locks: the registry and the policy each have a mutex, taken for
+//! microseconds by the API's blocking pool and the event thread. Nothing
+//! here is on the packet path; the shards never wait for the engine.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::api::{
+    ApiError, CallEvent, CallKind, CallResult, CallService, CallState, CallView,
+    ClickToCallRequest, Language, NotificationRequest, Principal, UtcTime,
+};
+use crate::call::flow::{FlowEvent, FlowKind, FlowRequest, FlowState};
+use crate::config::{FlowsConfig, PolicyConfig};
+use crate::policy::{self, BlockSubject, Policy, PolicyEvent, PolicyRequest};
+use crate::shard::{FlowRef, ShardError, ShardEvent, ShardHandle};
+
+/// Capacity of the event broadcast (a slower subscriber is told it lagged).
+const BROADCAST_DEPTH: usize = 4096;
+
+struct Entry {
+    view: CallView,
+    flow: Option<FlowRef>,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<String, Entry>,
+    by_corr: HashMap<u64, String>,
+    /// Ended calls, oldest first, for eviction.
+    ended: VecDeque<String>,
+    active: usize,
+}
+
+/// Calls by final state, for metrics.
+#[derive(Default)]
+struct Outcomes {
+    counts: [AtomicU64; CallState::ALL.len()],
+}
+
+/// The engine. See the module docs.
+pub struct Engine {
+    shards: Arc<[ShardHandle]>,
+    cfg: FlowsConfig,
+    policy: Mutex<Policy>,
+    reg: Mutex<Registry>,
+    events: tokio::sync::broadcast::Sender<CallEvent>,
+    next_event: AtomicU64,
+    next_corr: AtomicU64,
+    draining: AtomicBool,
+    outcomes: Outcomes,
+    created: AtomicU64,
+}
+
+fn language_str(l: Language) -> &'static str {
+    match l {
+        Language::En => "en",
+        Language::Ru => "ru",
+    }
+}
+
+fn state_index(s: CallState) -> usize {
+    CallState::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+fn policy_error(e: policy::PolicyError) -> ApiError {
+    let mut a = ApiError::new(
+        e.http_status(),
+        e.code(),
+        "Refused by policy",
+        e.to_string(),
+    );
+    if let Some(s) = e.retry_after_s() {
+        a = a.retry_after(s);
+    }
+    a
+}
+
+fn shard_error(e: ShardError) -> ApiError {
+    match e {
+        ShardError::Flow(f) => ApiError::new(422, "invalid_flow", "Invalid call request", f.to_string()),
+        ShardError::NoSip => {
+            ApiError::new(503, "sip_disabled", "SIP is not enabled", "sip.enabled is false")
+        }
+        e => ApiError::new(503, "unavailable", "Gateway unavailable", e.to_string()).retry_after(1),
+    }
+}
+
+impl Engine {
+    /// An engine over these shards. Start [`Engine::run_events`] on a
+    /// thread with the shard event queue.
+    pub fn new(shards: Arc<[ShardHandle]>, flows: &FlowsConfig, policy: &PolicyConfig) -> Arc<Engine> {
+        let (tx, _) = tokio::sync::broadcast::channel(BROADCAST_DEPTH);
+        Arc::new(Engine {
+            shards,
+            cfg: flows.clone(),
+            policy: Mutex::new(Policy::new(policy)),
+            reg: Mutex::new(Registry::default()),
+            events: tx,
+            next_event: AtomicU64::new(1),
+            next_corr: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            outcomes: Outcomes::default(),
+            created: AtomicU64::new(0),
+        })
+    }
+
+    /// Reloads the policy (SIGHUP), keeping its counters and blocks.
+    pub fn reload_policy(&self, cfg: &PolicyConfig) {
+        self.policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload(cfg);
+    }
+
+    /// Reads the shard event queue until it closes: flow events update the
+    /// registry and are published; everything else goes to `others` (the
+    /// ng server's media timeouts).
+    pub fn run_events(&self, rx: Receiver<ShardEvent>, others: Sender<ShardEvent>) {
+        while let Ok(ev) = rx.recv() {
+            match ev {
+                ShardEvent::Flow { event, .. } => self.on_flow_event(event),
+                // Raw originations are not the portal's; nothing to do.
+                ShardEvent::Origination { .. } => {}
+                other => {
+                    let _ = others.try_send(other);
+                }
+            }
+        }
+    }
+
+    fn publish(&self, view: &CallView, detail: serde_json::Value) {
+        let ev = CallEvent {
+            id: self.next_event.fetch_add(1, Ordering::Relaxed),
+            call_id: view.id.clone(),
+            account: view.account.clone(),
+            state: view.state,
+            at: view.updated_at,
+            detail,
+        };
+        // No subscriber is fine.
+        let _ = self.events.send(ev);
+    }
+
+    fn on_flow_event(&self, ev: FlowEvent) {
+        let state = match ev.state {
+            FlowState::Dialing => CallState::Dialing,
+            FlowState::Ringing => CallState::Ringing,
+            FlowState::Answered => CallState::Answered,
+            FlowState::Bridged => CallState::Bridged,
+            FlowState::Confirmed => CallState::Confirmed,
+            FlowState::Rejected => CallState::Rejected,
+            FlowState::Completed => CallState::Completed,
+            FlowState::NoAnswer => CallState::NoAnswer,
+            FlowState::Busy => CallState::Busy,
+            FlowState::Failed => CallState::Failed,
+        };
+        let now = UtcTime::now();
+        let mut detail = serde_json::Map::new();
+        let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(id) = reg.by_corr.get(&ev.correlation).cloned() else {
+            return;
+        };
+        let terminal = ev.state.is_terminal();
+        let Some(entry) = reg.by_id.get_mut(&id) else {
+            return;
+        };
+        let v = &mut entry.view;
+        v.state = state;
+        v.updated_at = now;
+        if state == CallState::Answered && v.answered_at.is_none() {
+            v.answered_at = Some(now);
+        }
+        if let Some(d) = ev.detail.dtmf {
+            v.dtmf.get_or_insert_with(String::new).push(d);
+            detail.insert("dtmf".into(), d.to_string().into());
+        }
+        if let Some(s) = ev.detail.sip_status {
+            v.sip_status = Some(s);
+            detail.insert("sip_status".into(), s.into());
+        }
+        if let Some(q) = ev.detail.q850.filter(|q| *q != 0) {
+            v.q850 = Some(q);
+            detail.insert("q850".into(), q.into());
+        }
+        if let Some(t) = &ev.detail.trunk {
+            detail.insert("trunk".into(), t.clone().into());
+        }
+        if terminal {
+            v.ended_at = Some(now);
+            let (result, code) = match (ev.state, ev.detail.result) {
+                (FlowState::NoAnswer, _) => (CallResult::NoAnswer, None),
+                (FlowState::Busy, _) => (CallResult::Busy, None),
+                (FlowState::Failed, _) => (CallResult::Failed, Some("call_failed")),
+                (_, Some("bridged")) => (CallResult::Completed, None),
+                (_, Some("delivered")) => (CallResult::Delivered, None),
+                (_, Some("confirmed")) => (CallResult::Confirmed, None),
+                (_, Some("rejected")) => (CallResult::Rejected, None),
+                (_, Some("no-input")) => (CallResult::Delivered, Some("no_input")),
+                (_, Some("support-unavailable")) => {
+                    (CallResult::Failed, Some("support_unavailable"))
+                }
+                (_, _) => (CallResult::Cancelled, None),
+            };
+            v.result = Some(result);
+            if let Some(c) = code {
+                v.error_code = Some(c.to_string());
+                detail.insert("error_code".into(), c.into());
+            }
+            if let Some(r) = ev.detail.result {
+                detail.insert("result".into(), r.into());
+            }
+            entry.flow = None;
+        }
+        let view = entry.view.clone();
+        if terminal {
+            reg.by_corr.remove(&ev.correlation);
+            reg.active = reg.active.saturating_sub(1);
+            reg.ended.push_back(id);
+            while reg.ended.len() > self.cfg.calls_kept {
+                if let Some(old) = reg.ended.pop_front() {
+                    reg.by_id.remove(&old);
+                }
+            }
+            self.outcomes.counts[state_index(state)].fetch_add(1, Ordering::Relaxed);
+        }
+        drop(reg);
+        self.publish(&view, serde_json::Value::Object(detail));
+    }
+
+    /// Policy events (automatic blocks) as events on the call that tripped
+    /// them.
+    fn policy_events(&self, pol: &mut Policy, call: &CallView) {
+        while let Some(PolicyEvent::AutoBlocked {
+            subject,
+            value,
+            until,
+            ..
+        }) = pol.poll_event()
+        {
+            let until_ms = UtcTime::from_system(until);
+            let mut v = call.clone();
+            v.state = CallState::RejectedByPolicy;
+            let what = match subject {
+                BlockSubject::Number => "number",
+                BlockSubject::Account => "account",
+            };
+            let mut d = serde_json::Map::new();
+            d.insert("auto_blocked".into(), what.into());
+            // The number itself is masked (F-O4); accounts are not PII.
+            let shown = match subject {
+                BlockSubject::Number => mask(&value),
+                BlockSubject::Account => value,
+            };
+            d.insert("value".into(), shown.into());
+            d.insert("until_unix_ms".into(), until_ms.unix_ms.into());
+            self.publish(&v, serde_json::Value::Object(d));
+        }
+    }
+
+    fn new_id(&self) -> String {
+        let r: u64 = rand::random();
+        format!("call_{r:016x}")
+    }
+
+    /// Checks, registers and starts one flow.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        who: &Principal,
+        kind: CallKind,
+        account: &str,
+        number: &str,
+        support: Option<&str>,
+        flow: impl FnOnce(String, Option<String>) -> FlowKind,
+        language: String,
+        caller_id: Option<String>,
+    ) -> Result<CallView, ApiError> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(ApiError::new(
+                503,
+                "draining",
+                "Draining",
+                "the gateway is draining and takes no new calls",
+            ));
+        }
+        if let Some(a) = &who.account {
+            if a != account {
+                return Err(ApiError::forbidden_account(format!(
+                    "the token is for account {a:?}"
+                )));
+            }
+        }
+        let now = SystemTime::now();
+        let utc = UtcTime::from_system(now);
+        let mut view = CallView {
+            id: self.new_id(),
+            kind,
+            account: account.to_string(),
+            state: CallState::Queued,
+            number: number.to_string(),
+            support_line: support.map(str::to_string),
+            created_at: utc,
+            updated_at: utc,
+            answered_at: None,
+            ended_at: None,
+            result: None,
+            dtmf: None,
+            sip_status: None,
+            q850: None,
+            error_code: None,
+        };
+        let mut pol = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        let pkind = match kind {
+            CallKind::ClickToCall => policy::CallKind::ClickToCall,
+            CallKind::Notification => policy::CallKind::Notification,
+        };
+        let req = PolicyRequest {
+            account,
+            number,
+            kind: pkind,
+            support_line: support,
+            dnd_exempt: false,
+        };
+        let admitted = match pol.check(now, &req) {
+            Ok(a) => a,
+            Err(e) => {
+                self.policy_events(&mut pol, &view);
+                self.outcomes.counts[state_index(CallState::RejectedByPolicy)]
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(policy_error(e));
+            }
+        };
+        if let Err(e) = pol.commit(now, &admitted) {
+            return Err(policy_error(e));
+        }
+        self.policy_events(&mut pol, &view);
+        drop(pol);
+        view.number = admitted.number().to_string();
+        let support = admitted.support_line().map(|s| s.to_string());
+        view.support_line = support.clone();
+        let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+        let req = FlowRequest {
+            kind: flow(view.number.clone(), support),
+            language,
+            account: account.to_string(),
+            caller_id,
+            correlation: corr,
+            max_duration: Some(Duration::from_secs(self.cfg.max_duration_s)),
+        };
+        // Registered before the flow starts: its first events may come
+        // before start_flow returns.
+        {
+            let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+            reg.by_corr.insert(corr, view.id.clone());
+            reg.by_id.insert(
+                view.id.clone(),
+                Entry {
+                    view: view.clone(),
+                    flow: None,
+                },
+            );
+            reg.active += 1;
+        }
+        self.publish(&view, serde_json::json!({}));
+        match crate::shard::start_flow(&self.shards, req) {
+            Ok(f) => {
+                let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = reg.by_id.get_mut(&view.id) {
+                    // Unless it has ended already (a refusal by the B2BUA).
+                    if !matches!(
+                        e.view.state,
+                        CallState::Completed
+                            | CallState::Failed
+                            | CallState::Busy
+                            | CallState::NoAnswer
+                    ) {
+                        e.flow = Some(f);
+                    }
+                }
+                self.created.fetch_add(1, Ordering::Relaxed);
+                Ok(reg.by_id.get(&view.id).map_or(view, |e| e.view.clone()))
+            }
+            Err(e) => {
+                let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+                reg.by_corr.remove(&corr);
+                reg.by_id.remove(&view.id);
+                reg.active = reg.active.saturating_sub(1);
+                Err(shard_error(e))
+            }
+        }
+    }
+
+    fn visible(who: &Principal, v: &CallView) -> bool {
+        who.account.as_ref().is_none_or(|a| *a == v.account)
+    }
+}
+
+/// A number with all but its last three digits masked, for logs and
+/// events (F-O4).
+pub fn mask(number: &str) -> String {
+    let n = number.chars().count();
+    number
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i + 3 < n && c.is_ascii_digit() {
+                '*'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+impl CallService for Engine {
+    fn create_click_to_call(
+        &self,
+        who: &Principal,
+        req: ClickToCallRequest,
+    ) -> Result<CallView, ApiError> {
+        let support = req
+            .support_line
+            .clone()
+            .or_else(|| self.cfg.support_line.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    422,
+                    "no_support_line",
+                    "No support line",
+                    "the request names no support_line and flows.support_line is unset",
+                )
+            })?;
+        let language = req
+            .language
+            .map(language_str)
+            .unwrap_or(&self.cfg.language)
+            .to_string();
+        self.start(
+            who,
+            CallKind::ClickToCall,
+            &req.account,
+            &req.citizen_number,
+            Some(&support),
+            |citizen, support| FlowKind::ClickToCall {
+                citizen,
+                support: support.unwrap_or_default(),
+            },
+            language,
+            req.caller_id,
+        )
+    }
+
+    fn create_notification(
+        &self,
+        who: &Principal,
+        req: NotificationRequest,
+    ) -> Result<CallView, ApiError> {
+        let NotificationRequest {
+            account,
+            number,
+            language,
+            prompt,
+            digits,
+            repeat,
+            require_confirmation,
+        } = req;
+        self.start(
+            who,
+            CallKind::Notification,
+            &account,
+            &number,
+            None,
+            |number, _| FlowKind::Notification {
+                number,
+                prompt,
+                digits,
+                repeat,
+                require_confirmation,
+            },
+            language_str(language).to_string(),
+            None,
+        )
+    }
+
+    fn get_call(&self, who: &Principal, id: &str) -> Result<CallView, ApiError> {
+        let reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+        reg.by_id
+            .get(id)
+            .map(|e| e.view.clone())
+            .filter(|v| Engine::visible(who, v))
+            .ok_or_else(|| ApiError::not_found(format!("no call {id:?}")))
+    }
+
+    fn list_calls(&self, who: &Principal, active_only: bool) -> Result<Vec<CallView>, ApiError> {
+        let reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<CallView> = reg
+            .by_id
+            .values()
+            .map(|e| &e.view)
+            .filter(|v| Engine::visible(who, v))
+            .filter(|v| !active_only || v.ended_at.is_none())
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    fn hangup(&self, who: &Principal, id: &str) -> Result<CallView, ApiError> {
+        let (flow, view) = {
+            let reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+            let e = reg
+                .by_id
+                .get(id)
+                .filter(|e| Engine::visible(who, &e.view))
+                .ok_or_else(|| ApiError::not_found(format!("no call {id:?}")))?;
+            (e.flow, e.view.clone())
+        };
+        if let Some(f) = flow {
+            // Already ending is fine: the terminal event follows.
+            let _ = crate::shard::hangup_flow(&self.shards, f);
+        }
+        Ok(view)
+    }
+
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !self.shards.is_empty()
+    }
+
+    fn active_calls(&self) -> usize {
+        self.reg.lock().unwrap_or_else(|e| e.into_inner()).active
+    }
+
+    fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP kolokol_calls_active Portal calls in progress.");
+        let _ = writeln!(out, "# TYPE kolokol_calls_active gauge");
+        let _ = writeln!(out, "kolokol_calls_active {}", self.active_calls());
+        let _ = writeln!(
+            out,
+            "# HELP kolokol_calls_created_total Portal calls accepted."
+        );
+        let _ = writeln!(out, "# TYPE kolokol_calls_created_total counter");
+        let _ = writeln!(
+            out,
+            "kolokol_calls_created_total {}",
+            self.created.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kolokol_calls_outcome_total Portal calls by final state."
+        );
+        let _ = writeln!(out, "# TYPE kolokol_calls_outcome_total counter");
+        for (i, s) in CallState::ALL.iter().enumerate() {
+            let n = self.outcomes.counts[i].load(Ordering::Relaxed);
+            if s.is_terminal() || *s == CallState::RejectedByPolicy {
+                let name = serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "kolokol_calls_outcome_total{{state=\"{name}\"}} {n}");
+            }
+        }
+        {
+            let pol = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(
+                out,
+                "# HELP kolokol_policy_refusals_total Calls refused by policy, by code."
+            );
+            let _ = writeln!(out, "# TYPE kolokol_policy_refusals_total counter");
+            for (code, n) in pol.counters().refusals() {
+                let _ = writeln!(out, "kolokol_policy_refusals_total{{code=\"{code}\"}} {n}");
+            }
+        }
+        crate::shard::write_metrics(&self.shards, out);
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CallEvent> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,141 @@
+//! A whole gateway in one process: the shards, the ng server, the portal
+//! engine and its HTTPS API, wired as `kolokol run` (and `kolokol demo`)
+//! run them.
+//!
+//! ```text
+//!   shards ──ShardEvent──> engine thread ──(media timeouts)──> ng thread
+//!     ^                        │ flow events -> registry, broadcast
+//!     │ ShardCmd               v
+//!   ng thread, API (tokio thread) ── CallService ──> engine
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::control::api::{spawn_api, ApiConfig, ApiHandle, CallService};
+use crate::control::engine::Engine;
+use crate::control::ng::NgServer;
+use crate::shard::ShardHandle;
+
+/// Depth of the shard event queue.
+const EVENT_QUEUE: usize = 65_536;
+
+/// A running gateway. [`Gateway::stop`] ends it in order.
+pub struct Gateway {
+    /// The shards.
+    pub shards: Arc<[ShardHandle]>,
+    /// The portal engine.
+    pub engine: Arc<Engine>,
+    /// The HTTPS API, when enabled and startable.
+    pub api: Option<ApiHandle>,
+    ng_addr: SocketAddr,
+    ng_stop: Arc<AtomicBool>,
+    ng_thread: Option<JoinHandle<()>>,
+    ev_thread: Option<JoinHandle<()>>,
+}
+
+/// Whether the API should start: `[api] enabled` and what it needs is
+/// configured (a config without TLS and keys leaves it off, with a note).
+pub enum ApiStart {
+    /// Start it; a failure is a start error.
+    Required,
+    /// Start it if the configuration allows; say why not otherwise.
+    IfConfigured,
+}
+
+impl Gateway {
+    /// Starts everything; an error names what failed.
+    pub fn start(cfg: &Config, api: ApiStart) -> Result<Gateway, String> {
+        let (ev_tx, ev_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let shards: Arc<[ShardHandle]> = crate::shard::spawn_all(cfg, ev_tx)
+            .map_err(|e| format!("shards: {e}"))?
+            .into();
+        let (ng_tx, ng_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let mut ng = NgServer::bind(cfg.ng.listen, shards.clone(), ng_rx)
+            .map_err(|e| format!("ng listen {}: {e}", cfg.ng.listen))?;
+        let ng_addr = ng.local_addr().map_err(|e| e.to_string())?;
+        let engine = Engine::new(shards.clone(), &cfg.flows, &cfg.policy);
+        let e2 = engine.clone();
+        let ev_thread = std::thread::Builder::new()
+            .name("kolokol-events".into())
+            .spawn(move || e2.run_events(ev_rx, ng_tx))
+            .map_err(|e| e.to_string())?;
+        let ng_stop = Arc::new(AtomicBool::new(false));
+        let stop = ng_stop.clone();
+        let ng_thread = std::thread::Builder::new()
+            .name("kolokol-ng".into())
+            .spawn(move || ng.serve(|| stop.load(Ordering::Relaxed)))
+            .map_err(|e| e.to_string())?;
+        let mut gw = Gateway {
+            shards,
+            engine,
+            api: None,
+            ng_addr,
+            ng_stop,
+            ng_thread: Some(ng_thread),
+            ev_thread: Some(ev_thread),
+        };
+        if cfg.api.enabled {
+            let ready = cfg.api.check_startable();
+            match (ready, api) {
+                (Ok(()), _) => {
+                    let svc: Arc<dyn CallService> = gw.engine.clone();
+                    let h = spawn_api(ApiConfig::from_config(cfg), svc, None)
+                        .map_err(|e| format!("api: {e}"))?;
+                    gw.api = Some(h);
+                }
+                (Err(e), ApiStart::Required) => return Err(format!("api: {e}")),
+                (Err(e), ApiStart::IfConfigured) => {
+                    eprintln!("kolokol: portal API not started ({e}); see config/kolokol.toml");
+                }
+            }
+        }
+        Ok(gw)
+    }
+
+    /// The ng socket's address.
+    pub fn ng_addr(&self) -> SocketAddr {
+        self.ng_addr
+    }
+
+    /// The API's address, if it runs.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(ApiHandle::local_addr)
+    }
+
+    /// Draining was asked for (signal or `POST /v1/admin/drain`).
+    pub fn draining(&self) -> bool {
+        self.api.as_ref().is_some_and(ApiHandle::is_draining) || !self.engine.ready()
+    }
+
+    /// Stop taking new portal calls.
+    pub fn drain(&self) {
+        match &self.api {
+            Some(a) => a.drain(),
+            None => self.engine.drain(),
+        }
+    }
+
+    /// Stops the API, the ng server and the shards (each prints its final
+    /// counters), then the event thread.
+    pub fn stop(mut self) {
+        if let Some(a) = self.api.take() {
+            a.shutdown();
+        }
+        self.ng_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ng_thread.take() {
+            let _ = t.join();
+        }
+        for s in self.shards.iter() {
+            s.stop();
+        }
+        // The event thread ends when the shards' senders are gone; the
+        // engine holds the shard handles (not the senders), so this joins.
+        if let Some(t) = self.ev_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
