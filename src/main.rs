@@ -32,7 +32,9 @@ extern "C" fn on_hup(_: libc::c_int) {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  kolokol run [--config FILE]\n  kolokol check-config FILE\n\n\
+        "usage:\n  kolokol run [--config FILE]\n  kolokol demo\n  \
+         kolokol token [--scope S] [--sub S] [--ttl SECONDS] [--account A]\n  \
+         kolokol check-config FILE\n\n\
          With no --config, embedded defaults are used (see config/kolokol.toml)."
     );
     ExitCode::from(2)
@@ -96,12 +98,16 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
             break;
         }
         if signals == 1 && drain_deadline.is_none() {
-            eprintln!("kolokol: draining ({} portal calls active)", gw.engine.active_calls());
+            eprintln!(
+                "kolokol: draining ({} portal calls active)",
+                gw.engine.active_calls()
+            );
             gw.drain();
         }
         if gw.draining() {
-            let d = *drain_deadline
-                .get_or_insert_with(|| Instant::now() + Duration::from_secs(cfg.flows.max_duration_s));
+            let d = *drain_deadline.get_or_insert_with(|| {
+                Instant::now() + Duration::from_secs(cfg.flows.max_duration_s)
+            });
             if gw.engine.active_calls() == 0 || Instant::now() >= d {
                 break;
             }
@@ -154,6 +160,30 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("kolokol: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        "demo" => match kolokol::demo::run::run_demo() {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("kolokol demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        "token" => {
+            let rest: Vec<String> = args.collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            match kolokol::control::api::token_cli(&rest, now) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -92,10 +92,15 @@ fn policy_error(e: policy::PolicyError) -> ApiError {
 
 fn shard_error(e: ShardError) -> ApiError {
     match e {
-        ShardError::Flow(f) => ApiError::new(422, "invalid_flow", "Invalid call request", f.to_string()),
-        ShardError::NoSip => {
-            ApiError::new(503, "sip_disabled", "SIP is not enabled", "sip.enabled is false")
+        ShardError::Flow(f) => {
+            ApiError::new(422, "invalid_flow", "Invalid call request", f.to_string())
         }
+        ShardError::NoSip => ApiError::new(
+            503,
+            "sip_disabled",
+            "SIP is not enabled",
+            "sip.enabled is false",
+        ),
         e => ApiError::new(503, "unavailable", "Gateway unavailable", e.to_string()).retry_after(1),
     }
 }
@@ -103,7 +108,11 @@ fn shard_error(e: ShardError) -> ApiError {
 impl Engine {
     /// An engine over these shards. Start [`Engine::run_events`] on a
     /// thread with the shard event queue.
-    pub fn new(shards: Arc<[ShardHandle]>, flows: &FlowsConfig, policy: &PolicyConfig) -> Arc<Engine> {
+    pub fn new(
+        shards: Arc<[ShardHandle]>,
+        flows: &FlowsConfig,
+        policy: &PolicyConfig,
+    ) -> Arc<Engine> {
         let (tx, _) = tokio::sync::broadcast::channel(BROADCAST_DEPTH);
         Arc::new(Engine {
             shards,
@@ -186,7 +195,10 @@ impl Engine {
             v.answered_at = Some(now);
         }
         if let Some(d) = ev.detail.dtmf {
-            v.dtmf.get_or_insert_with(String::new).push(d);
+            // The key press is its own event; the terminal one repeats it.
+            if !terminal {
+                v.dtmf.get_or_insert_with(String::new).push(d);
+            }
             detail.insert("dtmf".into(), d.to_string().into());
         }
         if let Some(s) = ev.detail.sip_status {

@@ -7,7 +7,7 @@
 //! own.
 
 pub mod api;
-pub mod engine;
 pub mod bencode;
+pub mod engine;
 pub mod ng;
 pub mod sdes;

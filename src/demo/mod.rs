@@ -4,3 +4,5 @@
 //! machine with nothing else installed.
 
 pub mod carrier;
+pub mod client;
+pub mod run;
