@@ -141,9 +141,14 @@ fn check_e164(field: &str, n: &str) -> Result<(), ApiError> {
     if is_e164(n) {
         Ok(())
     } else {
-        Err(bad(format!(
-            "{field}: not an E.164 number (+, a non-zero digit, at most 15 digits)"
-        )))
+        // The policy's code for the same rule (F-P1), so a client sees one
+        // code for a bad number whichever layer catches it.
+        Err(ApiError::new(
+            422,
+            "invalid_number",
+            "Invalid number",
+            format!("{field}: not an E.164 number (+, a non-zero digit, at most 15 digits)"),
+        ))
     }
 }
 
@@ -573,7 +578,14 @@ mod test {
         ];
         for (req, field) in cases {
             let e = req.validate().unwrap_err();
-            assert_eq!(e.code, "invalid_body");
+            // A malformed number has the policy's code; the rest are bodies.
+            let numeric = ["citizen_number", "caller_id", "number"].contains(&field);
+            let want = if numeric {
+                "invalid_number"
+            } else {
+                "invalid_body"
+            };
+            assert_eq!(e.code, want, "{field}");
             assert!(e.detail.starts_with(field), "{field}: {}", e.detail);
         }
         let ok = ClickToCallRequest {
