@@ -13,6 +13,10 @@ command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
 # libsrtp2 (headers and library) for the SRTP interop test and bench.
 [ -f /usr/include/srtp2/srtp.h ] || need_pkgs+=(libsrtp2-dev)
 command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
+# schemathesis (PyPI) runs in a venv the API test makes (scripts/schemathesis.sh).
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if ((${#need_pkgs[@]})); then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""
