@@ -86,7 +86,15 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
                 Some(p) => match Config::load(p) {
                     Ok(new) => {
                         gw.engine.reload_policy(&new.policy);
-                        eprintln!("kolokol: {}: policy reloaded", p.display());
+                        match kolokol::shard::reload_trunks(&gw.shards, &new) {
+                            Ok(()) => {
+                                eprintln!("kolokol: {}: policy and trunks reloaded", p.display())
+                            }
+                            Err(e) => eprintln!(
+                                "kolokol: {}: policy reloaded; trunks kept: {e}",
+                                p.display()
+                            ),
+                        }
                     }
                     Err(e) => eprintln!("kolokol: reload refused, keeping the old config: {e}"),
                 },

@@ -21,7 +21,7 @@ use kolokol::demo::carrier::{Behaviour, CallLog, SimCarrier};
 use kolokol::demo::client::Client;
 
 mod harness;
-use harness::{nanos, xorshift, Harness, ProcId};
+use harness::{nanos, signal, xorshift, Harness, ProcId};
 
 const IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -653,6 +653,52 @@ fn openapi_document_holds_against_the_running_gateway() {
             .rev()
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    gw.stop();
+}
+
+/// SIGHUP reloads the policy from the file: a number blocked in the new
+/// file is refused (nothing dialled) without a restart, and the gateway
+/// says so in its log.
+#[test]
+fn sighup_reloads_the_policy_without_a_restart() {
+    let gw = gateway("reload", HashMap::new(), "");
+    let (st, v) = gw.post(
+        "/v1/notifications",
+        None,
+        notification("t", "+79009870000", false),
+    );
+    assert_eq!(st, 201, "{v}");
+    gw.wait(
+        v["id"].as_str().unwrap(),
+        &["completed"],
+        Duration::from_secs(30),
+    );
+    let path = gw.h.dir.join("kolokol.toml");
+    let mut cfg = fs::read_to_string(&path).unwrap();
+    cfg.push_str("[policy]\nblocked_numbers = [\"+79009870000\"]\n");
+    fs::write(&path, cfg).unwrap();
+    signal(&gw.h.pid(gw.id).to_string(), "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = fs::read_to_string(gw.h.dir.join("kolokol.err")).unwrap_or_default();
+        if log.contains("policy and trunks reloaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (st, v) = gw.post(
+        "/v1/notifications",
+        None,
+        notification("t", "+79009870000", false),
+    );
+    assert_eq!((st, v["code"].as_str()), (403, Some("blocklisted")), "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        gw.calls_to("+79009870000").len(),
+        1,
+        "the blocked call was dialled"
     );
     gw.stop();
 }

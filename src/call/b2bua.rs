@@ -734,6 +734,14 @@ impl B2bua {
         &self.cfg
     }
 
+    /// Takes a reloaded trunk and route configuration (SIGHUP): see
+    /// [`TrunkSet::reconfigure`]; on error nothing changes.
+    pub fn reload(&mut self, trunks: TrunkSet, routes: Routes) -> Result<(), String> {
+        self.trunks.reconfigure(trunks)?;
+        self.routes = routes;
+        Ok(())
+    }
+
     /// The trunk set (health, limits, events for metrics).
     pub fn trunks_ref(&self) -> &TrunkSet {
         &self.trunks

@@ -240,6 +240,13 @@ pub enum ShardCmd {
         /// Reply channel.
         reply: Sender<Result<(), ShardError>>,
     },
+    /// Take a reloaded configuration's trunks and routes (SIGHUP).
+    ReloadTrunks {
+        /// The new configuration (validated).
+        cfg: Arc<Config>,
+        /// Reply channel: an error says why nothing changed.
+        reply: Sender<Result<(), ShardError>>,
+    },
     /// Stop the shard loop.
     Stop,
 }
@@ -449,6 +456,22 @@ pub fn write_metrics(shards: &[ShardHandle], out: &mut String) {
             );
         }
     }
+}
+
+/// Reloads every shard's trunks and routes from `cfg` (SIGHUP). Shards
+/// that refuse (trunks added or removed) keep their old set; the first
+/// refusal is returned.
+pub fn reload_trunks(shards: &[ShardHandle], cfg: &Config) -> Result<(), ShardError> {
+    let cfg = Arc::new(cfg.clone());
+    let mut first = Ok(());
+    for s in shards {
+        let c = cfg.clone();
+        let r = s.call(|reply| ShardCmd::ReloadTrunks { cfg: c, reply });
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
 
 /// Hangs up a call placed by [`originate`].

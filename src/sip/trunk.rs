@@ -371,6 +371,43 @@ impl TrunkSet {
         TrunkSet::new(&trunks, now).with_global_cps(now, shard_share(cfg.sip.cps_max, n, k))
     }
 
+    /// Takes a new configuration for the same trunks (SIGHUP): addresses,
+    /// transports, credentials, priorities, weights, limits and health
+    /// check settings change; live state stays (calls in progress, health,
+    /// the last digest challenge if the credentials are the same). Adding,
+    /// removing or renaming trunks needs a restart: live calls refer to
+    /// trunks by position. `new` comes from [`TrunkSet::for_shard`] of the
+    /// new configuration.
+    pub fn reconfigure(&mut self, new: TrunkSet) -> Result<(), String> {
+        let old: Vec<&str> = self.trunks.iter().map(|t| t.cfg.name.as_str()).collect();
+        let names: Vec<&str> = new.trunks.iter().map(|t| t.cfg.name.as_str()).collect();
+        if old != names {
+            return Err(format!(
+                "trunks {old:?} -> {names:?}: adding, removing or reordering trunks needs a restart"
+            ));
+        }
+        for (t, n) in self.trunks.iter_mut().zip(new.trunks) {
+            let same_creds = t.cfg.username == n.cfg.username
+                && t.cfg.password == n.cfg.password
+                && t.cfg.realm == n.cfg.realm;
+            if !same_creds {
+                t.digest = None;
+            }
+            if t.cfg.options_interval_s != n.cfg.options_interval_s {
+                t.options_next = n.options_next;
+                t.options_in_flight = false;
+            }
+            if t.cfg.cps != n.cfg.cps {
+                t.cps = n.cps;
+            }
+            t.cfg = n.cfg;
+        }
+        self.by_priority = new.by_priority;
+        self.global_cps = new.global_cps;
+        self.global_closed = new.global_closed;
+        Ok(())
+    }
+
     /// Records `now`; a caller's clock never goes backwards (Instant is
     /// monotonic), so an earlier value is a programming error.
     fn advance(&mut self, now: Instant) {
@@ -1430,5 +1467,33 @@ mod test {
         assert_eq!((h, auth3.nc), (AuthHeader::Authorization, Some(1)));
         set.clear_challenge(ta);
         assert_eq!(set.authorize(ta, &mut r, &req), None);
+    }
+
+    #[test]
+    fn reconfigure_keeps_live_state_and_refuses_a_new_trunk_list() {
+        let now = Instant::now();
+        let mut set = TrunkSet::new(&[trunk("a", 10, 1), trunk("b", 20, 1)], now);
+        let mut r = rng();
+        let a = set.select(now, &mut r, set.all(), &[]).unwrap();
+        assert_eq!(set.config(a).name, "a");
+        assert_eq!(set.calls(a), 1);
+        // Same trunks, new priorities and limits: b first now, a's live
+        // call still counted.
+        let mut ta = trunk("a", 30, 1);
+        ta.max_calls = 1;
+        let new = TrunkSet::new(&[ta, trunk("b", 5, 1)], now);
+        set.reconfigure(new).unwrap();
+        assert_eq!(set.calls(a), 1, "live call forgotten");
+        let id = set.select(now, &mut r, set.all(), &[]).unwrap();
+        assert_eq!(set.config(id).name, "b", "priorities not applied");
+        // a is at its new max_calls (1): excluding b leaves nothing.
+        assert!(set.select(now, &mut r, set.all(), &[id]).is_err());
+        // A different list is refused and changes nothing.
+        let e = set
+            .reconfigure(TrunkSet::new(&[trunk("a", 1, 1)], now))
+            .unwrap_err();
+        assert!(e.contains("restart"), "{e}");
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.config(a).priority, 30);
     }
 }

@@ -121,6 +121,11 @@ impl Harness {
         self.wait(id, limit)
     }
 
+    /// The OS process id.
+    pub fn pid(&self, id: ProcId) -> u32 {
+        self.procs[id].child.id()
+    }
+
     pub fn assert_alive(&mut self, id: ProcId) {
         if let Some(st) = self.try_wait(id) {
             panic!(

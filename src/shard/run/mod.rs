@@ -1085,6 +1085,18 @@ impl Shard {
                     };
                     let _ = reply.send(r);
                 }
+                ShardCmd::ReloadTrunks { cfg, reply } => {
+                    let r = match self.sip.as_mut() {
+                        Some(sip) => {
+                            let k = self.cfg.index;
+                            let trunks = crate::sip::trunk::TrunkSet::for_shard(&cfg, k, now);
+                            let routes = crate::sip::trunk::Routes::new(&cfg.routes, &trunks);
+                            sip.b2b.reload(trunks, routes).map_err(ShardError::Invalid)
+                        }
+                        None => Err(ShardError::NoSip),
+                    };
+                    let _ = reply.send(r);
+                }
                 ShardCmd::Stop => {
                     self.stop = true;
                     return;
