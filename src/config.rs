@@ -211,12 +211,18 @@ impl Default for NgConfig {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
+    /// `json` (one object per line) or `text`.
+    pub format: String,
+    /// Mask phone numbers in logs (F-O4); off only for debugging.
+    pub mask_numbers: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: "json".into(),
+            mask_numbers: true,
         }
     }
 }
@@ -1017,6 +1023,12 @@ impl Config {
                 reason,
             })
         };
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            return invalid(
+                "log.format",
+                format!("{:?} is not json or text", self.log.format),
+            );
+        }
         let f = &self.flows;
         if !matches!(f.language.as_str(), "en" | "ru") {
             return invalid(

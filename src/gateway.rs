@@ -89,7 +89,11 @@ impl Gateway {
                 }
                 (Err(e), ApiStart::Required) => return Err(format!("api: {e}")),
                 (Err(e), ApiStart::IfConfigured) => {
-                    eprintln!("kolokol: portal API not started ({e}); see config/kolokol.toml");
+                    crate::log::log(
+                        crate::log::Level::Warn,
+                        "portal API not started; see config/kolokol.toml",
+                        &[("why", crate::log::Field::Str(&e.to_string()))],
+                    );
                 }
             }
         }

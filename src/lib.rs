@@ -43,6 +43,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod gateway;
+pub mod log;
 pub mod media;
 pub mod policy;
 pub mod sdp;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use kolokol::config::Config;
 use kolokol::control::api::CallService;
 use kolokol::gateway::{ApiStart, Gateway};
+use kolokol::log::{log, Field, Level};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -54,6 +55,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
     }
+    kolokol::log::init(&cfg.log);
     let gw = Gateway::start(&cfg, ApiStart::IfConfigured)?;
     let sip = if cfg.sip.enabled {
         let mut l: Vec<String> = cfg.sip.udp.iter().map(|a| format!("udp:{a}")).collect();
@@ -66,13 +68,21 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
     let api = gw
         .api_addr()
         .map_or("off".to_string(), |a| format!("https://{a}/v1"));
-    eprintln!(
-        "kolokol: {} shard(s), media {} ports {}-{}, ng on {}, sip {sip}, api {api}",
-        cfg.shards.count,
-        cfg.media.address,
-        cfg.media.port_min,
-        cfg.media.port_max,
-        gw.ng_addr(),
+    let media = format!(
+        "{} ports {}-{}",
+        cfg.media.address, cfg.media.port_min, cfg.media.port_max
+    );
+    let ng = gw.ng_addr().to_string();
+    log(
+        Level::Info,
+        "started",
+        &[
+            ("shards", Field::Int(cfg.shards.count as i64)),
+            ("media", Field::Str(&media)),
+            ("ng", Field::Str(&ng)),
+            ("sip", Field::Str(&sip)),
+            ("api", Field::Str(&api)),
+        ],
     );
     // Graceful drain (F-O3): the first SIGTERM/SIGINT (or POST
     // /v1/admin/drain) stops new portal calls; the process exits once the
@@ -86,19 +96,30 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
                 Some(p) => match Config::load(p) {
                     Ok(new) => {
                         gw.engine.reload_policy(&new.policy);
+                        let file = p.display().to_string();
                         match kolokol::shard::reload_trunks(&gw.shards, &new) {
-                            Ok(()) => {
-                                eprintln!("kolokol: {}: policy and trunks reloaded", p.display())
-                            }
-                            Err(e) => eprintln!(
-                                "kolokol: {}: policy reloaded; trunks kept: {e}",
-                                p.display()
+                            Ok(()) => log(
+                                Level::Info,
+                                "policy and trunks reloaded",
+                                &[("file", Field::Str(&file))],
+                            ),
+                            Err(e) => log(
+                                Level::Warn,
+                                "policy reloaded; trunks kept",
+                                &[
+                                    ("file", Field::Str(&file)),
+                                    ("why", Field::Str(&e.to_string())),
+                                ],
                             ),
                         }
                     }
-                    Err(e) => eprintln!("kolokol: reload refused, keeping the old config: {e}"),
+                    Err(e) => log(
+                        Level::Error,
+                        "reload refused, old config kept",
+                        &[("why", Field::Str(&e.to_string()))],
+                    ),
                 },
-                None => eprintln!("kolokol: SIGHUP ignored: no --config file to reload"),
+                None => log(Level::Warn, "SIGHUP ignored: no --config file", &[]),
             }
         }
         let signals = SIGNALS.load(Ordering::Relaxed);
@@ -121,7 +142,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
             }
         }
     }
-    eprintln!("kolokol: stopping");
+    log(Level::Info, "stopping", &[]);
     let shards = gw.shards.clone();
     // Stop first: each shard publishes its final counters as it stops.
     gw.stop();

@@ -320,6 +320,24 @@ fn retried_post_with_the_same_idempotency_key_returns_the_first_call() {
         Duration::from_secs(30),
     );
     assert_eq!(gw.calls_to("+79003330000").len(), 1, "calls placed");
+    // Structured logs (F-O4): JSON lines with the number masked; the full
+    // number appears nowhere in the log.
+    let log = fs::read_to_string(gw.h.dir.join("kolokol.err")).unwrap_or_default();
+    let states: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "call state")
+        .collect();
+    assert!(
+        states
+            .iter()
+            .any(|v| v["state"] == "completed" && v["number"] == "+7*******000"),
+        "no masked JSON state line: {states:?}"
+    );
+    assert!(
+        !log.contains("79003330000"),
+        "the number is in the log unmasked"
+    );
     gw.stop();
 }
 

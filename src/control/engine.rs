@@ -251,6 +251,20 @@ impl Engine {
             self.outcomes.counts[state_index(state)].fetch_add(1, Ordering::Relaxed);
         }
         drop(reg);
+        let st = serde_json::to_value(view.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        crate::log::log(
+            crate::log::Level::Info,
+            "call state",
+            &[
+                ("call_id", crate::log::Field::Str(&view.id)),
+                ("account", crate::log::Field::Str(&view.account)),
+                ("state", crate::log::Field::Str(&st)),
+                ("number", crate::log::Field::Number(&view.number)),
+            ],
+        );
         self.publish(&view, serde_json::Value::Object(detail));
     }
 
@@ -275,7 +289,7 @@ impl Engine {
             d.insert("auto_blocked".into(), what.into());
             // The number itself is masked (F-O4); accounts are not PII.
             let shown = match subject {
-                BlockSubject::Number => mask(&value),
+                BlockSubject::Number => crate::log::mask(&value),
                 BlockSubject::Account => value,
             };
             d.insert("value".into(), shown.into());
@@ -354,6 +368,15 @@ impl Engine {
                 self.policy_events(&mut pol, &view);
                 self.outcomes.counts[state_index(CallState::RejectedByPolicy)]
                     .fetch_add(1, Ordering::Relaxed);
+                crate::log::log(
+                    crate::log::Level::Info,
+                    "call refused by policy",
+                    &[
+                        ("account", crate::log::Field::Str(account)),
+                        ("code", crate::log::Field::Str(e.code())),
+                        ("number", crate::log::Field::Number(number)),
+                    ],
+                );
                 return Err(policy_error(e));
             }
         };
@@ -420,23 +443,6 @@ impl Engine {
     fn visible(who: &Principal, v: &CallView) -> bool {
         who.account.as_ref().is_none_or(|a| *a == v.account)
     }
-}
-
-/// A number with all but its last three digits masked, for logs and
-/// events (F-O4).
-pub fn mask(number: &str) -> String {
-    let n = number.chars().count();
-    number
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i + 3 < n && c.is_ascii_digit() {
-                '*'
-            } else {
-                c
-            }
-        })
-        .collect()
 }
 
 impl CallService for Engine {

@@ -1490,14 +1490,19 @@ impl Shard {
         self.sip_busy = inbox_more || sip.more.iter().any(|&m| m);
         // Trunk health changes are rare and matter to operators: log them.
         while let Some(ev) = sip.b2b.trunks().poll_event() {
+            use crate::log::{log, Field, Level};
+            let shard = self.cfg.index as i64;
             match ev {
-                TrunkEvent::Down { name, .. } => eprintln!(
-                    "shard {}: trunk {name} down (OPTIONS or INVITEs unanswered)",
-                    self.cfg.index
+                TrunkEvent::Down { name, .. } => log(
+                    Level::Warn,
+                    "trunk down (OPTIONS or INVITEs unanswered)",
+                    &[("shard", Field::Int(shard)), ("trunk", Field::Str(&name))],
                 ),
-                TrunkEvent::Up { name, .. } => {
-                    eprintln!("shard {}: trunk {name} up", self.cfg.index)
-                }
+                TrunkEvent::Up { name, .. } => log(
+                    Level::Info,
+                    "trunk up",
+                    &[("shard", Field::Int(shard)), ("trunk", Field::Str(&name))],
+                ),
             }
         }
         self.sip = Some(sip);
