@@ -1807,6 +1807,31 @@ mod test {
     }
 
     #[test]
+    fn cdr_section_is_checked_and_its_path_resolved() {
+        let keys = format!(
+            "[cdr]\nkeys = [{{ id = \"k1\", key_hex = \"{}\" }}]\nactive_key = \"k1\"\nsearch_key_hex = \"{}\"\n",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        );
+        let c = Config::parse(&keys).unwrap();
+        assert_eq!(c.cdr.backend, "sqlite");
+        for (extra, key) in [
+            ("backend = \"kafka\"\n", "cdr.backend"),
+            ("backend = \"postgres\"\n", "cdr.url"),
+            ("cipher = \"des\"\n", "cdr.cipher"),
+            ("batch_max = 0\n", "cdr.batch_max"),
+        ] {
+            let e = Config::parse(&format!("{keys}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let e =
+            Config::parse(&keys.replace("active_key = \"k1\"", "active_key = \"k2\"")).unwrap_err();
+        assert!(e.to_string().contains("cdr.active_key"), "{e}");
+        let e = Config::parse(&keys.replace(&"ab".repeat(32), "xyz")).unwrap_err();
+        assert!(e.to_string().contains("cdr.keys[0].key_hex"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[media]\nport_min = 30000\nport_max = 20000\n").unwrap_err();
         assert!(e.to_string().contains("media.port_max"), "{e}");

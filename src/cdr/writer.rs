@@ -111,11 +111,14 @@ struct Durable {
     cond: Condvar,
 }
 
+/// The sending side of the queue: records with their ticket numbers.
+type Queue = Sender<(u64, Cdr)>;
+
 /// The writer thread and its queue. Cheap to share behind an `Arc`.
 pub struct CdrWriter {
     /// Ticket counter and sender, under one lock so queue order is ticket
     /// order.
-    tx: Mutex<(u64, Option<Sender<(u64, Cdr)>>)>,
+    tx: Mutex<(u64, Option<Queue>)>,
     durable: Arc<Durable>,
     stats: Arc<WriterStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
