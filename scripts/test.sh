@@ -17,6 +17,9 @@ command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# PostgreSQL for the CDR store suite (src/cdr/store.rs starts its own
+# server with initdb/pg_ctl from /usr/lib/postgresql/*/bin).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 if ((${#need_pkgs[@]})); then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""
@@ -25,7 +28,7 @@ if ((${#need_pkgs[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
 fi
 # Debian starts services on install; the tests run their own instances.
-for svc in kamailio rtpengine-daemon; do
+for svc in kamailio rtpengine-daemon postgresql; do
   systemctl stop "$svc" >/dev/null 2>&1 || true
 done
 

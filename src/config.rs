@@ -84,6 +84,172 @@ pub struct Config {
     pub flows: FlowsConfig,
     /// Policy and anti-fraud checks for API-originated calls (F-P).
     pub policy: PolicyConfig,
+    /// Call detail records (F-C).
+    pub cdr: CdrConfig,
+}
+
+/// `[cdr]`: where call detail records go and how their numbers are sealed
+/// (F-C1..F-C7). With no `keys` the records cannot be stored: the gateway
+/// refuses to open the store (naming `cdr.keys`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdrConfig {
+    /// `"sqlite"` (embedded, the default) or `"postgres"`.
+    pub backend: String,
+    /// The SQLite file (relative to the config file's directory).
+    pub path: PathBuf,
+    /// PostgreSQL connection string (`host=... user=... dbname=...` or a
+    /// `postgres://` URL), for `backend = "postgres"`.
+    pub url: Option<String>,
+    /// `"aes-256-gcm"` (default) or `"chacha20-poly1305"` (hosts without
+    /// AES instructions): the cipher new records are sealed with; records
+    /// sealed with the other still open.
+    pub cipher: String,
+    /// Number-encryption keys, by id; old ids stay listed to read old
+    /// records after a rotation.
+    pub keys: Vec<CdrKeyConfig>,
+    /// The id in `keys` new records are sealed with.
+    pub active_key: String,
+    /// 32-byte HMAC-SHA256 key (64 hex digits) for searching by number.
+    pub search_key_hex: String,
+    /// Records whose call began longer ago than this are deleted by the
+    /// retention job; 0 keeps them forever.
+    pub retention_days: u32,
+    /// Hours between retention runs.
+    pub retention_interval_h: u32,
+    /// Records the writer commits in one transaction at most.
+    pub batch_max: usize,
+    /// Longest a record waits for its batch to fill, milliseconds.
+    pub batch_ms: u64,
+    /// Records waiting for the writer at most; over it `submit` refuses.
+    pub queue_max: usize,
+}
+
+/// One entry of `[cdr] keys`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CdrKeyConfig {
+    /// Key id stored beside every number sealed with it (1..=32 bytes of
+    /// `[A-Za-z0-9._-]`).
+    pub id: String,
+    /// 32 bytes as 64 hex digits.
+    pub key_hex: String,
+}
+
+impl Default for CdrConfig {
+    fn default() -> Self {
+        CdrConfig {
+            backend: "sqlite".into(),
+            path: PathBuf::from("cdr.sqlite"),
+            url: None,
+            cipher: "aes-256-gcm".into(),
+            keys: Vec::new(),
+            active_key: String::new(),
+            search_key_hex: String::new(),
+            retention_days: 365,
+            retention_interval_h: 1,
+            batch_max: 256,
+            batch_ms: 5,
+            queue_max: 65_536,
+        }
+    }
+}
+
+impl CdrConfig {
+    /// Checks the section; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        match self.backend.as_str() {
+            "sqlite" => {}
+            "postgres" => {
+                if self.url.as_deref().is_none_or(str::is_empty) {
+                    return invalid(
+                        "cdr.url".into(),
+                        "backend = \"postgres\" needs a connection string".into(),
+                    );
+                }
+            }
+            other => {
+                return invalid(
+                    "cdr.backend".into(),
+                    format!("{other:?} is not \"sqlite\" or \"postgres\""),
+                )
+            }
+        }
+        if !matches!(self.cipher.as_str(), "aes-256-gcm" | "chacha20-poly1305") {
+            return invalid(
+                "cdr.cipher".into(),
+                format!(
+                    "{:?} is not \"aes-256-gcm\" or \"chacha20-poly1305\"",
+                    self.cipher
+                ),
+            );
+        }
+        if !(1..=100_000).contains(&self.batch_max) {
+            return invalid("cdr.batch_max".into(), "must be 1..=100000".into());
+        }
+        if self.batch_ms > 10_000 {
+            return invalid("cdr.batch_ms".into(), "must be at most 10000".into());
+        }
+        if !(1..=10_000_000).contains(&self.queue_max) {
+            return invalid("cdr.queue_max".into(), "must be 1..=10000000".into());
+        }
+        if self.retention_interval_h == 0 {
+            return invalid(
+                "cdr.retention_interval_h".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            let ok_id = (1..=32).contains(&k.id.len())
+                && k.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok_id {
+                return invalid(
+                    format!("cdr.keys[{i}].id"),
+                    "must be 1..=32 characters of A-Z a-z 0-9 . _ -".into(),
+                );
+            }
+            if self.keys[..i].iter().any(|o| o.id == k.id) {
+                return invalid(
+                    format!("cdr.keys[{i}].id"),
+                    format!("{:?} is listed twice", k.id),
+                );
+            }
+            if !is_hex_key(&k.key_hex) {
+                return invalid(
+                    format!("cdr.keys[{i}].key_hex"),
+                    "must be 64 hex digits (32 bytes)".into(),
+                );
+            }
+        }
+        if !self.keys.iter().any(|k| k.id == self.active_key) {
+            return invalid(
+                "cdr.active_key".into(),
+                format!("{:?} is not an id in cdr.keys", self.active_key),
+            );
+        }
+        if !is_hex_key(&self.search_key_hex) {
+            return invalid(
+                "cdr.search_key_hex".into(),
+                "must be 64 hex digits (32 bytes)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn is_hex_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `[flows]`: the portal's click-to-call and notifications.
@@ -1004,6 +1170,9 @@ impl Config {
                     *p = dir.join(&*p);
                 }
             }
+            if cfg.cdr.path.is_relative() {
+                cfg.cdr.path = dir.join(&cfg.cdr.path);
+            }
         }
         Ok(cfg)
     }
@@ -1138,6 +1307,7 @@ impl Config {
         self.validate_sip()?;
         self.validate_trunks()?;
         self.validate_api()?;
+        self.cdr.validate()?;
         self.policy.validate()
     }
 
@@ -1634,6 +1804,31 @@ mod test {
         let cfg = Config::parse("").unwrap();
         assert_eq!(cfg.shards.count, 1);
         assert_eq!(cfg.media.dscp, 46);
+    }
+
+    #[test]
+    fn cdr_section_is_checked_and_its_path_resolved() {
+        let keys = format!(
+            "[cdr]\nkeys = [{{ id = \"k1\", key_hex = \"{}\" }}]\nactive_key = \"k1\"\nsearch_key_hex = \"{}\"\n",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        );
+        let c = Config::parse(&keys).unwrap();
+        assert_eq!(c.cdr.backend, "sqlite");
+        for (extra, key) in [
+            ("backend = \"kafka\"\n", "cdr.backend"),
+            ("backend = \"postgres\"\n", "cdr.url"),
+            ("cipher = \"des\"\n", "cdr.cipher"),
+            ("batch_max = 0\n", "cdr.batch_max"),
+        ] {
+            let e = Config::parse(&format!("{keys}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let e =
+            Config::parse(&keys.replace("active_key = \"k1\"", "active_key = \"k2\"")).unwrap_err();
+        assert!(e.to_string().contains("cdr.active_key"), "{e}");
+        let e = Config::parse(&keys.replace(&"ab".repeat(32), "xyz")).unwrap_err();
+        assert!(e.to_string().contains("cdr.keys[0].key_hex"), "{e}");
     }
 
     #[test]

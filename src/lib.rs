@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 pub mod call;
+pub mod cdr;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -112,6 +112,12 @@ impl OriginationId {
         OriginationId(bridge)
     }
 
+    /// An id for unit tests of the layers above (CDR records).
+    #[cfg(test)]
+    pub(crate) fn for_test(bridge: BridgeId) -> Self {
+        OriginationId(bridge)
+    }
+
     /// The call's [`BridgeId`]: the id of its [`MediaRequest`]s and
     /// [`CallRecord::bridge`].
     pub fn bridge(self) -> BridgeId {

@@ -38,6 +38,7 @@
 //! keep working so active calls can be followed to their end.
 
 pub mod auth;
+pub mod cdr;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
@@ -56,6 +57,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use auth::{sign_token, token_cli, JwtAlg};
+pub use cdr::{CdrQuery, CdrService};
 pub use error::ApiError;
 pub use server::{RouteSpec, ROUTES};
 pub use types::{
@@ -230,5 +232,18 @@ pub fn spawn_api(
     service: Arc<dyn CallService>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<ApiHandle> {
-    server::spawn(cfg, service, tls)
+    server::spawn(cfg, service, None, tls)
+}
+
+/// [`spawn_api`] with the records API (`/v1/cdrs`, `/v1/cdrs/export.csv`,
+/// `/v1/reports/summary`, `DELETE /v1/accounts/{id}/cdrs`, `/v1/audit`)
+/// served by `cdr`; without it ([`spawn_api`]) those routes answer 503
+/// `cdr_store_unavailable` after authorization.
+pub fn spawn_api_with_cdr(
+    cfg: ApiConfig,
+    service: Arc<dyn CallService>,
+    cdr: Arc<dyn CdrService>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<ApiHandle> {
+    server::spawn(cfg, service, Some(cdr), tls)
 }

@@ -34,8 +34,10 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::auth::{
-    Jwks, Verifier, SCOPE_ADMIN, SCOPE_CALLS_READ, SCOPE_CALLS_WRITE, SCOPE_NOTIFICATIONS_WRITE,
+    Jwks, Verifier, SCOPE_ADMIN, SCOPE_CALLS_READ, SCOPE_CALLS_WRITE, SCOPE_CDR_EXPORT,
+    SCOPE_CDR_READ, SCOPE_NOTIFICATIONS_WRITE,
 };
+use super::cdr::{self as cdr_api, CdrService};
 use super::error::ApiError;
 use super::idempotency::{self, Begin, IdempotencyStore, StoredResponse};
 use super::metrics::ApiMetrics;
@@ -79,6 +81,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/v1/notifications", Some(SCOPE_NOTIFICATIONS_WRITE)),
     r("GET", "/v1/events", Some(SCOPE_CALLS_READ)),
     r("POST", "/v1/admin/drain", Some(SCOPE_ADMIN)),
+    r("GET", "/v1/cdrs", Some(SCOPE_CDR_READ)),
+    r("GET", "/v1/cdrs/export.csv", Some(SCOPE_CDR_EXPORT)),
+    r("GET", "/v1/reports/summary", Some(SCOPE_CDR_READ)),
+    r("DELETE", "/v1/accounts/{id}/cdrs", Some(SCOPE_ADMIN)),
+    r("GET", "/v1/audit", Some(SCOPE_ADMIN)),
     r("GET", "/healthz", None),
     r("GET", "/readyz", None),
     r("GET", "/metrics", None),
@@ -102,6 +109,8 @@ const CALL_ID_LEN_MAX: usize = 128;
 /// Shared by every handler.
 pub(crate) struct AppState {
     pub(crate) service: Arc<dyn CallService>,
+    /// The records API's store; None: those routes answer 503.
+    pub(crate) cdr: Option<Arc<dyn CdrService>>,
     pub(crate) verifier: Verifier,
     pub(crate) idem: Mutex<IdempotencyStore>,
     pub(crate) metrics: ApiMetrics,
@@ -121,7 +130,11 @@ fn now_unix() -> i64 {
 }
 
 /// The principal of a request that needs `scope`.
-fn authorize(st: &AppState, headers: &HeaderMap, scope: &str) -> Result<Principal, ApiError> {
+pub(super) fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    scope: &str,
+) -> Result<Principal, ApiError> {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::unauthorized("send Authorization: Bearer <token>"));
     };
@@ -142,7 +155,7 @@ fn authorize(st: &AppState, headers: &HeaderMap, scope: &str) -> Result<Principa
     Ok(p)
 }
 
-fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response {
+pub(super) fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response {
     match serde_json::to_string(v) {
         Ok(body) => (
             status,
@@ -158,7 +171,7 @@ fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response {
 }
 
 /// Runs an engine call on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -675,6 +688,14 @@ pub(crate) fn router(st: St) -> Router {
         .route("/v1/notifications", post(create_notification))
         .route("/v1/events", get(events))
         .route("/v1/admin/drain", post(drain))
+        .route("/v1/cdrs", get(cdr_api::list_cdrs))
+        .route("/v1/cdrs/export.csv", get(cdr_api::export_csv))
+        .route("/v1/reports/summary", get(cdr_api::summary))
+        .route(
+            "/v1/accounts/{id}/cdrs",
+            axum::routing::delete(cdr_api::erase_account),
+        )
+        .route("/v1/audit", get(cdr_api::audit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -791,6 +812,7 @@ async fn accept_loop(
 pub(crate) fn spawn(
     cfg: ApiConfig,
     service: Arc<dyn CallService>,
+    cdr: Option<Arc<dyn CdrService>>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<ApiHandle> {
     let a = &cfg.api;
@@ -840,6 +862,7 @@ pub(crate) fn spawn(
     };
     let st = Arc::new(AppState {
         service: service.clone(),
+        cdr,
         verifier,
         idem: Mutex::new(IdempotencyStore::new(
             a.idempotency_max_entries.max(1),
