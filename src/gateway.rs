@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::cdr::{CdrWriter, WriterConfig};
 use crate::config::Config;
-use crate::control::api::{spawn_api, ApiConfig, ApiHandle, CallService};
+use crate::control::api::{spawn_api, spawn_api_with_cdr, ApiConfig, ApiHandle, CallService};
 use crate::control::engine::Engine;
 use crate::control::ng::NgServer;
 use crate::shard::ShardHandle;
@@ -35,6 +36,14 @@ pub struct Gateway {
     ng_stop: Arc<AtomicBool>,
     ng_thread: Option<JoinHandle<()>>,
     ev_thread: Option<JoinHandle<()>>,
+    /// The CDR writer and store (F-C2), when `[cdr] keys` are configured.
+    cdr: Option<Cdr>,
+}
+
+struct Cdr {
+    writer: Arc<CdrWriter>,
+    store: Arc<dyn crate::cdr::CdrStore>,
+    _retention: crate::cdr::retention::RetentionJob,
 }
 
 /// Whether the API should start: `[api] enabled` and what it needs is
@@ -57,7 +66,46 @@ impl Gateway {
         let mut ng = NgServer::bind(cfg.ng.listen, shards.clone(), ng_rx)
             .map_err(|e| format!("ng listen {}: {e}", cfg.ng.listen))?;
         let ng_addr = ng.local_addr().map_err(|e| e.to_string())?;
-        let engine = Engine::new(shards.clone(), &cfg.flows, &cfg.policy);
+        // Call records: stored only with encryption keys configured (the
+        // store never holds a number in clear).
+        let cdr = if cfg.cdr.keys.is_empty() {
+            crate::log::log(
+                crate::log::Level::Warn,
+                "call records are not stored: no [cdr] keys configured",
+                &[],
+            );
+            None
+        } else {
+            let store = crate::cdr::open_store(&cfg.cdr).map_err(|e| format!("cdr: {e}"))?;
+            let writer = Arc::new(
+                CdrWriter::spawn(store.clone(), WriterConfig::from_config(&cfg.cdr))
+                    .map_err(|e| format!("cdr writer: {e}"))?,
+            );
+            let retention = crate::cdr::retention::spawn_retention(
+                store.clone(),
+                cfg.cdr.retention_days,
+                std::time::Duration::from_secs(3600 * u64::from(cfg.cdr.retention_interval_h)),
+                |e| {
+                    crate::log::log(
+                        crate::log::Level::Error,
+                        "cdr retention failed",
+                        &[("why", crate::log::Field::Str(&e.to_string()))],
+                    )
+                },
+            )
+            .map_err(|e| format!("cdr retention: {e}"))?;
+            Some(Cdr {
+                writer,
+                store,
+                _retention: retention,
+            })
+        };
+        let engine = Engine::new(
+            shards.clone(),
+            &cfg.flows,
+            &cfg.policy,
+            cdr.as_ref().map(|c| c.writer.clone()),
+        );
         let e2 = engine.clone();
         let ev_thread = std::thread::Builder::new()
             .name("kolokol-events".into())
@@ -77,14 +125,23 @@ impl Gateway {
             ng_stop,
             ng_thread: Some(ng_thread),
             ev_thread: Some(ev_thread),
+            cdr,
         };
         if cfg.api.enabled {
             let ready = cfg.api.check_startable();
             match (ready, api) {
                 (Ok(()), _) => {
                     let svc: Arc<dyn CallService> = gw.engine.clone();
-                    let h = spawn_api(ApiConfig::from_config(cfg), svc, None)
-                        .map_err(|e| format!("api: {e}"))?;
+                    let h = match &gw.cdr {
+                        Some(c) => {
+                            let records = Arc::new(crate::cdr::service::StoreCdrService::new(
+                                c.store.clone(),
+                            ));
+                            spawn_api_with_cdr(ApiConfig::from_config(cfg), svc, records, None)
+                        }
+                        None => spawn_api(ApiConfig::from_config(cfg), svc, None),
+                    }
+                    .map_err(|e| format!("api: {e}"))?;
                     gw.api = Some(h);
                 }
                 (Err(e), ApiStart::Required) => return Err(format!("api: {e}")),
@@ -140,6 +197,10 @@ impl Gateway {
         // engine holds the shard handles (not the senders), so this joins.
         if let Some(t) = self.ev_thread.take() {
             let _ = t.join();
+        }
+        // Last: everything the event thread queued is committed.
+        if let Some(c) = self.cdr.take() {
+            c.writer.shutdown();
         }
     }
 }

@@ -25,6 +25,8 @@ use super::api::{
     ClickToCallRequest, Language, NotificationRequest, Principal, UtcTime,
 };
 use crate::call::flow::{FlowEvent, FlowKind, FlowRequest, FlowState};
+use crate::call::{CallOrigin, CallRecord};
+use crate::cdr::{Cdr, CdrContext, CdrKind, CdrWriter, ClockAnchor, SubmitError};
 use crate::config::{FlowsConfig, PolicyConfig};
 use crate::policy::{self, BlockSubject, Policy, PolicyEvent, PolicyRequest};
 use crate::shard::{FlowRef, ShardError, ShardEvent, ShardHandle};
@@ -35,7 +37,26 @@ const BROADCAST_DEPTH: usize = 4096;
 struct Entry {
     view: CallView,
     flow: Option<FlowRef>,
+    /// The B2BUA records of the flow's calls (citizen first), kept until
+    /// the flow ends and its CDRs are written.
+    records: Vec<(CallRecord, ClockAnchor)>,
 }
+
+/// A terminal state waiting for its records to be durable (F-C2: a call
+/// is reported completed only once its CDR is on disk).
+struct Pending {
+    /// The last record's ticket (tickets become durable in order).
+    ticket: u64,
+    since: std::time::Instant,
+    id: String,
+    corr: u64,
+    view: CallView,
+    detail: serde_json::Value,
+}
+
+/// How long a terminal state waits for its CDR before it is reported
+/// anyway (with `"cdr": "not_durable"` in the event): the store is failing.
+const DURABLE_WAIT_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Registry {
@@ -64,6 +85,11 @@ pub struct Engine {
     draining: AtomicBool,
     outcomes: Outcomes,
     created: AtomicU64,
+    /// The CDR writer; None: records are not stored.
+    cdr: Option<Arc<CdrWriter>>,
+    /// Records that could not be queued (the writer's queue was full for
+    /// longer than the retries) or had no store.
+    cdr_dropped: AtomicU64,
 }
 
 fn language_str(l: Language) -> &'static str {
@@ -112,6 +138,7 @@ impl Engine {
         shards: Arc<[ShardHandle]>,
         flows: &FlowsConfig,
         policy: &PolicyConfig,
+        cdr: Option<Arc<CdrWriter>>,
     ) -> Arc<Engine> {
         let (tx, _) = tokio::sync::broadcast::channel(BROADCAST_DEPTH);
         Arc::new(Engine {
@@ -125,6 +152,8 @@ impl Engine {
             draining: AtomicBool::new(false),
             outcomes: Outcomes::default(),
             created: AtomicU64::new(0),
+            cdr,
+            cdr_dropped: AtomicU64::new(0),
         })
     }
 
@@ -140,16 +169,152 @@ impl Engine {
     /// registry and are published; everything else goes to `others` (the
     /// ng server's media timeouts).
     pub fn run_events(&self, rx: Receiver<ShardEvent>, others: Sender<ShardEvent>) {
-        while let Ok(ev) = rx.recv() {
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        loop {
+            // With terminal states waiting for their records, look at the
+            // writer every couple of milliseconds.
+            let ev = if pending.is_empty() {
+                match rx.recv() {
+                    Ok(ev) => Some(ev),
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(Duration::from_millis(2)) {
+                    Ok(ev) => Some(ev),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        self.flush_pending(&mut pending, true);
+                        break;
+                    }
+                }
+            };
             match ev {
-                ShardEvent::Flow { event, .. } => self.on_flow_event(event),
+                Some(ShardEvent::Flow { event, .. }) => {
+                    if let Some(p) = self.on_flow_event(event) {
+                        pending.push_back(p);
+                    }
+                }
+                Some(ShardEvent::Record { record, anchor, .. }) => {
+                    self.on_record(*record, ClockAnchor::new(anchor.0, anchor.1))
+                }
                 // Raw originations are not the portal's; nothing to do.
-                ShardEvent::Origination { .. } => {}
-                other => {
+                Some(ShardEvent::Origination { .. }) => {}
+                Some(other) => {
                     let _ = others.try_send(other);
+                }
+                None => {}
+            }
+            self.flush_pending(&mut pending, false);
+        }
+    }
+
+    /// Reports the terminal states whose records are durable (all of them
+    /// when `all`, after waiting for each).
+    fn flush_pending(&self, pending: &mut VecDeque<Pending>, all: bool) {
+        while let Some(p) = pending.front() {
+            let durable = match &self.cdr {
+                Some(w) if all => w
+                    .wait_durable(crate::cdr::Ticket(p.ticket), DURABLE_WAIT_MAX)
+                    .is_ok(),
+                Some(w) => w.durable_through() >= p.ticket,
+                None => true,
+            };
+            if !durable && p.since.elapsed() < DURABLE_WAIT_MAX {
+                return;
+            }
+            let mut p = pending.pop_front().expect("front exists");
+            if !durable {
+                if let Some(d) = p.detail.as_object_mut() {
+                    d.insert("cdr".into(), "not_durable".into());
+                }
+                crate::log::log(
+                    crate::log::Level::Error,
+                    "call record not durable in time; reported anyway",
+                    &[("call_id", crate::log::Field::Str(&p.id))],
+                );
+            }
+            self.finish(p);
+        }
+    }
+
+    /// Applies a terminal state to the registry and publishes it.
+    fn finish(&self, p: Pending) {
+        let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = reg.by_id.get_mut(&p.id) {
+            e.view = p.view.clone();
+            e.flow = None;
+        }
+        reg.by_corr.remove(&p.corr);
+        reg.active = reg.active.saturating_sub(1);
+        reg.ended.push_back(p.id.clone());
+        while reg.ended.len() > self.cfg.calls_kept {
+            if let Some(old) = reg.ended.pop_front() {
+                reg.by_id.remove(&old);
+            }
+        }
+        drop(reg);
+        self.outcomes.counts[state_index(p.view.state)].fetch_add(1, Ordering::Relaxed);
+        self.log_state(&p.view);
+        self.publish(&p.view, p.detail);
+    }
+
+    /// Queues a record; `None` when it could not be (counted).
+    fn submit(&self, cdr: Cdr) -> Option<u64> {
+        let w = self.cdr.as_ref()?;
+        let mut cdr = cdr;
+        // A full queue is a burst: give the writer a moment, a few times.
+        for _ in 0..50 {
+            match w.submit(cdr) {
+                Ok(t) => return Some(t.0),
+                Err(SubmitError::Full(c)) => {
+                    cdr = *c;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => break,
+            }
+        }
+        self.cdr_dropped.fetch_add(1, Ordering::Relaxed);
+        crate::log::log(
+            crate::log::Level::Error,
+            "call record not queued (writer full or stopped)",
+            &[],
+        );
+        None
+    }
+
+    /// A call's record from a shard: kept for its flow, or written now
+    /// (inbound calls, originations the portal did not start).
+    fn on_record(&self, record: CallRecord, anchor: ClockAnchor) {
+        if let CallOrigin::Originated { correlation, .. } = &record.origin {
+            let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = reg.by_corr.get(correlation).cloned() {
+                if let Some(e) = reg.by_id.get_mut(&id) {
+                    e.records.push((record, anchor));
+                    return;
                 }
             }
         }
+        if self.cdr.is_some() {
+            let cdr = Cdr::from_call(&record, CdrContext::default(), &anchor);
+            let _ = self.submit(cdr);
+        }
+    }
+
+    fn log_state(&self, view: &CallView) {
+        let st = serde_json::to_value(view.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        crate::log::log(
+            crate::log::Level::Info,
+            "call state",
+            &[
+                ("call_id", crate::log::Field::Str(&view.id)),
+                ("account", crate::log::Field::Str(&view.account)),
+                ("state", crate::log::Field::Str(&st)),
+                ("number", crate::log::Field::Number(&view.number)),
+            ],
+        );
     }
 
     fn publish(&self, view: &CallView, detail: serde_json::Value) {
@@ -165,7 +330,7 @@ impl Engine {
         let _ = self.events.send(ev);
     }
 
-    fn on_flow_event(&self, ev: FlowEvent) {
+    fn on_flow_event(&self, ev: FlowEvent) -> Option<Pending> {
         let state = match ev.state {
             FlowState::Dialing => CallState::Dialing,
             FlowState::Ringing => CallState::Ringing,
@@ -182,12 +347,13 @@ impl Engine {
         let mut detail = serde_json::Map::new();
         let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
         let Some(id) = reg.by_corr.get(&ev.correlation).cloned() else {
-            return;
+            return None;
         };
         let terminal = ev.state.is_terminal();
         let Some(entry) = reg.by_id.get_mut(&id) else {
-            return;
+            return None;
         };
+        let (prev_state, prev_updated) = (entry.view.state, entry.view.updated_at);
         let v = &mut entry.view;
         v.state = state;
         v.updated_at = now;
@@ -236,36 +402,57 @@ impl Engine {
             if let Some(r) = ev.detail.result {
                 detail.insert("result".into(), r.into());
             }
-            entry.flow = None;
         }
-        let view = entry.view.clone();
-        if terminal {
-            reg.by_corr.remove(&ev.correlation);
-            reg.active = reg.active.saturating_sub(1);
-            reg.ended.push_back(id);
-            while reg.ended.len() > self.cfg.calls_kept {
-                if let Some(old) = reg.ended.pop_front() {
-                    reg.by_id.remove(&old);
-                }
-            }
-            self.outcomes.counts[state_index(state)].fetch_add(1, Ordering::Relaxed);
+        if !terminal {
+            let view = entry.view.clone();
+            drop(reg);
+            self.log_state(&view);
+            self.publish(&view, serde_json::Value::Object(detail));
+            return None;
         }
+        // Terminal: the view as it will be, applied once the records are
+        // durable.
+        let mut view = entry.view.clone();
+        let records = std::mem::take(&mut entry.records);
+        // Restore the registry's view to the last reported state until
+        // then (GET shows completed only when it is durable).
+        entry.view.state = prev_state;
+        entry.view.updated_at = prev_updated;
+        entry.view.ended_at = None;
+        entry.view.result = None;
+        entry.view.error_code = None;
         drop(reg);
-        let st = serde_json::to_value(view.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        crate::log::log(
-            crate::log::Level::Info,
-            "call state",
-            &[
-                ("call_id", crate::log::Field::Str(&view.id)),
-                ("account", crate::log::Field::Str(&view.account)),
-                ("state", crate::log::Field::Str(&st)),
-                ("number", crate::log::Field::Number(&view.number)),
-            ],
-        );
-        self.publish(&view, serde_json::Value::Object(detail));
+        view.updated_at = now;
+        let kind = match view.kind {
+            CallKind::ClickToCall => CdrKind::ClickToCall,
+            CallKind::Notification => CdrKind::Notification,
+        };
+        let mut ticket = None;
+        for (i, (rec, anchor)) in records.iter().enumerate() {
+            let ctx = CdrContext {
+                call_id: Some(if i == 0 {
+                    id.clone()
+                } else {
+                    format!("{id}-leg{}", i + 1)
+                }),
+                kind: Some(kind),
+                account: Some(view.account.clone()),
+                result: view.result,
+                dtmf: view.dtmf.clone(),
+                ..CdrContext::default()
+            };
+            if let Some(t) = self.submit(Cdr::from_call(rec, ctx, anchor)) {
+                ticket = Some(t);
+            }
+        }
+        Some(Pending {
+            ticket: ticket.unwrap_or(0),
+            since: std::time::Instant::now(),
+            id,
+            corr: ev.correlation,
+            view,
+            detail: serde_json::Value::Object(detail),
+        })
     }
 
     /// Policy events (automatic blocks) as events on the call that tripped
@@ -407,6 +594,7 @@ impl Engine {
                 Entry {
                     view: view.clone(),
                     flow: None,
+                    records: Vec::new(),
                 },
             );
             reg.active += 1;

@@ -49,18 +49,26 @@ pub fn demo_config(carrier: SocketAddr) -> Result<Config, String> {
     let sip = free_udp()?;
     let media = free_block(200)?;
     let text = format!(
-        "[shards]\ncount = 1\ncpus = []\n\
+        "[log]\nlevel = \"warn\"\nformat = \"text\"\n\
+         [shards]\ncount = 1\ncpus = []\n\
          [media]\naddress = \"127.0.0.1\"\nport_min = {media}\nport_max = {}\ncalls_max = 64\n\
          [ng]\nlisten = \"127.0.0.1:0\"\n\
          [sip]\nudp = [\"127.0.0.1:{sip}\"]\ntcp = []\n\
          [api]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\njwks_file = \"{}\"\n\
          [flows]\nsupport_line = \"{SUPPORT}\"\n\
+         [cdr]\npath = \"{}\"\nkeys = [{{ id = \"demo\", key_hex = \"{}\" }}]\n\
+         active_key = \"demo\"\nsearch_key_hex = \"{}\"\n\
          [[trunks]]\nname = \"sim-carrier\"\naddress = \"{carrier}\"\noptions_interval_s = 0\n\
          [[routes]]\nprefix = \"\"\nto = \"trunks\"\n",
         media + 199,
         repo_file("config/tls/sip-test.crt").display(),
         repo_file("config/tls/sip-test.key").display(),
         repo_file("config/jwt/jwks.json").display(),
+        std::env::temp_dir()
+            .join(format!("kolokol-demo-cdr-{}.sqlite", std::process::id()))
+            .display(),
+        "11".repeat(32),
+        "22".repeat(32),
     );
     Config::parse(&text).map_err(|e| e.to_string())
 }
@@ -108,6 +116,7 @@ pub fn run_demo() -> Result<bool, String> {
     .map_err(|e| format!("simulated carrier: {e}"))?;
     println!("demo: simulated carrier (SIP UAS) on {}", carrier.addr());
     let cfg = demo_config(carrier.addr())?;
+    crate::log::init(&cfg.log);
     let gw = Gateway::start(&cfg, ApiStart::Required)?;
     let api = gw.api_addr().ok_or("the API did not start")?;
     println!(
@@ -119,7 +128,7 @@ pub fn run_demo() -> Result<bool, String> {
         .map_or(0, |d| d.as_secs() as i64);
     let args: Vec<String> = [
         "--scope",
-        "calls:write calls:read notifications:write admin",
+        "calls:write calls:read notifications:write cdr:read admin",
         "--sub",
         "demo-portal",
     ]
@@ -217,6 +226,26 @@ pub fn run_demo() -> Result<bool, String> {
     );
     ok &= fin["state"] == "completed" && view["result"] == "confirmed";
 
+    let cdrs = client
+        .request("GET", "/v1/cdrs?account=demo&limit=10", &[], None)
+        .map_err(|e| format!("GET /v1/cdrs: {e}"))?;
+    let recs = cdrs.json()["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("\ndemo: call records stored (GET /v1/cdrs, numbers encrypted at rest):");
+    for r in &recs {
+        println!(
+            "  {:<26} {:<14} {:<14} -> {:<14} status {:<10} billable {} s",
+            r["call_id"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            r["caller"].as_str().unwrap_or(""),
+            r["callee"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["billable_s"]
+        );
+    }
+    ok &= recs.len() >= 2;
     println!("\ndemo: what the simulated carrier heard:");
     for c in carrier.calls() {
         println!(
@@ -229,6 +258,9 @@ pub fn run_demo() -> Result<bool, String> {
         );
     }
     gw.stop();
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("kolokol-demo-cdr-{}.sqlite", std::process::id())),
+    );
     println!(
         "\ndemo: {}",
         if ok {

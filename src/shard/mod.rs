@@ -264,6 +264,16 @@ pub enum ShardEvent {
         /// What happened.
         event: OriginationEvent,
     },
+    /// A call's record (F-C1) for the CDR writer, with the shard's clock
+    /// anchor to turn its monotonic times into UTC.
+    Record {
+        /// The shard.
+        shard: usize,
+        /// The record.
+        record: Box<crate::call::CallRecord>,
+        /// (monotonic, wall clock) read together on the shard.
+        anchor: (std::time::Instant, SystemTime),
+    },
     /// A portal flow changed state ([`crate::call::flow::FlowState`]).
     Flow {
         /// The shard the flow lives on.

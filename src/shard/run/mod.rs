@@ -1550,7 +1550,19 @@ impl Shard {
                         }
                     }
                     B2buaOutput::Media(req) => self.sip_media(now, sip, req),
-                    B2buaOutput::Record(r) => sip.record(&r),
+                    B2buaOutput::Record(r) => {
+                        sip.record(&r);
+                        // To the control plane's CDR writer (off the packet
+                        // path); a full queue is counted.
+                        let ev = ShardEvent::Record {
+                            shard: self.cfg.index,
+                            record: Box::new(r),
+                            anchor: (Instant::now(), SystemTime::now()),
+                        };
+                        if self.events.try_send(ev).is_err() {
+                            sip.counters.records_dropped += 1;
+                        }
+                    }
                 }
             }
             // Originated calls' progress goes to their flow, or to the
