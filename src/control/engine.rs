@@ -346,13 +346,9 @@ impl Engine {
         let now = UtcTime::now();
         let mut detail = serde_json::Map::new();
         let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(id) = reg.by_corr.get(&ev.correlation).cloned() else {
-            return None;
-        };
+        let id = reg.by_corr.get(&ev.correlation).cloned()?;
         let terminal = ev.state.is_terminal();
-        let Some(entry) = reg.by_id.get_mut(&id) else {
-            return None;
-        };
+        let entry = reg.by_id.get_mut(&id)?;
         let (prev_state, prev_updated) = (entry.view.state, entry.view.updated_at);
         let v = &mut entry.view;
         v.state = state;
