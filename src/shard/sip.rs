@@ -55,6 +55,9 @@ pub(super) const RECV_BUDGET: usize = 256;
 /// Lower bound of a shard's transaction table (it grows on demand).
 const TRANSACTIONS_MIN: usize = 400_000;
 
+/// How long a busy SIP port is retried at start (see [`bind_group`]).
+pub(super) const PORT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Socket buffers: a burst of a few thousand INVITEs must not overflow.
 const SOCKET_BUFFER: usize = 8 << 20;
 
@@ -193,17 +196,30 @@ pub fn fast_call_id(bytes: &[u8]) -> Option<&str> {
 /// silently take part of our traffic).
 fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
     let domain = Domain::for_address(addr);
-    {
+    // A gateway that was just killed may still hold the port for a moment:
+    // its io_uring is torn down asynchronously, and the polls on its SIP
+    // sockets keep them open until then. So a busy port is tried again for
+    // a few seconds before it is an error.
+    let deadline = std::time::Instant::now() + PORT_BUSY_WAIT;
+    loop {
         let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
             probe.set_only_v6(true)?;
         }
-        probe.bind(&addr.into()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("SIP UDP {addr}: {e} (is another SIP server running?)"),
-            )
-        })?;
+        match probe.bind(&addr.into()) {
+            Ok(()) => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("SIP UDP {addr}: {e} (is another SIP server running?)"),
+                ))
+            }
+        }
     }
     (0..n)
         .map(|_| {

@@ -232,14 +232,25 @@ pub fn bind_listeners(addr: SocketAddr, t: Transport, n: usize) -> io::Result<Ve
         s.set_reuse_address(true)?;
         Ok(s)
     };
-    {
+    // As for UDP (shard::sip::bind_group): a just-killed gateway's ring may
+    // hold the port for a moment.
+    let deadline = std::time::Instant::now() + super::sip::PORT_BUSY_WAIT;
+    loop {
         let probe = new()?;
-        probe.bind(&addr.into()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("SIP {name} {addr}: {e} (is another SIP server running?)"),
-            )
-        })?;
+        match probe.bind(&addr.into()) {
+            Ok(()) => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("SIP {name} {addr}: {e} (is another SIP server running?)"),
+                ))
+            }
+        }
     }
     (0..n)
         .map(|_| {
