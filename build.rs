@@ -26,7 +26,11 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let obj = out.join("relay.bpf.o");
 
+    // Not built in: look again once packages are installed (clang and
+    // libbpf-dev both add to /usr/bin), without rerunning on every build.
+    let watch_installs = || println!("cargo::rerun-if-changed=/usr/bin");
     if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
+        watch_installs();
         println!(
             "cargo::warning=XDP not built in: /usr/include/bpf/bpf_helpers.h missing \
              (install libbpf-dev); the gateway is sockets-only"
@@ -50,13 +54,19 @@ fn main() {
         .status();
     match status {
         Ok(s) if s.success() => println!("cargo::rustc-cfg=kolokol_xdp"),
-        Ok(s) => println!(
-            "cargo::warning=XDP not built in: {clang} failed on bpf/relay.bpf.c ({s}); \
+        Ok(s) => {
+            watch_installs();
+            println!(
+                "cargo::warning=XDP not built in: {clang} failed on bpf/relay.bpf.c ({s}); \
              the gateway is sockets-only"
-        ),
-        Err(e) => println!(
-            "cargo::warning=XDP not built in: {clang} not found ({e}); install clang and \
+            )
+        }
+        Err(e) => {
+            watch_installs();
+            println!(
+                "cargo::warning=XDP not built in: {clang} not found ({e}); install clang and \
              libbpf-dev for the XDP data path; the gateway is sockets-only"
-        ),
+            )
+        }
     }
 }

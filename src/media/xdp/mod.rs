@@ -259,13 +259,36 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
-/// An interface's MAC address (from sysfs).
+/// An interface's MAC address, in the calling thread's network namespace
+/// (SIOCGIFHWADDR; sysfs would show the namespace it was mounted in).
 pub fn mac(name: &str) -> Option<[u8; 6]> {
-    if name.contains('/') || name.is_empty() {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return None;
     }
-    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
-    parse_mac(s.trim())
+    // SAFETY: an all-zero ifreq is valid; the name fits with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a socket, req a valid ifreq for SIOCGIFHWADDR.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut out = [0u8; 6];
+    for (d, s) in out.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Some(out)
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
@@ -510,7 +533,9 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:00:00"), None);
         assert_eq!(parse_mac("02:00:00:00:00:0a:0b"), None);
         assert_eq!(parse_mac("zz:00:00:00:00:0a"), None);
-        assert_eq!(mac("../etc"), None);
+        assert_eq!(mac("no/such"), None);
+        assert_eq!(mac(""), None);
+        assert_eq!(mac("lo"), Some([0; 6]));
         assert_eq!(ifindex("no\0such"), None);
     }
 
