@@ -484,6 +484,52 @@ impl Drop for XdpRelay {
     }
 }
 
+/// The gateway's start: with `datapath = "xdp"`, load the relay and attach
+/// it to every `xdp_interface`; if that fails, log why and return `None`
+/// (media relays on sockets). With `datapath = "sockets"`, `None`.
+pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
+    use crate::log::{log, Field, Level};
+    if cfg.datapath != crate::config::Datapath::Xdp {
+        log(Level::Info, "media data path: sockets", &[]);
+        return None;
+    }
+    let fallback = |why: &str| {
+        log(
+            Level::Warn,
+            "media data path: XDP unavailable, falling back to sockets",
+            &[("why", Field::Str(why))],
+        );
+        None
+    };
+    let mut relay = match XdpRelay::load() {
+        Ok(r) => r,
+        Err(e) => return fallback(&e.to_string()),
+    };
+    for iface in &cfg.xdp_interface {
+        match relay.attach(iface) {
+            Ok(a) => {
+                let mode = match a.mode {
+                    AttachMode::Native => "native",
+                    AttachMode::Generic => "generic",
+                };
+                let refused = a.native_refused.clone().unwrap_or_default();
+                log(
+                    Level::Info,
+                    "media data path: XDP relay attached",
+                    &[
+                        ("interface", Field::Str(iface)),
+                        ("mode", Field::Str(mode)),
+                        ("native_refused", Field::Str(&refused)),
+                    ],
+                );
+            }
+            // Dropping `relay` detaches what did attach.
+            Err(e) => return fallback(&e.to_string()),
+        }
+    }
+    Some(relay)
+}
+
 /// An error with its sources, on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -537,6 +583,19 @@ mod tests {
         assert_eq!(mac(""), None);
         assert_eq!(mac("lo"), Some([0; 6]));
         assert_eq!(ifindex("no\0such"), None);
+    }
+
+    #[test]
+    fn sockets_datapath_starts_no_xdp() {
+        let cfg = crate::config::MediaConfig::default();
+        assert!(start(&cfg).is_none());
+        // An interface that does not exist: falls back, does not fail.
+        let cfg = crate::config::MediaConfig {
+            datapath: crate::config::Datapath::Xdp,
+            xdp_interface: vec!["kx-no-such0".into()],
+            ..Default::default()
+        };
+        assert!(start(&cfg).is_none());
     }
 
     #[test]
