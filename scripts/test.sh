@@ -13,6 +13,12 @@ command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
 # libsrtp2 (headers and library) for the SRTP interop test and bench.
 [ -f /usr/include/srtp2/srtp.h ] || need_pkgs+=(libsrtp2-dev)
 command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
+# The XDP relay program (bpf/relay.bpf.c, built by build.rs) and its veth
+# test (tests/xdp_veth.rs): clang, libbpf's headers, iproute2, ethtool.
+command -v clang >/dev/null 2>&1 || need_pkgs+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v ethtool >/dev/null 2>&1 || need_pkgs+=(ethtool)
 # schemathesis (PyPI) runs in a venv the API test makes (scripts/schemathesis.sh).
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)

@@ -52,6 +52,35 @@ pub enum PortMode {
     PerCall,
 }
 
+/// Which data path relays media (DESIGN.md, "Two data paths behind one
+/// relay table").
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Datapath {
+    /// io_uring over one UDP socket per leg port.
+    #[default]
+    Sockets,
+    /// The XDP relay program on `xdp_interface` forwards plain RTP; what it
+    /// does not take still goes through the sockets. Falls back to
+    /// `sockets` (and says why) when the program is not built in or cannot
+    /// attach.
+    Xdp,
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -336,6 +365,12 @@ pub struct MediaConfig {
     pub port_mode: PortMode,
     /// Concurrent calls per shard.
     pub calls_max: usize,
+    /// `sockets` or `xdp`.
+    pub datapath: Datapath,
+    /// Interface(s) the XDP relay attaches to (`datapath = "xdp"`): a name
+    /// or a list of names.
+    #[serde(deserialize_with = "one_or_many")]
+    pub xdp_interface: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -351,6 +386,8 @@ impl Default for MediaConfig {
             dscp: 46,
             port_mode: PortMode::PerLeg,
             calls_max: 16000,
+            datapath: Datapath::Sockets,
+            xdp_interface: Vec::new(),
         }
     }
 }
@@ -1280,6 +1317,12 @@ impl Config {
         if m.dscp > 63 {
             return invalid("media.dscp", format!("{} is not in 0..=63", m.dscp));
         }
+        if m.datapath == Datapath::Xdp && m.xdp_interface.is_empty() {
+            return invalid(
+                "media.xdp_interface",
+                "datapath = \"xdp\" needs the interface(s) to attach to".into(),
+            );
+        }
         if m.timeout_s == 0 {
             return invalid("media.timeout_s", "must be at least 1 second".into());
         }
@@ -1843,6 +1886,15 @@ mod test {
         assert!(e.to_string().contains("media.dscp"), "{e}");
         let e = Config::parse("[media]\nport_mode = \"per-call\"\n").unwrap();
         assert_eq!(e.media.port_mode, PortMode::PerCall);
+        let x = Config::parse("[media]\ndatapath = \"xdp\"\nxdp_interface = [\"eth0\"]\n").unwrap();
+        assert_eq!(x.media.datapath, Datapath::Xdp);
+        assert_eq!(x.media.xdp_interface, vec!["eth0".to_string()]);
+        assert!(Config::parse("[media]\ndatapath = \"dpdk\"\n").is_err());
+        let one =
+            Config::parse("[media]\ndatapath = \"xdp\"\nxdp_interface = \"veth0\"\n").unwrap();
+        assert_eq!(one.media.xdp_interface, vec!["veth0".to_string()]);
+        let e = Config::parse("[media]\ndatapath = \"xdp\"\n").unwrap_err();
+        assert!(e.to_string().contains("media.xdp_interface"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Gateway {
     ev_thread: Option<JoinHandle<()>>,
     /// The CDR writer and store (F-C2), when `[cdr] keys` are configured.
     cdr: Option<Cdr>,
+    /// The XDP relay, when `datapath = "xdp"` and it attached (detached on
+    /// drop); `None` relays on sockets only.
+    pub xdp: Option<crate::media::xdp::XdpRelay>,
 }
 
 struct Cdr {
@@ -126,6 +129,7 @@ impl Gateway {
             ng_thread: Some(ng_thread),
             ev_thread: Some(ev_thread),
             cdr,
+            xdp: crate::media::xdp::start(&cfg.media),
         };
         if cfg.api.enabled {
             let ready = cfg.api.check_startable();

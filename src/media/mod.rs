@@ -11,3 +11,4 @@ pub mod relay;
 pub mod rtp;
 pub mod srtp;
 pub mod stats;
+pub mod xdp;

@@ -1,0 +1,611 @@
+//! The XDP data path (DESIGN.md, "Two data paths behind one relay table").
+//!
+//! `bpf/relay.bpf.c`, compiled by `build.rs` with clang when clang and
+//! libbpf-dev are present, forwards plain RTP in the driver's receive path
+//! from a BPF hash map of relay entries. This module loads it with `aya`,
+//! attaches it to interfaces (native mode, then generic mode with the reason
+//! native failed), and manages the map: [`XdpRelay::insert`],
+//! [`XdpRelay::remove`], [`XdpRelay::counters`]. Dropping an [`XdpRelay`]
+//! detaches it everywhere.
+//!
+//! Without clang the program is not built in: [`built_in`] is false and
+//! [`XdpRelay::load`] says so; the gateway relays on sockets only.
+//!
+//! An [`XdpEntry`] is one direction of a leg pair, the same meaning as a
+//! [`crate::media::relay::Leg`] and its peer: what the leg's remote sends to
+//! `local` leaves from the peer leg's socket address (`new_src`) toward the
+//! peer's remote (`new_dst`). IPv4 only for now.
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, TestRun, TestRunOptions};
+
+/// The compiled program, when build.rs could build it.
+#[cfg(kolokol_xdp)]
+static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
+    env!("OUT_DIR"),
+    "/relay.bpf.o"
+)));
+#[cfg(not(kolokol_xdp))]
+static OBJECT: Option<&[u8]> = None;
+
+/// Whether this build carries the XDP program (clang was there at build
+/// time).
+pub fn built_in() -> bool {
+    OBJECT.is_some()
+}
+
+/// Why the XDP path is not available or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// Built without clang/libbpf-dev.
+    #[error("XDP not built in (clang and libbpf-dev were missing at build time); sockets only")]
+    NotBuiltIn,
+    /// The kernel refused the program or its maps.
+    #[error("loading the XDP program: {0}")]
+    Load(String),
+    /// No such interface.
+    #[error("no interface {0:?}")]
+    NoInterface(String),
+    /// Neither native nor generic mode attached.
+    #[error("attaching XDP to {iface}: native: {native}; generic: {generic}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// Why native (driver) mode failed.
+        native: String,
+        /// Why generic (SKB) mode failed.
+        generic: String,
+    },
+    /// A map operation failed.
+    #[error("relay map: {0}")]
+    Map(String),
+    /// Only IPv4 entries for now.
+    #[error("XDP relay entries are IPv4 only")]
+    NotIpv4,
+}
+
+/// Map key: the local address and port the remote sends to (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RawKey {
+    addr: u32,
+    port: u16,
+    pad: u16,
+}
+
+/// Map value, laid out as `struct relay_entry` in bpf/relay.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawEntry {
+    expect_addr: u32,
+    expect_port: u16,
+    strict: u8,
+    pad0: u8,
+    new_saddr: u32,
+    new_sport: u16,
+    pad1: u16,
+    new_daddr: u32,
+    new_dport: u16,
+    pad2: u16,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    ifindex: u32,
+}
+
+/// Per-CPU counters, laid out as `struct relay_counters`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCounters {
+    packets: u64,
+    bytes: u64,
+    src_drops: u64,
+    last_seen_ns: u64,
+}
+
+// SAFETY: plain `repr(C)` data with explicit padding fields, no pointers.
+unsafe impl aya::Pod for RawKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawCounters {}
+
+fn key_of(local: SocketAddrV4) -> RawKey {
+    RawKey {
+        addr: u32::from_ne_bytes(local.ip().octets()),
+        port: local.port().to_be(),
+        pad: 0,
+    }
+}
+
+/// Where forwarded packets leave: the interface and the Ethernet addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Egress {
+    /// Egress interface index.
+    pub ifindex: u32,
+    /// The next hop's MAC.
+    pub dst_mac: [u8; 6],
+    /// The egress interface's MAC.
+    pub src_mac: [u8; 6],
+}
+
+/// One relay direction, as installed in the BPF map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpEntry {
+    /// The local address and port the leg's remote sends to (the key).
+    pub local: SocketAddrV4,
+    /// The expected source (the leg's remote); `None` accepts any.
+    pub expect_src: Option<SocketAddrV4>,
+    /// Strict source: drop (and count) datagrams from another source.
+    pub strict: bool,
+    /// The new source: the peer leg's local socket address.
+    pub new_src: SocketAddrV4,
+    /// The new destination: the peer leg's remote.
+    pub new_dst: SocketAddrV4,
+    /// Where to send; `None` lets the program ask the kernel's FIB and
+    /// neighbour tables (it passes the packet to the stack when they have
+    /// no answer yet).
+    pub egress: Option<Egress>,
+}
+
+impl XdpEntry {
+    fn raw(&self) -> RawEntry {
+        let (expect_addr, expect_port) = match self.expect_src {
+            Some(a) => (u32::from_ne_bytes(a.ip().octets()), a.port().to_be()),
+            None => (0, 0),
+        };
+        let eg = self.egress.unwrap_or(Egress {
+            ifindex: 0,
+            dst_mac: [0; 6],
+            src_mac: [0; 6],
+        });
+        RawEntry {
+            expect_addr,
+            expect_port,
+            strict: u8::from(self.strict),
+            new_saddr: u32::from_ne_bytes(self.new_src.ip().octets()),
+            new_sport: self.new_src.port().to_be(),
+            new_daddr: u32::from_ne_bytes(self.new_dst.ip().octets()),
+            new_dport: self.new_dst.port().to_be(),
+            dst_mac: eg.dst_mac,
+            src_mac: eg.src_mac,
+            ifindex: eg.ifindex,
+            ..RawEntry::default()
+        }
+    }
+}
+
+/// One entry's counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (Ethernet frames).
+    pub bytes: u64,
+    /// Packets dropped by the strict source check.
+    pub src_drops: u64,
+    /// CLOCK_MONOTONIC of the last forwarded packet, ns (0: none yet).
+    pub last_seen_ns: u64,
+}
+
+/// Program-wide counters (`relay_stats`), summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Not IPv4/UDP: passed to the stack.
+    pub pass_not_udp4: u64,
+    /// IPv4/UDP with no entry: passed to the stack.
+    pub pass_no_entry: u64,
+    /// Entry matched but fragments, IP options or no FIB answer: passed.
+    pub pass_other: u64,
+    /// Forwarded (XDP_TX or redirect).
+    pub forwarded: u64,
+    /// Dropped by the strict source check.
+    pub drop_source: u64,
+    /// bpf_redirect refused.
+    pub redirect_err: u64,
+}
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (native XDP).
+    Native,
+    /// Generic (SKB) mode; `reason` says why native failed.
+    Generic,
+}
+
+/// An attachment.
+#[derive(Debug)]
+pub struct Attached {
+    /// Interface name.
+    pub iface: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Mode.
+    pub mode: AttachMode,
+    /// Why native mode was refused (generic mode only).
+    pub native_refused: Option<String>,
+    prog: &'static str,
+    link: Option<aya::programs::xdp::XdpLinkId>,
+}
+
+/// The loaded XDP relay: program, maps, attachments.
+pub struct XdpRelay {
+    ebpf: Ebpf,
+    entries: HashMap<MapData, RawKey, RawEntry>,
+    counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    stats: PerCpuArray<MapData, u64>,
+    ncpus: usize,
+    attached: Vec<Attached>,
+}
+
+/// The relay program's name in the object.
+const PROG_RELAY: &str = "kolokol_relay";
+/// The XDP_PASS program (for veth peers).
+const PROG_PASS: &str = "kolokol_pass";
+
+fn map_err(e: impl std::fmt::Display) -> XdpError {
+    XdpError::Map(e.to_string())
+}
+
+/// The index of an interface, if it exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// An interface's MAC address, in the calling thread's network namespace
+/// (SIOCGIFHWADDR; sysfs would show the namespace it was mounted in).
+pub fn mac(name: &str) -> Option<[u8; 6]> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return None;
+    }
+    // SAFETY: an all-zero ifreq is valid; the name fits with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a socket, req a valid ifreq for SIOCGIFHWADDR.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut out = [0u8; 6];
+    for (d, s) in out.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Some(out)
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+impl XdpRelay {
+    /// Load the program and its maps into the kernel (not attached yet).
+    pub fn load() -> Result<XdpRelay, XdpError> {
+        let obj = OBJECT.ok_or(XdpError::NotBuiltIn)?;
+        let mut ebpf = Ebpf::load(obj).map_err(|e| XdpError::Load(e.to_string()))?;
+        for name in [PROG_RELAY, PROG_PASS] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| XdpError::Load(format!("program {name} missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+            prog.load()
+                .map_err(|e| XdpError::Load(format!("{name}: {e}")))?;
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| XdpError::Load(format!("map {name} missing")))
+        };
+        let entries = HashMap::try_from(take(&mut ebpf, "relay_map")?).map_err(map_err)?;
+        let counters = PerCpuHashMap::try_from(take(&mut ebpf, "relay_ctrs")?).map_err(map_err)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "relay_stats")?).map_err(map_err)?;
+        let ncpus =
+            aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
+        Ok(XdpRelay {
+            ebpf,
+            entries,
+            counters,
+            stats,
+            ncpus,
+            attached: Vec::new(),
+        })
+    }
+
+    /// Attach the relay program to `iface`: native mode, else generic mode
+    /// (the returned attachment says why native was refused).
+    pub fn attach(&mut self, iface: &str) -> Result<&Attached, XdpError> {
+        self.attach_prog(PROG_RELAY, iface)
+    }
+
+    /// Attach the XDP_PASS program to `iface` (a veth peer that receives
+    /// redirected frames needs one in native mode).
+    pub fn attach_pass(&mut self, iface: &str) -> Result<&Attached, XdpError> {
+        self.attach_prog(PROG_PASS, iface)
+    }
+
+    fn prog(&mut self, name: &str) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| XdpError::Load(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))
+    }
+
+    fn attach_prog(&mut self, name: &'static str, iface: &str) -> Result<&Attached, XdpError> {
+        let ifindex = ifindex(iface).ok_or_else(|| XdpError::NoInterface(iface.to_string()))?;
+        let prog = self.prog(name)?;
+        let (link, mode, native_refused) = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(l) => (l, AttachMode::Native, None),
+            Err(native) => {
+                let native = error_chain(&native);
+                match prog.attach_to_if_index(ifindex, XdpMode::Skb) {
+                    Ok(l) => (l, AttachMode::Generic, Some(native)),
+                    Err(generic) => {
+                        return Err(XdpError::Attach {
+                            iface: iface.to_string(),
+                            native,
+                            generic: error_chain(&generic),
+                        })
+                    }
+                }
+            }
+        };
+        self.attached.push(Attached {
+            iface: iface.to_string(),
+            ifindex,
+            mode,
+            native_refused,
+            prog: name,
+            link: Some(link),
+        });
+        // Just pushed.
+        Ok(&self.attached[self.attached.len() - 1])
+    }
+
+    /// The attachments.
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+
+    /// Install (or replace) an entry; its counters start at zero.
+    pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
+        let key = key_of(e.local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, e.raw(), 0).map_err(map_err)
+    }
+
+    /// Remove the entry for `local` (and its counters); packets to it then
+    /// go to the stack. Removing an absent entry is not an error.
+    pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The counters of the entry for `local`, `None` if it is not installed.
+    pub fn counters(&self, local: SocketAddrV4) -> Result<Option<XdpCounters>, XdpError> {
+        match self.counters.get(&key_of(local), 0) {
+            Ok(per_cpu) => {
+                let mut c = XdpCounters::default();
+                for v in per_cpu.iter() {
+                    c.packets += v.packets;
+                    c.bytes += v.bytes;
+                    c.src_drops += v.src_drops;
+                    c.last_seen_ns = c.last_seen_ns.max(v.last_seen_ns);
+                }
+                Ok(Some(c))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Program-wide counters.
+    pub fn stats(&self) -> Result<XdpStats, XdpError> {
+        let mut v = [0u64; 6];
+        for (i, slot) in v.iter_mut().enumerate() {
+            let idx = u32::try_from(i).unwrap_or(u32::MAX);
+            *slot = self.stats.get(&idx, 0).map_err(map_err)?.iter().sum();
+        }
+        Ok(XdpStats {
+            pass_not_udp4: v[0],
+            pass_no_entry: v[1],
+            pass_other: v[2],
+            forwarded: v[3],
+            drop_source: v[4],
+            redirect_err: v[5],
+        })
+    }
+
+    /// Run the relay program `repeat` times on `frame` with
+    /// `BPF_PROG_TEST_RUN` (not attached, no packet leaves): the XDP action
+    /// and the kernel's mean time per run.
+    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), XdpError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.prog(PROG_RELAY)?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let r = prog
+            .test_run(opts)
+            .map_err(|e| XdpError::Load(error_chain(&e)))?;
+        Ok((r.return_value, r.duration))
+    }
+
+    fn detach_all(&mut self) {
+        let mut att = std::mem::take(&mut self.attached);
+        for a in &mut att {
+            if let Some(link) = a.link.take() {
+                if let Ok(p) = self.prog(a.prog) {
+                    // Nothing more to do if the kernel already let go.
+                    let _ = p.detach(link);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for XdpRelay {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// The gateway's start: with `datapath = "xdp"`, load the relay and attach
+/// it to every `xdp_interface`; if that fails, log why and return `None`
+/// (media relays on sockets). With `datapath = "sockets"`, `None`.
+pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
+    use crate::log::{log, Field, Level};
+    if cfg.datapath != crate::config::Datapath::Xdp {
+        log(Level::Info, "media data path: sockets", &[]);
+        return None;
+    }
+    let fallback = |why: &str| {
+        log(
+            Level::Warn,
+            "media data path: XDP unavailable, falling back to sockets",
+            &[("why", Field::Str(why))],
+        );
+        None
+    };
+    let mut relay = match XdpRelay::load() {
+        Ok(r) => r,
+        Err(e) => return fallback(&e.to_string()),
+    };
+    for iface in &cfg.xdp_interface {
+        match relay.attach(iface) {
+            Ok(a) => {
+                let mode = match a.mode {
+                    AttachMode::Native => "native",
+                    AttachMode::Generic => "generic",
+                };
+                let refused = a.native_refused.clone().unwrap_or_default();
+                log(
+                    Level::Info,
+                    "media data path: XDP relay attached",
+                    &[
+                        ("interface", Field::Str(iface)),
+                        ("mode", Field::Str(mode)),
+                        ("native_refused", Field::Str(&refused)),
+                    ],
+                );
+            }
+            // Dropping `relay` detaches what did attach.
+            Err(e) => return fallback(&e.to_string()),
+        }
+    }
+    Some(relay)
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_c_structs() {
+        assert_eq!(std::mem::size_of::<RawKey>(), 8);
+        assert_eq!(std::mem::size_of::<RawEntry>(), 40);
+        assert_eq!(std::mem::size_of::<RawCounters>(), 32);
+    }
+
+    #[test]
+    fn entry_fields_are_network_order() {
+        let e = XdpEntry {
+            local: "10.0.0.1:30000".parse().unwrap(),
+            expect_src: Some("10.0.0.2:4000".parse().unwrap()),
+            strict: true,
+            new_src: "10.0.1.1:30002".parse().unwrap(),
+            new_dst: "10.0.1.2:5000".parse().unwrap(),
+            egress: None,
+        };
+        let r = e.raw();
+        assert_eq!(r.expect_addr.to_ne_bytes(), [10, 0, 0, 2]);
+        assert_eq!(r.expect_port.to_ne_bytes(), 4000u16.to_be_bytes());
+        assert_eq!(r.new_dport.to_ne_bytes(), 5000u16.to_be_bytes());
+        assert_eq!(r.strict, 1);
+        assert_eq!(r.ifindex, 0);
+        let k = key_of(e.local);
+        assert_eq!(k.port.to_ne_bytes(), 30000u16.to_be_bytes());
+    }
+
+    #[test]
+    fn macs_parse_and_reject() {
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:0a:0b"), None);
+        assert_eq!(parse_mac("zz:00:00:00:00:0a"), None);
+        assert_eq!(mac("no/such"), None);
+        assert_eq!(mac(""), None);
+        assert_eq!(mac("lo"), Some([0; 6]));
+        assert_eq!(ifindex("no\0such"), None);
+    }
+
+    #[test]
+    fn sockets_datapath_starts_no_xdp() {
+        let cfg = crate::config::MediaConfig::default();
+        assert!(start(&cfg).is_none());
+        // An interface that does not exist: falls back, does not fail.
+        let cfg = crate::config::MediaConfig {
+            datapath: crate::config::Datapath::Xdp,
+            xdp_interface: vec!["kx-no-such0".into()],
+            ..Default::default()
+        };
+        assert!(start(&cfg).is_none());
+    }
+
+    #[test]
+    fn load_says_why_when_not_built_in() {
+        if !built_in() {
+            let e = XdpRelay::load()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("not built in"), "{e}");
+        }
+    }
+}
