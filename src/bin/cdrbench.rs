@@ -19,14 +19,19 @@
 //!    plus the audit-log insert, a durable commit of its own); then
 //!    `--account-searches` by account and a random 24-hour window; then
 //!    `--hot-searches` by one of the gateway's own presentation numbers,
-//!    which are on about a tenth of all records each. Latencies are
+//!    which are on about a fifth of all records each. Latencies are
 //!    p50/p90/p99/max. The query plan of the number search is printed.
 //! 3. **export**: the whole store through [`StoreCdrService::export`] and
 //!    the API's CSV writer ([`csv_row`], chunks of [`EXPORT_CHUNK_BYTES`]
 //!    taken off the buffer as the handler does) into `/dev/null`, while a
 //!    sampler reads `VmRSS` every 0.5 s; the peak (and `VmHWM`, reset
 //!    through `/proc/self/clear_refs` before the export) against the RSS
-//!    before.
+//!    before; the rows/s in each tenth of the export (a page's cost
+//!    should not depend on where it is) and the plan of a page's query.
+//!
+//! The writer phase also reports the writer thread's CPU time and the
+//! bytes this process wrote to storage (`/proc/self/io`), so a rate can
+//! be told CPU-bound from I/O-bound.
 //!
 //! The records: numbers from a pool of `--pool` random German E.164
 //! numbers; 40 % click-to-call and 40 % notifications from `--accounts`
@@ -59,7 +64,7 @@ use std::time::{Duration, Instant};
 
 use kolokol::cdr::pg::PgStore;
 use kolokol::cdr::service::StoreCdrService;
-use kolokol::cdr::store::{Db, Val};
+use kolokol::cdr::store::{Db, Val, EXPORT_CHUNK};
 use kolokol::cdr::{
     Cdr, CdrFilter, CdrKeys, CdrKind, CdrStatus, CdrStore, CdrWriter, Cipher, HangupSide,
     LegQuality, SqliteStore, SubmitError, WriterConfig,
@@ -614,30 +619,45 @@ impl Backend {
         }
     }
 
-    /// The plan of the number search the store runs.
-    fn number_plan(&self, keys: &CdrKeys, page: usize) -> Vec<String> {
-        let h = keys.search_hash(PRESENTATION[0]).to_vec();
-        let args = [Val::B(h.clone()), Val::B(h)];
+    /// The plan of `SELECT * FROM cdr WHERE cond ORDER BY created_ms DESC,
+    /// seq DESC LIMIT limit`, as the store's queries have it (`cond` with
+    /// SQLite's `?N`, turned into `$N` for PostgreSQL).
+    fn plan(&self, cond: &str, args: &[Val], limit: usize) -> Vec<String> {
+        let order = format!("ORDER BY created_ms DESC, seq DESC LIMIT {limit}");
         match self {
             Backend::Sqlite(_) => self.rows(
-                &format!(
-                    "EXPLAIN QUERY PLAN SELECT * FROM cdr WHERE (caller_h = ?1 OR callee_h = ?2) \
-                     ORDER BY created_ms DESC, seq DESC LIMIT {}",
-                    page + 1
-                ),
-                &args,
+                &format!("EXPLAIN QUERY PLAN SELECT * FROM cdr WHERE {cond} {order}"),
+                args,
                 &[3],
             ),
             Backend::Pg(_) => self.rows(
                 &format!(
-                    "EXPLAIN SELECT * FROM cdr WHERE (caller_h = $1 OR callee_h = $2) \
-                     ORDER BY created_ms DESC, seq DESC LIMIT {}",
-                    page + 1
+                    "EXPLAIN SELECT * FROM cdr WHERE {} {order}",
+                    cond.replace('?', "$")
                 ),
-                &args,
+                args,
                 &[0],
             ),
         }
+    }
+
+    /// The plan of the search by `number`.
+    fn number_plan(&self, keys: &CdrKeys, number: &str, page: usize) -> Vec<String> {
+        let h = keys.search_hash(number).to_vec();
+        self.plan(
+            "(caller_h = ?1 OR callee_h = ?2)",
+            &[Val::B(h.clone()), Val::B(h)],
+            page + 1,
+        )
+    }
+
+    /// The plan of an export page after the first (the cursor condition).
+    fn export_plan(&self, at_ms: i64) -> Vec<String> {
+        self.plan(
+            "(created_ms < ?1 OR (created_ms = ?2 AND seq < ?3))",
+            &[Val::I(at_ms), Val::I(at_ms), Val::I(i64::MAX)],
+            EXPORT_CHUNK + 1,
+        )
     }
 }
 
@@ -891,7 +911,8 @@ fn phase_search(a: &Args, be: &Backend, gen: &Gen) -> Value {
     let store = be.store();
     let svc = StoreCdrService::new(store.clone());
     let mut rng = StdRng::seed_from_u64(a.seed ^ 0x5ea2c4);
-    let plan = be.number_plan(store.keys(), a.page);
+    let plan = be.number_plan(store.keys(), &gen.pool[0], a.page);
+    let hot_plan = be.number_plan(store.keys(), PRESENTATION[0], a.page);
 
     let pool = &gen.pool;
     let (num_store, num_svc, num_rows) =
@@ -932,13 +953,17 @@ fn phase_search(a: &Args, be: &Backend, gen: &Gen) -> Value {
         "by_account_24h": { "store": acc_store, "service": acc_svc, "rows": acc_rows },
         "by_presentation_number": {
             "store": lat_stats(hot),
-            "matching_rows_each": a.records * 2 / 5 / PRESENTATION.len() as u64,
+            "plan": hot_plan,
+            "matching_rows_each": a.records * 4 / 5 / PRESENTATION.len() as u64,
             "rows": hot_rows,
         },
     })
 }
 
-fn phase_export(be: &Backend) -> Value {
+fn phase_export(be: &Backend, gen: &Gen) -> Value {
+    let plan = be.export_plan(gen.t0_ms + gen.span_ms / 2);
+    let expect = gen.n;
+    let mut at_tenth: Vec<f64> = Vec::with_capacity(10);
     let store = be.store();
     let svc = StoreCdrService::new(store);
     let who = principal("cdr:export");
@@ -963,7 +988,10 @@ fn phase_export(be: &Backend) -> Value {
     let n = svc
         .export(&who, &CdrFilter::default(), &mut |c| {
             csv_row(&mut buf, c);
-            rows.fetch_add(1, Ordering::Relaxed);
+            let done = rows.fetch_add(1, Ordering::Relaxed) + 1;
+            if at_tenth.len() < 10 && done >= expect * (at_tenth.len() as u64 + 1) / 10 {
+                at_tenth.push(t0.elapsed().as_secs_f64());
+            }
             if buf.len() >= EXPORT_CHUNK_BYTES {
                 let chunk = bytes::Bytes::from(std::mem::take(&mut buf));
                 bytes += chunk.len() as u64;
@@ -988,8 +1016,20 @@ fn phase_export(be: &Backend) -> Value {
             tenths.push(mib(s.2));
         }
     }
+    // Rows per second in each tenth of the export: flat means each page
+    // costs the same wherever it is.
+    let rate_tenths: Vec<u64> = at_tenth
+        .iter()
+        .scan(0.0, |prev, &t| {
+            let r = (expect as f64 / 10.0 / (t - *prev)).round() as u64;
+            *prev = t;
+            Some(r)
+        })
+        .collect();
     json!({
+        "plan": plan,
         "rows": n,
+        "rows_per_s_by_tenth": rate_tenths,
         "bytes": bytes,
         "seconds": (took.as_secs_f64() * 1000.0).round() / 1000.0,
         "rows_per_s": (n as f64 / took.as_secs_f64()).round() as u64,
@@ -1148,11 +1188,16 @@ fn main() {
         );
         println!("by tenth  {} records/s", w["records_per_s_by_tenth"]);
         println!(
-            "CPU       writer thread {} s, process {} s; storage writes {} MiB ({} KiB/record)",
+            "CPU       writer thread {} s, process {} s; storage writes {} MiB ({} KiB/record){}",
             w["writer_thread_cpu_s"],
             w["process_cpu_s"],
             w["storage_write_mib"],
-            w["storage_write_kib_per_record"]
+            w["storage_write_kib_per_record"],
+            if matches!(be, Backend::Pg(_)) {
+                " by this process: the server's are not counted"
+            } else {
+                ""
+            }
         );
         report["writer"] = w;
     }
@@ -1191,11 +1236,23 @@ fn main() {
         "presentation number, store.search",
         &s["by_presentation_number"]["store"],
     );
+    if s["by_presentation_number"]["plan"] != s["number_plan"] {
+        for l in s["by_presentation_number"]["plan"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            println!("plan      {}", l.as_str().unwrap_or(""));
+        }
+    }
     report["search"] = s;
 
     if a.export {
         println!("\n== export: every record as CSV to /dev/null");
-        let e = phase_export(&be);
+        let e = phase_export(&be, &gen);
+        for l in e["plan"].as_array().into_iter().flatten() {
+            println!("plan      {}", l.as_str().unwrap_or(""));
+        }
         println!(
             "export    {} rows, {} MiB/s, {} rows/s, {} s",
             e["rows"], e["mib_per_s"], e["rows_per_s"], e["seconds"]
@@ -1205,6 +1262,7 @@ fn main() {
             e["rss_before_mib"], e["rss_peak_sampled_mib"], e["rss_hwm_mib"], e["rss_growth_mib"]
         );
         println!("by tenth  {} MiB", e["rss_by_tenth_mib"]);
+        println!("by tenth  {} rows/s", e["rows_per_s_by_tenth"]);
         report["export"] = e;
     }
     let load_after = loadavg();
