@@ -477,6 +477,17 @@ fn machine() -> Value {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    // Tracked files changed since the commit (at run time): "-dirty".
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    let commit = if dirty && !commit.is_empty() {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    };
     json!({
         "cpu": cpu,
         "cores": thread::available_parallelism().map_or(0, |n| n.get()),
