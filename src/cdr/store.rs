@@ -477,12 +477,13 @@ impl<D: Db> SqlStore<D> {
             conds.push(format!("trunk = {}", bind(&mut args, Val::T(t.clone()))));
         }
         if let Some(c) = after {
+            // A row-value comparison, which both databases turn into a range
+            // on the (created_ms, seq) index: every page (and an export's
+            // every chunk) starts where the last ended instead of scanning
+            // past the rows already sent, as `a < x OR (a = x AND ...)` did.
             let a = bind(&mut args, Val::I(c.created_ms));
-            let b = bind(&mut args, Val::I(c.created_ms));
             let s = bind(&mut args, Val::I(c.seq));
-            conds.push(format!(
-                "(created_ms < {a} OR (created_ms = {b} AND seq < {s}))"
-            ));
+            conds.push(format!("(created_ms, seq) < ({a}, {s})"));
         }
         if conds.is_empty() {
             (String::new(), args)
