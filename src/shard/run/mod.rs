@@ -1028,61 +1028,31 @@ impl Shard {
                     let _ = reply.send(r);
                 }
                 ShardCmd::Originate { req, reply } => {
-                    let r = match self.sip.take() {
-                        Some(mut sip) => {
-                            let r = sip.b2b.originate(now, req).map_err(ShardError::Refused);
-                            self.drive_sip(&mut sip, now);
-                            self.sip_deadline = sip.next_deadline();
-                            self.sip = Some(sip);
-                            r
-                        }
-                        None => Err(ShardError::NoSip),
-                    };
+                    let r = self.sip_command(now, |sip, now| {
+                        sip.b2b.originate(now, req).map_err(ShardError::Refused)
+                    });
                     let _ = reply.send(r);
                 }
                 ShardCmd::HangupOrigination { id, reply } => {
-                    let r = match self.sip.take() {
-                        Some(mut sip) => {
-                            let r = sip
-                                .b2b
-                                .hangup_origination(now, id)
-                                .map_err(|_| ShardError::UnknownOrigination);
-                            self.drive_sip(&mut sip, now);
-                            self.sip_deadline = sip.next_deadline();
-                            self.sip = Some(sip);
-                            r
-                        }
-                        None => Err(ShardError::NoSip),
-                    };
+                    let r = self.sip_command(now, |sip, now| {
+                        sip.b2b
+                            .hangup_origination(now, id)
+                            .map_err(|_| ShardError::UnknownOrigination)
+                    });
                     let _ = reply.send(r);
                 }
                 ShardCmd::StartFlow { req, reply } => {
-                    let r = match self.sip.take() {
-                        Some(mut sip) => {
-                            let r = sip.flows.start(now, req).map_err(ShardError::Flow);
-                            self.drive_sip(&mut sip, now);
-                            self.sip_deadline = sip.next_deadline();
-                            self.sip = Some(sip);
-                            r
-                        }
-                        None => Err(ShardError::NoSip),
-                    };
+                    let r = self.sip_command(now, |sip, now| {
+                        sip.flows.start(now, req).map_err(ShardError::Flow)
+                    });
                     let _ = reply.send(r);
                 }
                 ShardCmd::HangupFlow { id, reply } => {
-                    let r = match self.sip.take() {
-                        Some(mut sip) => {
-                            let r = sip
-                                .flows
-                                .hangup(now, id)
-                                .map_err(|_| ShardError::UnknownOrigination);
-                            self.drive_sip(&mut sip, now);
-                            self.sip_deadline = sip.next_deadline();
-                            self.sip = Some(sip);
-                            r
-                        }
-                        None => Err(ShardError::NoSip),
-                    };
+                    let r = self.sip_command(now, |sip, now| {
+                        sip.flows
+                            .hangup(now, id)
+                            .map_err(|_| ShardError::UnknownOrigination)
+                    });
                     let _ = reply.send(r);
                 }
                 ShardCmd::ReloadTrunks { cfg, reply } => {
@@ -1454,6 +1424,32 @@ impl Shard {
 
     // ---- SIP ---------------------------------------------------------------
 
+    /// The SIP layer's next deadline: its own timers and the prompt
+    /// players' next packet.
+    fn next_sip_deadline(&self, sip: &mut SipShard) -> Option<Instant> {
+        match (sip.next_deadline(), self.pm.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs a control-plane command against the SIP layer, then carries
+    /// out what it caused and notes the next deadline.
+    fn sip_command<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut SipShard, Instant) -> Result<T, ShardError>,
+    ) -> Result<T, ShardError> {
+        let Some(mut sip) = self.sip.take() else {
+            return Err(ShardError::NoSip);
+        };
+        let r = f(&mut sip, now);
+        self.drive_sip(&mut sip, now);
+        self.sip_deadline = self.next_sip_deadline(&mut sip);
+        self.sip = Some(sip);
+        r
+    }
+
     /// One turn of the SIP layer: read ready sockets and the inbox (each
     /// within a budget), fire due timers, carry out everything the endpoint
     /// and the B2BUA ask for, and note the next deadline.
@@ -1483,10 +1479,7 @@ impl Shard {
         }
         self.pump_players(&mut sip, now);
         self.drive_sip(&mut sip, now);
-        self.sip_deadline = match (sip.next_deadline(), self.pm.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.sip_deadline = self.next_sip_deadline(&mut sip);
         self.sip_busy = inbox_more || sip.more.iter().any(|&m| m);
         // Trunk health changes are rare and matter to operators: log them.
         while let Some(ev) = sip.b2b.trunks().poll_event() {
@@ -1740,7 +1733,7 @@ impl Shard {
             }
             self.drive_sip(&mut sip, now);
             // The BYEs sent here armed retransmit timers: wait() must see them.
-            self.sip_deadline = sip.next_deadline();
+            self.sip_deadline = self.next_sip_deadline(&mut sip);
             self.sip = Some(sip);
         }
         for ci in expired {
