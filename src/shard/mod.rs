@@ -292,20 +292,26 @@ pub struct Origination {
     pub id: OriginationId,
 }
 
+/// The shard with the fewest SIP calls as last published, ties broken by
+/// `correlation` so equal shards share the load.
+fn least_loaded(shards: &[ShardHandle], correlation: u64) -> Result<usize, ShardError> {
+    let n = shards.len();
+    if n == 0 {
+        return Err(ShardError::Unavailable);
+    }
+    let start = (correlation % n as u64) as usize;
+    Ok((0..n)
+        .map(|i| (start + i) % n)
+        .min_by_key(|&k| shards[k].metrics.sip_calls.load(Ordering::Relaxed))
+        .unwrap_or(start))
+}
+
 /// Places an outbound call on the shard with the fewest SIP calls (as last
 /// published; ties by the request's correlation), the entry point the
 /// control plane's click-to-call and notifications build on. Events come
 /// on the shard event queue as [`ShardEvent::Origination`].
 pub fn originate(shards: &[ShardHandle], req: OriginateRequest) -> Result<Origination, ShardError> {
-    if shards.is_empty() {
-        return Err(ShardError::Unavailable);
-    }
-    let n = shards.len();
-    let start = (req.correlation % n as u64) as usize;
-    let shard = (0..n)
-        .map(|i| (start + i) % n)
-        .min_by_key(|&k| shards[k].metrics.sip_calls.load(Ordering::Relaxed))
-        .unwrap_or(start);
+    let shard = least_loaded(shards, req.correlation)?;
     let id = shards[shard].call(|reply| ShardCmd::Originate { req, reply })?;
     Ok(Origination { shard, id })
 }
@@ -322,15 +328,7 @@ pub struct FlowRef {
 /// Starts a portal flow on the shard with the fewest SIP calls (both of a
 /// click-to-call's calls live there); events come as [`ShardEvent::Flow`].
 pub fn start_flow(shards: &[ShardHandle], req: FlowRequest) -> Result<FlowRef, ShardError> {
-    if shards.is_empty() {
-        return Err(ShardError::Unavailable);
-    }
-    let n = shards.len();
-    let start = (req.correlation % n as u64) as usize;
-    let shard = (0..n)
-        .map(|i| (start + i) % n)
-        .min_by_key(|&k| shards[k].metrics.sip_calls.load(Ordering::Relaxed))
-        .unwrap_or(start);
+    let shard = least_loaded(shards, req.correlation)?;
     let id = shards[shard].call(|reply| ShardCmd::StartFlow { req, reply })?;
     Ok(FlowRef { shard, id })
 }
