@@ -11,15 +11,23 @@
 //! Without clang the program is not built in: [`built_in`] is false and
 //! [`XdpRelay::load`] says so; the gateway relays on sockets only.
 //!
+//! Entries are FORWARD (rewrite and send in the driver) or TO_USER: the
+//! program redirects the datagram to the AF_XDP socket registered for the
+//! receiving interface and queue in `xsks` ([`xsk`], [`frame`]), where the shard relays it
+//! like a socket's datagram; a socket-less leg needs no file descriptor.
+//!
 //! An [`XdpEntry`] is one direction of a leg pair, the same meaning as a
 //! [`crate::media::relay::Leg`] and its peer: what the leg's remote sends to
 //! `local` leaves from the peer leg's socket address (`new_src`) toward the
 //! peer's remote (`new_dst`). IPv4 only for now.
 
+pub mod frame;
+pub mod xsk;
+
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, TestRun, TestRunOptions};
 
@@ -84,7 +92,8 @@ struct RawEntry {
     expect_addr: u32,
     expect_port: u16,
     strict: u8,
-    pad0: u8,
+    /// [`ACTION_FORWARD`] or [`ACTION_TO_USER`] (was `pad0`).
+    action: u8,
     new_saddr: u32,
     new_sport: u16,
     pad1: u16,
@@ -95,6 +104,11 @@ struct RawEntry {
     src_mac: [u8; 6],
     ifindex: u32,
 }
+
+/// `enum action` in bpf/relay.bpf.c: rewrite and send in the driver.
+const ACTION_FORWARD: u8 = 0;
+/// `enum action`: redirect to the AF_XDP socket of the receiving queue.
+const ACTION_TO_USER: u8 = 1;
 
 /// Per-CPU counters, laid out as `struct relay_counters`.
 #[repr(C)]
@@ -173,8 +187,18 @@ impl XdpEntry {
             dst_mac: eg.dst_mac,
             src_mac: eg.src_mac,
             ifindex: eg.ifindex,
+            action: ACTION_FORWARD,
             ..RawEntry::default()
         }
+    }
+}
+
+/// A TO_USER entry: everything to the key goes to the AF_XDP socket of the
+/// queue it arrived on (the shard checks sources and rewrites).
+fn raw_to_user() -> RawEntry {
+    RawEntry {
+        action: ACTION_TO_USER,
+        ..RawEntry::default()
     }
 }
 
@@ -206,6 +230,9 @@ pub struct XdpStats {
     pub drop_source: u64,
     /// bpf_redirect refused.
     pub redirect_err: u64,
+    /// TO_USER entries: redirected to the rx queue's AF_XDP socket (or
+    /// passed to the stack when the queue has none).
+    pub to_user: u64,
 }
 
 /// How the program is attached to an interface.
@@ -238,8 +265,42 @@ pub struct XdpRelay {
     entries: HashMap<MapData, RawKey, RawEntry>,
     counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
     stats: PerCpuArray<MapData, u64>,
+    #[allow(dead_code)]
+    xsks: XskMap<MapData>,
+    #[allow(dead_code)]
+    xsk_ifs: HashMap<MapData, u32, u32>,
+    ids: MapIds,
     ncpus: usize,
     attached: Vec<Attached>,
+}
+
+/// Kernel ids of the relay's maps: a shard opens its own handles on them
+/// ([`XdpMaps::open`]) to install TO_USER entries and register its AF_XDP
+/// sockets. Valid while the [`XdpRelay`] that loaded them lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapIds {
+    /// `relay_map`.
+    pub relay_map: u32,
+    /// `relay_ctrs`.
+    pub relay_ctrs: u32,
+    /// `xsks`.
+    pub xsks: u32,
+    /// `xsk_ifs`.
+    pub xsk_ifs: u32,
+}
+
+/// Queues per interface in `xsks` (`XSK_QUEUES_PER_IF` in the C program).
+pub const XSK_QUEUES_PER_IF: u32 = 64;
+/// Interfaces in `xsks` (`XSK_IFS_MAX`).
+pub const XSK_IFS_MAX: u32 = 16;
+
+fn map_id(m: &aya::maps::Map) -> Result<u32, XdpError> {
+    use aya::maps::Map;
+    let d = match m {
+        Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::XskMap(d) => d,
+        _ => return Err(XdpError::Load("unexpected map type".into())),
+    };
+    Ok(d.info().map_err(map_err)?.id())
 }
 
 /// The relay program's name in the object.
@@ -319,8 +380,21 @@ impl XdpRelay {
             ebpf.take_map(name)
                 .ok_or_else(|| XdpError::Load(format!("map {name} missing")))
         };
-        let entries = HashMap::try_from(take(&mut ebpf, "relay_map")?).map_err(map_err)?;
-        let counters = PerCpuHashMap::try_from(take(&mut ebpf, "relay_ctrs")?).map_err(map_err)?;
+        let entries = take(&mut ebpf, "relay_map")?;
+        let counters = take(&mut ebpf, "relay_ctrs")?;
+        let xsks = take(&mut ebpf, "xsks")?;
+        let xsk_ifs = take(&mut ebpf, "xsk_ifs")?;
+        let ids = MapIds {
+            relay_map: map_id(&entries)?,
+            relay_ctrs: map_id(&counters)?,
+            xsks: map_id(&xsks)?,
+            xsk_ifs: map_id(&xsk_ifs)?,
+        };
+        // A taken map lives as long as its handle: keep this one too.
+        let xsk_ifs = HashMap::try_from(xsk_ifs).map_err(map_err)?;
+        let entries = HashMap::try_from(entries).map_err(map_err)?;
+        let counters = PerCpuHashMap::try_from(counters).map_err(map_err)?;
+        let xsks = XskMap::try_from(xsks).map_err(map_err)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "relay_stats")?).map_err(map_err)?;
         let ncpus =
             aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
@@ -329,10 +403,30 @@ impl XdpRelay {
             entries,
             counters,
             stats,
+            xsks,
+            xsk_ifs,
+            ids,
             ncpus,
             attached: Vec::new(),
         })
     }
+
+    /// The maps' kernel ids, for [`XdpMaps::open`] in a shard.
+    pub fn map_ids(&self) -> MapIds {
+        self.ids
+    }
+
+    /// Install a TO_USER entry for `local` (counters start at zero): its
+    /// datagrams go to the AF_XDP socket of the queue they arrive on.
+    pub fn insert_to_user(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
+    }
+
+
 
     /// Attach the relay program to `iface`: native mode, else generic mode
     /// (the returned attachment says why native was refused).
@@ -432,7 +526,7 @@ impl XdpRelay {
 
     /// Program-wide counters.
     pub fn stats(&self) -> Result<XdpStats, XdpError> {
-        let mut v = [0u64; 6];
+        let mut v = [0u64; 7];
         for (i, slot) in v.iter_mut().enumerate() {
             let idx = u32::try_from(i).unwrap_or(u32::MAX);
             *slot = self.stats.get(&idx, 0).map_err(map_err)?.iter().sum();
@@ -444,6 +538,7 @@ impl XdpRelay {
             forwarded: v[3],
             drop_source: v[4],
             redirect_err: v[5],
+            to_user: v[6],
         })
     }
 
@@ -530,6 +625,101 @@ pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
     Some(relay)
 }
 
+/// A shard's own handles on the relay's maps (opened by id: file
+/// descriptors of its own, so no lock is shared with other shards or the
+/// control plane). Used for socket-less legs: TO_USER entries for the
+/// shard's ports and its AF_XDP sockets in `xsks`.
+pub struct XdpMaps {
+    entries: HashMap<MapData, RawKey, RawEntry>,
+    counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    xsks: XskMap<MapData>,
+    xsk_ifs: HashMap<MapData, u32, u32>,
+    ncpus: usize,
+}
+
+impl XdpMaps {
+    /// Open handles on the maps `ids` names.
+    pub fn open(ids: MapIds) -> Result<XdpMaps, XdpError> {
+        let open = |id| MapData::from_id(id).map_err(map_err);
+        let ncpus =
+            aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
+        Ok(XdpMaps {
+            entries: HashMap::try_from(aya::maps::Map::HashMap(open(ids.relay_map)?))
+                .map_err(map_err)?,
+            counters: PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(open(
+                ids.relay_ctrs,
+            )?))
+            .map_err(map_err)?,
+            xsks: XskMap::try_from(aya::maps::Map::XskMap(open(ids.xsks)?)).map_err(map_err)?,
+            xsk_ifs: HashMap::try_from(aya::maps::Map::HashMap(open(ids.xsk_ifs)?))
+                .map_err(map_err)?,
+            ncpus,
+        })
+    }
+
+    /// Install (or restore) the TO_USER entry for `local`, counters zeroed.
+    pub fn insert_to_user(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
+    }
+
+    /// Install (or replace) a FORWARD entry.
+    pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
+        let key = key_of(e.local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, e.raw(), 0).map_err(map_err)
+    }
+
+    /// Remove the entry for `local` and its counters (absent is fine).
+    pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Register AF_XDP socket `fd` for rx queue `queue` of interface
+    /// `ifindex`, which is interface number `if_slot` (its place in
+    /// `xdp_interface`, below [`XSK_IFS_MAX`]).
+    pub fn register_xsk(
+        &mut self,
+        if_slot: u32,
+        ifindex: u32,
+        queue: u32,
+        fd: std::os::fd::RawFd,
+    ) -> Result<(), XdpError> {
+        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
+            return Err(XdpError::Map(format!(
+                "interface {if_slot} queue {queue}: at most {XSK_IFS_MAX} interfaces of \
+                 {XSK_QUEUES_PER_IF} queues"
+            )));
+        }
+        let base = if_slot * XSK_QUEUES_PER_IF;
+        self.xsks.set(base + queue, fd, 0).map_err(map_err)?;
+        self.xsk_ifs.insert(ifindex, base, 0).map_err(map_err)
+    }
+
+    /// Remove the socket of (`if_slot`, `queue`).
+    pub fn unregister_xsk(&mut self, if_slot: u32, queue: u32) -> Result<(), XdpError> {
+        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
+            return Ok(());
+        }
+        match self.xsks.unset(if_slot * XSK_QUEUES_PER_IF + queue) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
 /// An error with its sources, on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -551,6 +741,24 @@ mod tests {
         assert_eq!(std::mem::size_of::<RawKey>(), 8);
         assert_eq!(std::mem::size_of::<RawEntry>(), 40);
         assert_eq!(std::mem::size_of::<RawCounters>(), 32);
+    }
+
+    #[test]
+    fn to_user_entries_carry_the_action() {
+        let r = raw_to_user();
+        assert_eq!(r.action, ACTION_TO_USER);
+        assert_eq!((r.expect_addr, r.ifindex, r.new_daddr), (0, 0, 0));
+        let e = XdpEntry {
+            local: "10.0.0.1:30000".parse().unwrap(),
+            expect_src: None,
+            strict: false,
+            new_src: "10.0.1.1:30002".parse().unwrap(),
+            new_dst: "10.0.1.2:5000".parse().unwrap(),
+            egress: None,
+        };
+        assert_eq!(e.raw().action, ACTION_FORWARD);
+        // The action sits where pad0 was: byte 7.
+        assert_eq!(std::mem::offset_of!(RawEntry, action), 7);
     }
 
     #[test]
