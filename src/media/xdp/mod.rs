@@ -426,8 +426,6 @@ impl XdpRelay {
         self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
     }
 
-
-
     /// Attach the relay program to `iface`: native mode, else generic mode
     /// (the returned attachment says why native was refused).
     pub fn attach(&mut self, iface: &str) -> Result<&Attached, XdpError> {
@@ -646,10 +644,8 @@ impl XdpMaps {
         Ok(XdpMaps {
             entries: HashMap::try_from(aya::maps::Map::HashMap(open(ids.relay_map)?))
                 .map_err(map_err)?,
-            counters: PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(open(
-                ids.relay_ctrs,
-            )?))
-            .map_err(map_err)?,
+            counters: PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(open(ids.relay_ctrs)?))
+                .map_err(map_err)?,
             xsks: XskMap::try_from(aya::maps::Map::XskMap(open(ids.xsks)?)).map_err(map_err)?,
             xsk_ifs: HashMap::try_from(aya::maps::Map::HashMap(open(ids.xsk_ifs)?))
                 .map_err(map_err)?,

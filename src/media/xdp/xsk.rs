@@ -331,13 +331,14 @@ impl Xsk {
         }
         let fill = Ring::<u64>::map(raw, &off.fr, cfg.ring, libc::XDP_UMEM_PGOFF_FILL_RING)
             .map_err(|e| ctx("mmap fill ring", e))?;
-        let comp =
-            Ring::<u64>::map(raw, &off.cr, cfg.ring, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
-                .map_err(|e| ctx("mmap completion ring", e))?;
-        let rx = Ring::<libc::xdp_desc>::map(raw, &off.rx, cfg.ring, libc::XDP_PGOFF_RX_RING as u64)
-            .map_err(|e| ctx("mmap rx ring", e))?;
-        let tx = Ring::<libc::xdp_desc>::map(raw, &off.tx, cfg.ring, libc::XDP_PGOFF_TX_RING as u64)
-            .map_err(|e| ctx("mmap tx ring", e))?;
+        let comp = Ring::<u64>::map(raw, &off.cr, cfg.ring, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
+            .map_err(|e| ctx("mmap completion ring", e))?;
+        let rx =
+            Ring::<libc::xdp_desc>::map(raw, &off.rx, cfg.ring, libc::XDP_PGOFF_RX_RING as u64)
+                .map_err(|e| ctx("mmap rx ring", e))?;
+        let tx =
+            Ring::<libc::xdp_desc>::map(raw, &off.tx, cfg.ring, libc::XDP_PGOFF_TX_RING as u64)
+                .map_err(|e| ctx("mmap tx ring", e))?;
         let flags = match mode {
             XskMode::ZeroCopy => libc::XDP_ZEROCOPY,
             XskMode::Copy => libc::XDP_COPY,
@@ -375,7 +376,10 @@ impl Xsk {
             umem,
             umem_len,
             frame_size: cfg.frame_size,
-            tx_free: (half..cfg.frames).rev().map(|i| u64::from(i) * fs).collect(),
+            tx_free: (half..cfg.frames)
+                .rev()
+                .map(|i| u64::from(i) * fs)
+                .collect(),
             count: FrameCount {
                 tx_free: cfg.frames - half,
                 ..FrameCount::default()

@@ -1,0 +1,482 @@
+//! AF_XDP on a veth topology the test builds itself (issue 7, item 3):
+//!
+//! ```text
+//!   gen [xg0 10.79.1.2] <-> [xga 10.79.1.1] gw [xgb 10.79.2.1] <-> [xs0 10.79.2.2] sink
+//!                              gw lo: 10.79.0.1 (the media address)
+//! ```
+//!
+//! gen and sink route 10.79.0.1 via gw. The relay program runs on both gw
+//! veths, XDP_PASS on the peers; TX checksum offload is off on gen and sink
+//! (veth hands partial checksums to its peer otherwise).
+//!
+//! - `xsk_receives_to_user_and_transmits`: TO_USER entries steer a port to
+//!   the AF_XDP socket of xga's queue 0; the test itself relays the frames
+//!   out of xgb's socket with rewritten headers; the sink gets every
+//!   payload bit-exact with valid checksums; every UMEM frame is back where
+//!   it started.
+//! - `gateway_relays_srtp_without_sockets`: the real gateway binary in gw's
+//!   namespace, `datapath = "xdp"`; an SRTP<->RTP call over ng whose legs
+//!   have no socket; decrypts bit-exact both ways.
+//! - `ten_thousand_calls_without_ten_thousand_sockets`: 10,000 calls
+//!   (40,000 ports) set up over ng with the open-file limit at 20,000; the
+//!   gateway's descriptors stay few and traffic on every call arrives.
+//!
+//! Needs root, iproute2, ethtool and a build with the XDP program; skips
+//! with the reason otherwise. Namespaces are named after the process id
+//! and removed at the end, also on failure.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kolokol::media::xdp::frame::{self, Headers};
+use kolokol::media::xdp::xsk::{RxDesc, Xsk, XskConfig, XskMode};
+use kolokol::media::xdp::{self, XdpMaps, XdpRelay};
+
+const GW_MEDIA: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
+const GEN_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 1, 2);
+const SINK_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 2, 2);
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The three namespaces; deleted on drop (with their veths).
+struct Topo {
+    gen: String,
+    gw: String,
+    sink: String,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in [&self.gen, &self.gw, &self.sink] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+impl Topo {
+    fn build(tag: &str) -> Result<Topo, String> {
+        let pid = std::process::id();
+        let t = Topo {
+            gen: format!("kafg{tag}{pid}"),
+            gw: format!("kafw{tag}{pid}"),
+            sink: format!("kafs{tag}{pid}"),
+        };
+        for ns in [&t.gen, &t.gw, &t.sink] {
+            sh(&["ip", "netns", "add", ns])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
+        #[rustfmt::skip]
+        let steps: &[&[&str]] = &[
+            &["ip", "-n", gen, "link", "add", "xg0", "type", "veth", "peer", "name", "xga", "netns", gw],
+            &["ip", "-n", gw, "link", "add", "xgb", "type", "veth", "peer", "name", "xs0", "netns", sink],
+            &["ip", "-n", gen, "addr", "add", "10.79.1.2/24", "dev", "xg0"],
+            &["ip", "-n", gw, "addr", "add", "10.79.1.1/24", "dev", "xga"],
+            &["ip", "-n", gw, "addr", "add", "10.79.2.1/24", "dev", "xgb"],
+            &["ip", "-n", gw, "addr", "add", "10.79.0.1/32", "dev", "lo"],
+            &["ip", "-n", sink, "addr", "add", "10.79.2.2/24", "dev", "xs0"],
+            &["ip", "-n", gen, "link", "set", "xg0", "up"],
+            &["ip", "-n", gw, "link", "set", "xga", "up"],
+            &["ip", "-n", gw, "link", "set", "xgb", "up"],
+            &["ip", "-n", sink, "link", "set", "xs0", "up"],
+            &["ip", "-n", gen, "route", "add", "10.79.0.1/32", "via", "10.79.1.1"],
+            &["ip", "-n", sink, "route", "add", "10.79.0.1/32", "via", "10.79.2.1"],
+            &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
+            &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
+        ];
+        for s in steps {
+            sh(s)?;
+        }
+        Ok(t)
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`; sockets
+/// it opens stay in `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                // SAFETY: a valid namespace fd; setns changes only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| "namespace thread panicked".to_string())?
+    })
+}
+
+/// Why this host cannot run the test, if it cannot.
+fn cannot_run() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (network namespaces, XDP and AF_XDP need it)".into());
+    }
+    if !xdp::built_in() {
+        return Some(
+            "XDP not built in (install clang and libbpf-dev; scripts/test.sh does)".into(),
+        );
+    }
+    for tool in ["ip", "ethtool"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Some(format!("{tool} not installed"));
+        }
+    }
+    None
+}
+
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// One's-complement sum of 16-bit big-endian words.
+fn csum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut bytes = parts.iter().flat_map(|p| p.iter().copied());
+    loop {
+        match (bytes.next(), bytes.next()) {
+            (Some(a), Some(b)) => sum += u32::from(u16::from_be_bytes([a, b])),
+            (Some(a), None) => {
+                sum += u32::from(u16::from_be_bytes([a, 0]));
+                break;
+            }
+            _ => break,
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Checks an IPv4/UDP packet's checksums; returns (src, dst, payload).
+fn check_ipv4_udp(p: &[u8]) -> Result<(SocketAddrV4, SocketAddrV4, Vec<u8>), String> {
+    if p.len() < 28 || p[0] != 0x45 || p[9] != 17 {
+        return Err("not IPv4/UDP without options".into());
+    }
+    if csum(&[&p[..20]]) != 0 {
+        return Err("bad IP header checksum".into());
+    }
+    let udp = &p[20..];
+    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if ulen > udp.len() || ulen < 8 {
+        return Err("bad UDP length".into());
+    }
+    let udp = &udp[..ulen];
+    if udp[6..8] == [0, 0] {
+        return Err("UDP checksum absent".into());
+    }
+    let len = (ulen as u16).to_be_bytes();
+    let pseudo = [&p[12..20], &[0, 17], &len[..]].concat();
+    if csum(&[&pseudo, udp]) != 0 {
+        return Err("bad UDP checksum".into());
+    }
+    let a = |o: usize| Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
+    let src = SocketAddrV4::new(a(12), u16::from_be_bytes([udp[0], udp[1]]));
+    let dst = SocketAddrV4::new(a(16), u16::from_be_bytes([udp[2], udp[3]]));
+    Ok((src, dst, udp[8..].to_vec()))
+}
+
+/// An AF_PACKET (cooked, IPv4) socket on the current namespace's `iface`.
+fn capture(iface: &str) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    let idx = xdp::ifindex(iface).ok_or("no capture interface")?;
+    let proto = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
+    if fd < 0 {
+        return Err(format!("AF_PACKET: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = idx as i32;
+    // SAFETY: sll is a valid sockaddr_ll of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "bind AF_PACKET: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 300_000,
+    };
+    // SAFETY: valid option pointer and size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    big_rcvbuf(fd);
+    Ok(owned)
+}
+
+/// Room for many packets (root may exceed rmem_max).
+fn big_rcvbuf(fd: i32) {
+    let size: libc::c_int = 32 << 20;
+    // SAFETY: valid option pointer and size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+}
+
+/// Captured UDP packets to `port` (others on the wire are skipped).
+fn captured_to(fd: &std::os::fd::OwnedFd, port: u16, want: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 2048];
+    while out.len() < want && Instant::now() < deadline {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 28 {
+            let p = &buf[..n as usize];
+            if p[9] == 17 && u16::from_be_bytes([p[22], p[23]]) == port {
+                out.push(p.to_vec());
+            }
+        }
+    }
+    out
+}
+
+fn drain_udp(s: &UdpSocket, want: usize, wait: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    while out.len() < want && Instant::now() < deadline {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            out.push((buf[..n].to_vec(), from));
+        }
+    }
+    out
+}
+
+/// An RTP packet (PCMU, 160 bytes of payload) with sequence `seq`.
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160u32).map(|i| (i as u8) ^ (seq as u8).wrapping_mul(31)));
+    p
+}
+
+/// The gw side of the direct test: the relay on both veths, XDP_PASS on
+/// the peers, an XSK per gw veth (queue 0).
+struct DirectGw {
+    relay: XdpRelay,
+    maps: XdpMaps,
+    rx: Xsk,
+    tx: Xsk,
+}
+
+#[test]
+fn xsk_receives_to_user_and_transmits() {
+    if let Some(why) = cannot_run() {
+        return skip("xsk_receives_to_user_and_transmits", &why);
+    }
+    let topo = match Topo::build("d") {
+        Ok(t) => t,
+        Err(e) => {
+            return skip(
+                "xsk_receives_to_user_and_transmits",
+                &format!("cannot build the veth topology: {e}"),
+            )
+        }
+    };
+    const N: usize = 300;
+    let local = SocketAddrV4::new(GW_MEDIA, 40000);
+    let egress_src = SocketAddrV4::new(GW_MEDIA, 40002);
+    let gen_src = SocketAddrV4::new(GEN_IP, 4000);
+    let sink_dst = SocketAddrV4::new(SINK_IP, 5000);
+
+    let gw = in_netns(&topo.gw, || -> Result<DirectGw, String> {
+        let mut relay = XdpRelay::load().map_err(|e| e.to_string())?;
+        relay.attach("xga").map_err(|e| e.to_string())?;
+        relay.attach("xgb").map_err(|e| e.to_string())?;
+        let mut maps = XdpMaps::open(relay.map_ids()).map_err(|e| e.to_string())?;
+        let cfg = XskConfig {
+            frames: 256,
+            frame_size: 2048,
+            ring: 128,
+        };
+        let xga = xdp::ifindex("xga").ok_or("xga")?;
+        let xgb = xdp::ifindex("xgb").ok_or("xgb")?;
+        let rx = Xsk::open(xga, 0, cfg).map_err(|e| format!("XSK on xga: {e}"))?;
+        let tx = Xsk::open(xgb, 0, cfg).map_err(|e| format!("XSK on xgb: {e}"))?;
+        eprintln!(
+            "xdp_afxdp: XSK mode {:?} (zero-copy refused: {:?})",
+            rx.mode(),
+            rx.zerocopy_refused()
+        );
+        maps.register_xsk(0, xga, 0, rx.fd())
+            .map_err(|e| e.to_string())?;
+        maps.register_xsk(1, xgb, 0, tx.fd())
+            .map_err(|e| e.to_string())?;
+        Ok(DirectGw {
+            relay,
+            maps,
+            rx,
+            tx,
+        })
+    })
+    .expect("enter gw")
+    .unwrap_or_else(|e| panic!("gw: {e}"));
+    let mut gw = gw;
+    assert_eq!(gw.rx.mode(), XskMode::Copy, "veth binds in copy mode");
+    let gw_b_mac = in_netns(&topo.gw, || xdp::mac("xgb"))
+        .unwrap()
+        .expect("xgb mac");
+    let (cap, sink_sock, sink_mac) = in_netns(&topo.sink, || {
+        let cap = capture("xs0").expect("capture");
+        let sock = UdpSocket::bind(sink_dst).expect("sink socket");
+        big_rcvbuf(sock.as_raw_fd());
+        (cap, sock, xdp::mac("xs0").expect("xs0 mac"))
+    })
+    .expect("enter sink");
+    in_netns(&topo.sink, || gw.relay.attach_pass("xs0").map(|_| ()))
+        .expect("enter sink")
+        .expect("XDP_PASS on xs0");
+    in_netns(&topo.gen, || gw.relay.attach_pass("xg0").map(|_| ()))
+        .expect("enter gen")
+        .expect("XDP_PASS on xg0");
+    let gen_sock =
+        in_netns(&topo.gen, || UdpSocket::bind(gen_src).expect("gen socket")).expect("enter gen");
+    // Resolve gw's MAC on gen (no entry for :9: the stack answers).
+    gen_sock.send_to(b"arp", (GW_MEDIA, 9)).expect("prime");
+    std::thread::sleep(Duration::from_millis(200));
+
+    gw.maps.insert_to_user(local).expect("TO_USER entry");
+    let start_rx = gw.rx.frames();
+    let start_tx = gw.tx.frames();
+    let stats0 = gw.relay.stats().unwrap();
+
+    let sent: Vec<Vec<u8>> = (0..N as u16).map(|s| rtp(s, 0x1234_5678)).collect();
+    let mut relayed = 0usize;
+    let mut descs: Vec<RxDesc> = Vec::with_capacity(64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut next = 0usize;
+    while relayed < N && Instant::now() < deadline {
+        // Send in bursts of 16, then relay what arrived.
+        for p in sent.iter().skip(next).take(16) {
+            gen_sock.send_to(p, local).expect("send");
+        }
+        next = (next + 16).min(N);
+        std::thread::sleep(Duration::from_millis(2));
+        descs.clear();
+        gw.rx.recv(64, &mut descs);
+        for d in &descs {
+            let f = &gw.rx.frame_mut(d.addr)[..d.len as usize];
+            let p = frame::parse(f).expect("parses");
+            assert_eq!(p.dst, local);
+            assert_eq!(p.src, gen_src);
+            let payload = f[frame::PAYLOAD_OFF..frame::PAYLOAD_OFF + p.payload_len].to_vec();
+            let addr = gw.tx.tx_frame().expect("a free tx frame");
+            let out = gw.tx.frame_mut(addr);
+            out[frame::PAYLOAD_OFF..frame::PAYLOAD_OFF + payload.len()].copy_from_slice(&payload);
+            let h = Headers {
+                dst_mac: sink_mac,
+                src_mac: gw_b_mac,
+                src: egress_src,
+                dst: sink_dst,
+                tos: 0,
+                ttl: 64,
+            };
+            let len = frame::write_headers(out, &h, payload.len()).expect("fits");
+            gw.tx.send(addr, len as u32);
+            relayed += 1;
+        }
+        gw.rx.refill(&descs);
+        gw.tx.kick();
+    }
+    assert_eq!(relayed, N, "XSK received {relayed} of {N}");
+    let got = drain_udp(&sink_sock, N, Duration::from_secs(3));
+    assert_eq!(got.len(), N, "sink received {} of {N}", got.len());
+    for ((payload, from), want) in got.iter().zip(&sent) {
+        assert_eq!(payload, want, "payload differs");
+        assert_eq!(*from, SocketAddr::V4(egress_src));
+    }
+    let caps = captured_to(&cap, sink_dst.port(), N);
+    assert_eq!(caps.len(), N, "captured {} of {N}", caps.len());
+    for (p, want) in caps.iter().zip(&sent) {
+        let (src, dst, payload) = check_ipv4_udp(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((src, dst), (egress_src, sink_dst));
+        assert_eq!(&payload, want);
+    }
+    // Every frame back where it started (completions may trail a little).
+    let end = Instant::now() + Duration::from_secs(2);
+    while gw.tx.frames() != start_tx && Instant::now() < end {
+        gw.tx.reap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(gw.rx.frames(), start_rx, "rx frames leaked");
+    assert_eq!(gw.tx.frames(), start_tx, "tx frames leaked");
+    assert_eq!(gw.rx.frames().total(), 256);
+    assert_eq!(gw.tx.counters.tx, N as u64);
+    assert_eq!(gw.tx.counters.tx_completed, N as u64);
+    let stats = gw.relay.stats().unwrap();
+    assert_eq!(stats.to_user - stats0.to_user, N as u64, "{stats:?}");
+    let ks = gw.rx.kernel_stats().expect("XDP_STATISTICS");
+    assert_eq!(ks.rx_dropped, 0);
+    eprintln!(
+        "xdp_afxdp: {N} frames via the XSK, rewritten and sent; rx {:?} tx {:?}; stats {stats:?}",
+        gw.rx.counters, gw.tx.counters
+    );
+
+    // Without the entry, the port goes to gw's stack (no XSK delivery).
+    gw.maps.remove(local).expect("remove");
+    gen_sock.send_to(&sent[0], local).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    descs.clear();
+    assert_eq!(gw.rx.recv(64, &mut descs), 0, "delivered without an entry");
+    drop(topo_detach(&topo, gw));
+}
+
+/// Detach (in gw's namespace) before the namespaces go.
+fn topo_detach(topo: &Topo, gw: DirectGw) -> Result<(), String> {
+    in_netns(&topo.gw, move || drop(gw))
+}
