@@ -62,9 +62,12 @@ impl Gateway {
     /// Starts everything; an error names what failed.
     pub fn start(cfg: &Config, api: ApiStart) -> Result<Gateway, String> {
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
-        let shards: Arc<[ShardHandle]> = crate::shard::spawn_all(cfg, ev_tx)
-            .map_err(|e| format!("shards: {e}"))?
-            .into();
+        // XDP first: the shards open their AF_XDP sockets on its maps.
+        let xdp = crate::media::xdp::start(&cfg.media);
+        let shards: Arc<[ShardHandle]> =
+            crate::shard::spawn_all_with_xdp(cfg, ev_tx, xdp.as_ref().map(|x| x.map_ids()))
+                .map_err(|e| format!("shards: {e}"))?
+                .into();
         let (ng_tx, ng_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
         let mut ng = NgServer::bind(cfg.ng.listen, shards.clone(), ng_rx)
             .map_err(|e| format!("ng listen {}: {e}", cfg.ng.listen))?;
@@ -129,7 +132,7 @@ impl Gateway {
             ng_thread: Some(ng_thread),
             ev_thread: Some(ev_thread),
             cdr,
-            xdp: crate::media::xdp::start(&cfg.media),
+            xdp,
         };
         if cfg.api.enabled {
             let ready = cfg.api.check_startable();

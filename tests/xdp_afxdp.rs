@@ -480,3 +480,394 @@ fn xsk_receives_to_user_and_transmits() {
 fn topo_detach(topo: &Topo, gw: DirectGw) -> Result<(), String> {
     in_netns(&topo.gw, move || drop(gw))
 }
+
+// ---- the gateway binary in gw's namespace -------------------------------
+
+/// The gateway process (`ip netns exec` execs it: the child's pid is the
+/// gateway's); killed on drop if still running.
+struct GwProc {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    conf: std::path::PathBuf,
+}
+
+impl GwProc {
+    fn start(ns: &str, tag: &str, calls_max: usize, port_min: u16, port_max: u16) -> GwProc {
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let conf = dir.join(format!("kolokol-afxdp-{tag}-{pid}.toml"));
+        let log = dir.join(format!("kolokol-afxdp-{tag}-{pid}.log"));
+        let toml = format!(
+            "[shards]\ncount = 1\n\
+             [sip]\nenabled = false\n\
+             [api]\nenabled = false\n\
+             [ng]\nlisten = \"127.0.0.1:22299\"\n\
+             [media]\naddress = \"10.79.0.1\"\nport_min = {port_min}\nport_max = {port_max}\n\
+             calls_max = {calls_max}\ntimeout_s = 600\n\
+             datapath = \"xdp\"\nxdp_interface = [\"xga\", \"xgb\"]\n"
+        );
+        std::fs::write(&conf, toml).expect("write config");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(env!("CARGO_BIN_EXE_kolokol"))
+            .arg("run")
+            .arg("--config")
+            .arg(&conf)
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start the gateway");
+        GwProc { child, log, conf }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open descriptors of the gateway process.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, wait (bounded), return the log.
+    fn stop(mut self) -> String {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GwProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.conf);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// An ng client whose socket lives in gw's namespace.
+struct NgClient {
+    sock: UdpSocket,
+    to: SocketAddr,
+    n: u64,
+}
+
+impl NgClient {
+    fn new(ns: &str) -> NgClient {
+        let sock =
+            in_netns(ns, || UdpSocket::bind("127.0.0.1:0").expect("ng socket")).expect("enter gw");
+        big_rcvbuf(sock.as_raw_fd());
+        NgClient {
+            sock,
+            to: "127.0.0.1:22299".parse().unwrap(),
+            n: 0,
+        }
+    }
+
+    /// Wait until the gateway answers a ping.
+    fn wait_ready(&mut self, gw: &mut GwProc) {
+        let end = Instant::now() + Duration::from_secs(30);
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .ok();
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(Some(st)) = gw.child.try_wait() {
+                panic!("gateway exited ({st}): {}", gw.log_text());
+            }
+            let _ = self.sock.send_to(b"p1 d7:command4:pinge", self.to);
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                if buf[..n].windows(4).any(|w| w == b"pong") {
+                    return;
+                }
+            }
+        }
+        panic!("gateway did not answer ng: {}", gw.log_text());
+    }
+
+    fn encode(&mut self, v: &Value) -> (String, Vec<u8>) {
+        self.n += 1;
+        let cookie = format!("x{}_{}", std::process::id(), self.n);
+        let mut msg = cookie.clone().into_bytes();
+        msg.push(b' ');
+        v.encode(&mut msg);
+        (cookie, msg)
+    }
+
+    fn cmd(&mut self, command: &str, pairs: &[(&str, Value)]) -> Value {
+        let mut d = Value::dict();
+        d.insert("command", command);
+        for (k, v) in pairs {
+            d.insert(k, v.clone());
+        }
+        let (cookie, msg) = self.encode(&d);
+        self.sock.send_to(&msg, self.to).expect("ng send");
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .ok();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = self.sock.recv(&mut buf).expect("ng reply");
+            let (c, body) = kolokol::control::ng::split_cookie(&buf[..n]).expect("cookie");
+            if c == cookie.as_bytes() {
+                return kolokol::control::bencode::decode(body).expect("bencode");
+            }
+        }
+    }
+}
+
+use kolokol::control::bencode::Value;
+use kolokol::media::srtp::{SrtpContext, SrtpSuite};
+use kolokol::sdp::crypto::CryptoAttr;
+use kolokol::sdp::Sdp;
+
+const SUITE: SrtpSuite = SrtpSuite::AesCm128HmacSha1_80;
+
+fn savp_sdp(addr: SocketAddrV4, key_salt: &[u8]) -> String {
+    let line = CryptoAttr {
+        tag: 1,
+        suite: SUITE.sdes_name().into(),
+        key_salt: key_salt.to_vec(),
+        lifetime: None,
+    }
+    .to_line();
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n{line}\r\na=rtcp-mux\r\n",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
+fn reply_sdp(v: &Value) -> Sdp {
+    assert_eq!(v.get("result").and_then(Value::as_str), Some("ok"), "{v:?}");
+    Sdp::parse(v.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap()
+}
+
+fn srtp_ctx(key_salt: &[u8]) -> SrtpContext {
+    SrtpContext::new(SUITE, &key_salt[..16], &key_salt[16..]).unwrap()
+}
+
+/// Whether anything in namespace `ns` has a UDP socket bound to `port`.
+fn udp_bound(ns: &str, port: u16) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-uan"])
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().any(|l| {
+        l.split_whitespace()
+            .any(|f| f.ends_with(&format!(":{port}")))
+    })
+}
+
+/// A figure `key: N` from the shard's "xsk path" line at stop.
+fn xsk_figure(log: &str, key: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("xsk path"))?;
+    let at = line.find(&format!("{key}: "))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Prime the neighbour tables: gen and sink each send to a port of gw's
+/// media address without an entry (gw's stack answers).
+fn prime(topo: &Topo) {
+    for (ns, ip) in [(&topo.gen, GEN_IP), (&topo.sink, SINK_IP)] {
+        in_netns(ns, || {
+            let s = UdpSocket::bind((ip, 0)).expect("prime socket");
+            let _ = s.send_to(b"arp", (GW_MEDIA, 9));
+        })
+        .expect("enter");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// XDP_PASS on the receiving peers (a program of the test's own).
+fn pass_on_peers(topo: &Topo) -> XdpRelay {
+    let mut r = XdpRelay::load().expect("load");
+    in_netns(&topo.gen, || r.attach_pass("xg0").map(|_| ()))
+        .expect("enter gen")
+        .expect("XDP_PASS on xg0");
+    in_netns(&topo.sink, || r.attach_pass("xs0").map(|_| ()))
+        .expect("enter sink")
+        .expect("XDP_PASS on xs0");
+    r
+}
+
+#[test]
+fn gateway_relays_srtp_without_sockets() {
+    if let Some(why) = cannot_run() {
+        return skip("gateway_relays_srtp_without_sockets", &why);
+    }
+    let topo = match Topo::build("s") {
+        Ok(t) => t,
+        Err(e) => {
+            return skip(
+                "gateway_relays_srtp_without_sockets",
+                &format!("cannot build the veth topology: {e}"),
+            )
+        }
+    };
+    const N: u16 = 100;
+    let _pass = pass_on_peers(&topo);
+    prime(&topo);
+    let a_addr = SocketAddrV4::new(GEN_IP, 4000);
+    let b_addr = SocketAddrV4::new(SINK_IP, 5000);
+    let (a, cap_a) = in_netns(&topo.gen, || {
+        let s = UdpSocket::bind(a_addr).expect("gen socket");
+        big_rcvbuf(s.as_raw_fd());
+        (s, capture("xg0").expect("capture on xg0"))
+    })
+    .expect("enter gen");
+    let (b, cap_b) = in_netns(&topo.sink, || {
+        let s = UdpSocket::bind(b_addr).expect("sink socket");
+        big_rcvbuf(s.as_raw_fd());
+        (s, capture("xs0").expect("capture on xs0"))
+    })
+    .expect("enter sink");
+
+    let mut gw = GwProc::start(&topo.gw, "srtp", 64, 30000, 30999);
+    let mut ng = NgClient::new(&topo.gw);
+    ng.wait_ready(&mut gw);
+    let fds_before = gw.fds();
+
+    let a_key: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(13) ^ 0x5a).collect();
+    let offer = ng.cmd(
+        "offer",
+        &[
+            ("call-id", Value::from("afxdp-srtp")),
+            ("from-tag", Value::from("ftag")),
+            ("transport-protocol", Value::from("RTP/AVP")),
+            ("sdp", Value::from(savp_sdp(a_addr, &a_key))),
+        ],
+    );
+    let to_b = reply_sdp(&offer);
+    assert_eq!(to_b.media[0].proto, "RTP/AVP");
+    let answer = ng.cmd(
+        "answer",
+        &[
+            ("call-id", Value::from("afxdp-srtp")),
+            ("from-tag", Value::from("ftag")),
+            ("to-tag", Value::from("ttag")),
+            (
+                "sdp",
+                Value::from(common::sdp_for(SocketAddr::V4(b_addr), "a=rtcp-mux\r\n")),
+            ),
+        ],
+    );
+    let to_a = reply_sdp(&answer);
+    let ours: Vec<CryptoAttr> = to_a.media[0].crypto().map(Result::unwrap).collect();
+    assert_eq!(ours.len(), 1, "{to_a:?}");
+    let a_dst = SocketAddrV4::new(GW_MEDIA, to_a.media[0].port);
+    let b_dst = SocketAddrV4::new(GW_MEDIA, to_b.media[0].port);
+    assert_eq!(to_a.media[0].address, std::net::IpAddr::V4(GW_MEDIA));
+    eprintln!("xdp_afxdp: SRTP leg on {a_dst}, plain leg on {b_dst}");
+
+    // No socket for either leg, and no descriptor more than before.
+    assert!(!udp_bound(&topo.gw, a_dst.port()), "a socket on {a_dst}");
+    assert!(!udp_bound(&topo.gw, b_dst.port()), "a socket on {b_dst}");
+    let fds_call = gw.fds();
+    assert_eq!(fds_call, fds_before, "the call opened descriptors");
+
+    // A (SRTP) -> B (plain).
+    let mut a_tx = srtp_ctx(&a_key);
+    let mut sent = Vec::new();
+    for seq in 0..N {
+        let plain = rtp(seq, 0xa11ce);
+        let mut buf = [0u8; 2048];
+        buf[..plain.len()].copy_from_slice(&plain);
+        let n = a_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        a.send_to(&buf[..n], a_dst).expect("send");
+        sent.push(plain);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = drain_udp(&b, N as usize, Duration::from_secs(5));
+    assert_eq!(
+        got.len(),
+        N as usize,
+        "sink got {} of {N}: {}",
+        got.len(),
+        gw.log_text()
+    );
+    for ((p, from), want) in got.iter().zip(&sent) {
+        assert_eq!(p, want, "decrypted payload differs");
+        assert_eq!(*from, SocketAddr::V4(b_dst));
+    }
+    let caps = captured_to(&cap_b, b_addr.port(), N as usize);
+    assert_eq!(caps.len(), N as usize);
+    for (p, want) in caps.iter().zip(&sent) {
+        let (src, dst, payload) = check_ipv4_udp(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((src, dst), (b_dst, b_addr));
+        assert_eq!(&payload, want);
+    }
+
+    // B (plain) -> A (SRTP under the gateway's key).
+    let mut a_rx = srtp_ctx(&ours[0].key_salt);
+    let mut sent = Vec::new();
+    for seq in 0..N {
+        let plain = rtp(seq, 0xb0b);
+        b.send_to(&plain, b_dst).expect("send");
+        sent.push(plain);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = drain_udp(&a, N as usize, Duration::from_secs(5));
+    assert_eq!(got.len(), N as usize, "gen got {} of {N}", got.len());
+    for ((p, from), want) in got.iter().zip(&sent) {
+        assert_eq!(*from, SocketAddr::V4(a_dst));
+        assert_eq!(p.len(), want.len() + 10, "an 80-bit tag");
+        let mut buf = p.clone();
+        buf.resize(2048, 0);
+        let n = a_rx
+            .unprotect_rtp(&mut buf, p.len())
+            .expect("authenticates");
+        assert_eq!(&buf[..n], &want[..], "decrypts bit-exact");
+    }
+    let caps = captured_to(&cap_a, a_addr.port(), N as usize);
+    assert_eq!(caps.len(), N as usize);
+    for p in &caps {
+        let (src, dst, _) = check_ipv4_udp(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((src, dst), (a_dst, a_addr));
+    }
+
+    // Delete: the entries go (the ports reach gw's stack, which has no
+    // socket there either: nothing comes back).
+    let del = ng.cmd(
+        "delete",
+        &[
+            ("call-id", Value::from("afxdp-srtp")),
+            ("from-tag", Value::from("ftag")),
+        ],
+    );
+    assert_eq!(del.get("result").and_then(Value::as_str), Some("ok"));
+    b.send_to(&rtp(999, 0xb0b), b_dst).expect("send");
+    assert!(drain_udp(&a, 1, Duration::from_millis(500)).is_empty());
+
+    let log = gw.stop();
+    let rx = xsk_figure(&log, "rx").unwrap_or(0);
+    let tx = xsk_figure(&log, "tx").unwrap_or(0);
+    eprintln!(
+        "xdp_afxdp: gateway fds {fds_before} before, {fds_call} with the call; xsk rx {rx} tx {tx}"
+    );
+    assert!(rx >= 2 * u64::from(N), "XSK rx {rx}: {log}");
+    assert!(tx >= 2 * u64::from(N), "XSK tx {tx}: {log}");
+    assert_eq!(xsk_figure(&log, "neigh_miss"), Some(0), "{log}");
+}

@@ -30,7 +30,7 @@ use crate::media::relay::DropReason;
 use crate::media::srtp::SrtpContext;
 use crate::media::stats::LegStats;
 
-pub use run::ShardLoopConfig;
+pub use run::{ShardLoopConfig, XskSetup};
 
 /// Depth of a shard's command queue. The control plane waits for each
 /// reply, so a handful is plenty; the bound keeps a wedged shard from
@@ -606,6 +606,17 @@ impl Drop for ShardHandle {
 /// B2BUA; a bind failure (port taken) fails the start with the address in
 /// the message.
 pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Vec<ShardHandle>> {
+    spawn_all_with_xdp(cfg, events, None)
+}
+
+/// [`spawn_all`] with the XDP relay's maps: with `xdp` given, each shard
+/// binds AF_XDP sockets on its queues of `xdp_interface` and gives legs on
+/// the IPv4 media address no socket (see `run/xsk.rs`).
+pub fn spawn_all_with_xdp(
+    cfg: &Config,
+    events: Sender<ShardEvent>,
+    xdp: Option<crate::media::xdp::MapIds>,
+) -> std::io::Result<Vec<ShardHandle>> {
     let nofile = crate::sys::raise_nofile();
     let wakes = (0..cfg.shards.count)
         .map(|_| crate::sys::eventfd())
@@ -613,7 +624,13 @@ pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Ve
     let sips = sip::setup_all(cfg, &wakes, std::time::Instant::now())?;
     let mut out = Vec::with_capacity(cfg.shards.count);
     for (k, (wake, sip)) in wakes.into_iter().zip(sips).enumerate() {
-        let lc = ShardLoopConfig::from_config(cfg, k, nofile);
+        let mut lc = ShardLoopConfig::from_config(cfg, k, nofile);
+        lc.xsk = xdp.map(|maps| XskSetup {
+            maps,
+            interfaces: cfg.media.xdp_interface.clone(),
+            sizes: cfg.media.xsk_sizes(),
+            shards: cfg.shards.count,
+        });
         out.push(spawn_with(lc, events.clone(), wake, sip)?);
     }
     Ok(out)

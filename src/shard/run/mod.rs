@@ -30,6 +30,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 mod flows;
 mod player;
+mod xsk;
+
+pub use xsk::XskSetup;
 
 use super::bufring::BufRing;
 use super::sip::{SipSetup, SipShard, SIP_KEY_BASE};
@@ -102,6 +105,9 @@ pub struct ShardLoopConfig {
     pub sockets_max: usize,
     /// Wake-up batching window (0 = wake on every completion).
     pub min_wait_us: u32,
+    /// Socket-less legs over AF_XDP (`datapath = "xdp"`, relay attached);
+    /// set by `spawn_all_with_xdp`.
+    pub xsk: Option<XskSetup>,
 }
 
 impl ShardLoopConfig {
@@ -133,6 +139,7 @@ impl ShardLoopConfig {
             calls_max: m.calls_max,
             sockets_max,
             min_wait_us: cfg.shards.min_wait_us,
+            xsk: None,
         }
     }
 }
@@ -330,6 +337,8 @@ pub(super) struct Shard {
     pool_max: usize,
     /// Local address of each open socket, by slot.
     sock_ip: Vec<Option<IpAddr>>,
+    /// Socket-less legs (AF_XDP), when set up.
+    xsk: Option<xsk::XskPath>,
     /// The portal flows' bridges.
     fm: flows::FlowMedia,
     /// Prompt players and DTMF detectors of flow calls.
@@ -383,6 +392,34 @@ impl Shard {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
         let legs_max = cfg.calls_max * 2 * 2;
+        // Virtual socket ids of socket-less legs follow the real slots.
+        let xsk = cfg.xsk.as_ref().and_then(|setup| {
+            let vbase = cfg.sockets_max as u32;
+            match xsk::XskPath::open(
+                setup,
+                cfg.index,
+                cfg.bind_v4,
+                cfg.port_lo,
+                cfg.port_hi,
+                vbase,
+                cfg.dscp,
+            ) {
+                Ok(x) => Some(x),
+                Err(why) => {
+                    crate::log::log(
+                        crate::log::Level::Warn,
+                        "media data path: no AF_XDP legs, media ports get sockets",
+                        &[("why", crate::log::Field::Str(&why))],
+                    );
+                    None
+                }
+            }
+        });
+        let vsocks = if xsk.is_some() {
+            usize::from(cfg.port_hi - cfg.port_lo) + 1
+        } else {
+            0
+        };
         let mut shard = Shard {
             bufs,
             send_slots,
@@ -390,7 +427,7 @@ impl Shard {
             recv_msg,
             wake_buf: Box::new(0),
             wake,
-            relay: RelayTable::new(legs_max, cfg.sockets_max, Instant::now()),
+            relay: RelayTable::new(legs_max, cfg.sockets_max + vsocks, Instant::now()),
             rx: Vec::with_capacity(CQE_BATCH_MAX),
             tx_batch: Vec::with_capacity(CQE_BATCH_MAX),
             macs: (Simd::detect() != Simd::Scalar).then(MacBatch::new),
@@ -428,6 +465,7 @@ impl Shard {
             pool: VecDeque::new(),
             sock_ip: vec![None; cfg.sockets_max],
             pool_max: POOL_PAIRS_MAX.min(cfg.sockets_max / 16),
+            xsk,
             fm: flows::FlowMedia::default(),
             pm: player::Players::new(prompts),
             cfg,
@@ -437,6 +475,7 @@ impl Shard {
         for i in 0..shard.sip_ready.len() {
             shard.arm_sip_poll(i);
         }
+        shard.xsk_arm_all();
         Ok(shard)
     }
 
@@ -514,6 +553,7 @@ impl Shard {
                     }
                 }
             }
+            self.xsk_turn(now);
             self.wait();
         }
         self.shutdown();
@@ -575,6 +615,7 @@ impl Shard {
                         self.run_commands(now);
                     }
                     KIND_CANCEL => {}
+                    xsk::KIND_XSK => self.xsk_ready(ud, flags),
                     KIND_SIP => {
                         let i = (ud & 0xffff) as usize;
                         if let Some(r) = self.sip_ready.get_mut(i) {
@@ -793,6 +834,14 @@ impl Shard {
 
     #[inline]
     fn send(&mut self, bid: u16, off: usize, len: usize, sock: SockId, dst: SocketAddr) {
+        if sock as usize >= self.socks.len() {
+            // A socket-less egress leg: out of an AF_XDP socket.
+            if !self.xsk_send_from_socket(sock, dst, bid, off, len) {
+                self.send_errors += 1;
+            }
+            self.bufs.push(bid);
+            return;
+        }
         let Some(slot_idx) = self.free_sends.pop() else {
             self.relay.counters.drops[DropReason::QueueFull as usize] += 1;
             self.relay.counters.forwarded -= 1;
@@ -889,6 +938,9 @@ impl Shard {
     }
 
     fn close_socket(&mut self, sock: u32) {
+        if self.xsk_close(sock) {
+            return;
+        }
         if self.relay.socket_in_use(sock) {
             return;
         }
@@ -936,6 +988,9 @@ impl Shard {
     /// Open the RTP (and RTCP unless muxed) sockets of one side on a fresh
     /// port pair; retries other pairs if a port is taken by someone else.
     fn open_side(&mut self, ip: IpAddr, mux: bool) -> Result<(u32, Option<u32>, u16), ShardError> {
+        if let Some(r) = self.xsk_open_side(ip, mux) {
+            return r;
+        }
         if !mux {
             if let Some(pair) = self.take_pooled(ip, false) {
                 return Ok(pair);
@@ -1259,6 +1314,8 @@ impl Shard {
     /// has room and the pair is whole (port, port + 1, both receiving).
     fn try_pool(&mut self, rtp: u32, rtcp: u32) -> bool {
         if self.pool.len() >= self.pool_max
+            || rtp as usize >= self.socks.len()
+            || rtcp as usize >= self.socks.len()
             || self.relay.socket_in_use(rtp)
             || self.relay.socket_in_use(rtcp)
         {
@@ -1699,6 +1756,7 @@ impl Shard {
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.drain_pool(Some(now));
+        self.xsk_tick();
         let timeout = self.cfg.timeout;
         let mut expired = Vec::new();
         for (ci, c) in self.calls.iter().enumerate() {
@@ -1817,6 +1875,9 @@ impl Shard {
         let _ = self.ring.submit();
         self.process_completions(now);
         self.publish();
+        if let Some(r) = self.xsk_report() {
+            eprintln!("shard {}: {r}", self.cfg.index);
+        }
         if let Some(sip) = &self.sip {
             // The full breakdown once, at stop, for whoever reads the log.
             eprintln!(
