@@ -871,3 +871,194 @@ fn gateway_relays_srtp_without_sockets() {
     assert!(tx >= 2 * u64::from(N), "XSK tx {tx}: {log}");
     assert_eq!(xsk_figure(&log, "neigh_miss"), Some(0), "{log}");
 }
+
+impl NgClient {
+    /// Send `reqs` with up to `window` outstanding; the replies, in order.
+    fn pipelined(&mut self, reqs: &[Value], window: usize) -> Vec<Value> {
+        let mut out: Vec<Option<Value>> = (0..reqs.len()).map(|_| None).collect();
+        let mut by_cookie = std::collections::HashMap::new();
+        let mut next = 0;
+        let mut done = 0;
+        let mut buf = vec![0u8; 65536];
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok();
+        while done < reqs.len() {
+            while next < reqs.len() && next - done < window {
+                let (cookie, msg) = self.encode(&reqs[next]);
+                self.sock.send_to(&msg, self.to).expect("ng send");
+                by_cookie.insert(cookie.into_bytes(), next);
+                next += 1;
+            }
+            let n = self.sock.recv(&mut buf).expect("ng reply within 10 s");
+            let (c, body) = kolokol::control::ng::split_cookie(&buf[..n]).expect("cookie");
+            if let Some(i) = by_cookie.remove(c) {
+                out[i] = Some(kolokol::control::bencode::decode(body).expect("bencode"));
+                done += 1;
+            }
+        }
+        out.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+/// Counts datagrams per SSRC (the call index) on `sock` until `stop`.
+fn counter(
+    sock: UdpSocket,
+    calls: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u32>> {
+    std::thread::spawn(move || {
+        let mut per = vec![0u32; calls];
+        let mut buf = [0u8; 2048];
+        sock.set_read_timeout(Some(Duration::from_millis(100))).ok();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                if n >= 12 {
+                    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+                    if let Some(c) = per.get_mut(ssrc) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        per
+    })
+}
+
+/// Send `rounds` packets to each of `dsts` (SSRC = index), at about
+/// `pps` packets per second.
+fn send_rounds(sock: &UdpSocket, dsts: &[SocketAddrV4], rounds: u16, pps: u64) {
+    let start = Instant::now();
+    let mut k: u64 = 0;
+    for r in 0..rounds {
+        for (i, d) in dsts.iter().enumerate() {
+            sock.send_to(&rtp(r, i as u32), d).expect("send");
+            k += 1;
+            if k % 64 == 0 {
+                let due = start + Duration::from_micros(k * 1_000_000 / pps);
+                if let Some(w) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_calls_without_ten_thousand_sockets() {
+    if let Some(why) = cannot_run() {
+        return skip("ten_thousand_calls_without_ten_thousand_sockets", &why);
+    }
+    let topo = match Topo::build("t") {
+        Ok(t) => t,
+        Err(e) => {
+            return skip(
+                "ten_thousand_calls_without_ten_thousand_sockets",
+                &format!("cannot build the veth topology: {e}"),
+            )
+        }
+    };
+    const CALLS: usize = 10_000;
+    const ROUNDS: u16 = 3;
+    const PPS: u64 = 8_000;
+    let t0 = Instant::now();
+    let _pass = pass_on_peers(&topo);
+    prime(&topo);
+    let a_addr = SocketAddrV4::new(GEN_IP, 4000);
+    let b_addr = SocketAddrV4::new(SINK_IP, 5000);
+    let a = in_netns(&topo.gen, || UdpSocket::bind(a_addr).expect("gen socket")).unwrap();
+    let b = in_netns(&topo.sink, || UdpSocket::bind(b_addr).expect("sink socket")).unwrap();
+    big_rcvbuf(a.as_raw_fd());
+    big_rcvbuf(b.as_raw_fd());
+
+    // 42,000 ports: 10,000 calls x 2 legs x (RTP + RTCP) = 40,000.
+    let mut gw = GwProc::start(&topo.gw, "10k", CALLS + 100, 20000, 61999);
+    let mut ng = NgClient::new(&topo.gw);
+    ng.wait_ready(&mut gw);
+    let fds_before = gw.fds();
+    // SAFETY: reading our own limit.
+    let nofile = unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_max
+    };
+
+    let sdp_a = common::sdp_for(SocketAddr::V4(a_addr), "");
+    let sdp_b = common::sdp_for(SocketAddr::V4(b_addr), "");
+    let req = |cmd: &str, i: usize, sdp: &str| {
+        let mut d = Value::dict();
+        d.insert("command", cmd);
+        d.insert("call-id", format!("afxdp-{i}").as_str());
+        d.insert("from-tag", "ftag");
+        if cmd == "answer" {
+            d.insert("to-tag", "ttag");
+        }
+        d.insert("sdp", sdp);
+        d
+    };
+    let offers: Vec<Value> = (0..CALLS).map(|i| req("offer", i, &sdp_a)).collect();
+    let answers: Vec<Value> = (0..CALLS).map(|i| req("answer", i, &sdp_b)).collect();
+    let t_setup = Instant::now();
+    let to_b = ng.pipelined(&offers, 64);
+    let to_a = ng.pipelined(&answers, 64);
+    let setup = t_setup.elapsed();
+    let port = |v: &Value| reply_sdp(v).media[0].port;
+    let a_dsts: Vec<SocketAddrV4> = to_a
+        .iter()
+        .map(|v| SocketAddrV4::new(GW_MEDIA, port(v)))
+        .collect();
+    let b_dsts: Vec<SocketAddrV4> = to_b
+        .iter()
+        .map(|v| SocketAddrV4::new(GW_MEDIA, port(v)))
+        .collect();
+    let mut all: Vec<u16> = a_dsts.iter().chain(&b_dsts).map(|d| d.port()).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 2 * CALLS, "distinct RTP ports");
+    let fds_calls = gw.fds();
+    eprintln!(
+        "xdp_afxdp: {CALLS} calls set up over ng in {setup:?}; gateway fds {fds_before} -> {fds_calls} (limit {nofile})"
+    );
+    // 40,000 ports allocated; a socket each would need 40,000 descriptors.
+    assert!(
+        fds_calls < 1000 && fds_calls <= fds_before + 8,
+        "gateway holds {fds_calls} descriptors"
+    );
+    assert!(
+        (nofile as usize) < 4 * CALLS,
+        "the test means a limit below 40,000 ports"
+    );
+
+    // Traffic both ways on every call.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let at_sink = counter(b.try_clone().unwrap(), CALLS, stop.clone());
+    let at_gen = counter(a.try_clone().unwrap(), CALLS, stop.clone());
+    let t_traffic = Instant::now();
+    send_rounds(&a, &a_dsts, ROUNDS, PPS);
+    send_rounds(&b, &b_dsts, ROUNDS, PPS);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sink = at_sink.join().unwrap();
+    let gen = at_gen.join().unwrap();
+    let traffic = t_traffic.elapsed();
+    let sent = (CALLS * usize::from(ROUNDS)) as f64;
+    for (name, per) in [("sink", &sink), ("gen", &gen)] {
+        let got: u64 = per.iter().map(|&c| u64::from(c)).sum();
+        let silent = per.iter().filter(|&&c| c == 0).count();
+        let loss = 1.0 - got as f64 / sent;
+        eprintln!(
+            "xdp_afxdp: {name} received {got} of {sent} ({:.4}% loss), {silent} calls silent",
+            loss * 100.0
+        );
+        assert!(loss < 0.001, "{name}: loss {:.4}%", loss * 100.0);
+        assert!(got as f64 <= sent, "{name}: duplicates");
+    }
+    let fds_traffic = gw.fds();
+    let log = gw.stop();
+    eprintln!(
+        "xdp_afxdp: traffic {traffic:?}, fds during traffic {fds_traffic}, whole test {:?}; {}",
+        t0.elapsed(),
+        log.lines().find(|l| l.contains("xsk path")).unwrap_or("")
+    );
+    assert!(xsk_figure(&log, "rx").unwrap_or(0) >= (2.0 * sent * 0.999) as u64);
+}
