@@ -934,7 +934,7 @@ fn send_rounds(sock: &UdpSocket, dsts: &[SocketAddrV4], rounds: u16, pps: u64) {
         for (i, d) in dsts.iter().enumerate() {
             sock.send_to(&rtp(r, i as u32), d).expect("send");
             k += 1;
-            if k % 64 == 0 {
+            if k.is_multiple_of(64) {
                 let due = start + Duration::from_micros(k * 1_000_000 / pps);
                 if let Some(w) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(w);
