@@ -396,6 +396,13 @@ impl XskPath {
         }
     }
 
+    /// Queue `payload` toward `dst` from virtual socket `from` (prompt
+    /// playback); sent at the end of the loop turn. False if dropped
+    /// (counted).
+    pub(super) fn send_bytes(&mut self, from: SockId, dst: SocketAddr, payload: &[u8]) -> bool {
+        self.transmit(from, dst, payload)
+    }
+
     fn kick_dirty(&mut self) {
         for f in &mut self.ifaces {
             if f.dirty {
