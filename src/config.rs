@@ -63,7 +63,13 @@ pub enum Datapath {
     /// The XDP relay program on `xdp_interface` forwards plain RTP; what it
     /// does not take still goes through the sockets. Falls back to
     /// `sockets` (and says why) when the program is not built in or cannot
-    /// attach.
+    /// attach. Legs on the IPv4 media `address` get no socket: each shard
+    /// binds an AF_XDP socket per `xdp_interface` per rx queue it owns
+    /// (queue `q` to shard `q % count`; copy mode where zero-copy is
+    /// refused) and relays their datagrams, SRTP included, from those, so
+    /// open files no longer bound the number of calls. The address must be
+    /// reachable through `xdp_interface` (e.g. on `lo`, routed by the
+    /// peers via the gateway).
     Xdp,
 }
 

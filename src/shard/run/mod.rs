@@ -15,6 +15,12 @@
 //! sockets do not count against the process's open-file limit (the table's
 //! own size is capped by it per ring). Receives are multishot `RecvMsg`
 //! with a provided buffer ring.
+//!
+//! With `datapath = "xdp"`, legs on the IPv4 media address have no socket
+//! at all: their ports are virtual socket ids served by AF_XDP sockets
+//! (`xsk.rs`); the hooks here are `xsk_open_side` (in `open_side`),
+//! `xsk_close` (in `close_socket`), the egress check in `send`,
+//! `xsk_turn` before each wait and `xsk_tick`.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -566,7 +572,7 @@ impl Shard {
             Some(d) => d.min(self.next_tick),
             None => self.next_tick,
         };
-        let until = if self.sip_busy {
+        let until = if self.sip_busy || self.xsk.as_ref().is_some_and(|x| x.busy) {
             Duration::ZERO
         } else {
             deadline

@@ -122,6 +122,9 @@ pub(super) struct XskPath {
     resolver: Option<std::net::UdpSocket>,
     descs: Vec<RxDesc>,
     scratch: Box<[u8]>,
+    /// A ring still had frames when the turn's budget ran out: the loop
+    /// must not sleep.
+    pub(super) busy: bool,
     tos: u8,
     pub(super) counters: XskPathCounters,
 }
@@ -188,9 +191,13 @@ fn rx_queues(name: &str) -> u32 {
 
 /// Complete entries of the kernel's ARP table: (ip, mac, device).
 fn kernel_arp() -> Vec<(Ipv4Addr, [u8; 6], String)> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
-        return Vec::new();
-    };
+    std::fs::read_to_string("/proc/net/arp")
+        .map(|t| parse_arp(&t))
+        .unwrap_or_default()
+}
+
+/// The complete entries of a `/proc/net/arp` text.
+fn parse_arp(text: &str) -> Vec<(Ipv4Addr, [u8; 6], String)> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -283,6 +290,7 @@ impl XskPath {
             pending: Vec::new(),
             resolver: None,
             descs: Vec::with_capacity(RX_BATCH),
+            busy: false,
             scratch: vec![0u8; setup.sizes.frame_size as usize].into_boxed_slice(),
             tos: dscp << 2,
             counters: XskPathCounters::default(),
@@ -499,7 +507,8 @@ impl Shard {
             let vs = x.vsock(port);
             let ok = vs.is_some() && x.install(port);
             let Some(vs) = vs.filter(|_| ok) else {
-                // Undo what was installed; the pair goes back.
+                // Undo what was installed; the pair goes back (with the
+                // last release, or here if nothing was taken).
                 for &p in &ports[..k] {
                     let _ = x.maps.remove(SocketAddrV4::new(x.local, p));
                     if let Some(i) = p.checked_sub(x.port_lo) {
@@ -507,7 +516,9 @@ impl Shard {
                     }
                     self.ports.release(p);
                 }
-                self.ports.give_back(pair);
+                if k == 0 {
+                    self.ports.give_back(pair);
+                }
                 return Some(Err(ShardError::Socket(
                     "installing the TO_USER entry failed".into(),
                 )));
@@ -591,6 +602,7 @@ impl Shard {
             return;
         };
         let mut descs = std::mem::take(&mut x.descs);
+        x.busy = false;
         for i in 0..x.ifaces.len() {
             let mut done = 0;
             while done < RX_TURN_MAX {
@@ -606,6 +618,7 @@ impl Shard {
                 }
                 x.ifaces[i].xsk.refill(&descs);
             }
+            x.busy |= done >= RX_TURN_MAX;
         }
         x.descs = descs;
         x.kick_dirty();
@@ -722,6 +735,32 @@ mod tests {
         assert!(in_net(Ipv4Addr::new(1, 2, 3, 4), n, 0));
         assert!(!in_net(Ipv4Addr::new(10, 79, 2, 2), n, 32));
         assert!(in_net(n, n, 32));
+    }
+
+    #[test]
+    fn arp_table_keeps_complete_entries() {
+        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 10.79.2.2        0x1         0x2         96:1e:0b:6a:2f:01     *        xgb\n\
+                 10.79.1.9        0x1         0x0         00:00:00:00:00:00     *        xga\n\
+                 10.79.1.2        0x1         0x6         aa:bb:cc:dd:ee:ff     *        xga\n\
+                 garbage\n\
+                 10.79.1.3        0x1         0x2         zz:bb:cc:dd:ee:ff     *        xga\n";
+        let e = parse_arp(t);
+        assert_eq!(
+            e,
+            vec![
+                (
+                    Ipv4Addr::new(10, 79, 2, 2),
+                    [0x96, 0x1e, 0x0b, 0x6a, 0x2f, 0x01],
+                    "xgb".to_string()
+                ),
+                (
+                    Ipv4Addr::new(10, 79, 1, 2),
+                    [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+                    "xga".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]
