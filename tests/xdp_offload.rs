@@ -477,7 +477,9 @@ fn run(topo: &Topo) {
     let mut ng = ng_client(topo, &mut gw);
     let log = gw.log();
     assert!(
-        log.contains("media offload to XDP: active") && !log.contains("falling back to sockets"),
+        log.contains("media offload to XDP: active")
+            && !log.contains("falling back to sockets")
+            && !log.contains("forwarding is off"),
         "XDP offload not active; log:\n{log}"
     );
 

@@ -6,7 +6,9 @@
 //! attaches it to interfaces (native mode, then generic mode with the reason
 //! native failed), and manages the map: [`XdpRelay::insert`],
 //! [`XdpRelay::remove`], [`XdpRelay::counters`]. Dropping an [`XdpRelay`]
-//! detaches it everywhere.
+//! detaches it everywhere. Shards get their own handle on the entry maps,
+//! [`XdpMaps`] (from [`XdpRelay::map_fds`]), and install the leg pairs they
+//! offload (`src/shard/run/offload.rs`).
 //!
 //! Without clang the program is not built in: [`built_in`] is false and
 //! [`XdpRelay::load`] says so; the gateway relays on sockets only.
@@ -613,8 +615,27 @@ pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
             // Dropping `relay` detaches what did attach.
             Err(e) => return fallback(&e.to_string()),
         }
+        if forwarding_off(iface) {
+            log(
+                Level::Warn,
+                "XDP relay: IPv4 forwarding is off on the interface; the program's \
+                 FIB lookup fails there and its packets go to the socket path \
+                 (sysctl net.ipv4.conf.<interface>.forwarding=1)",
+                &[("interface", Field::Str(iface))],
+            );
+        }
     }
     Some(relay)
+}
+
+/// Whether IPv4 forwarding is off on `iface` (in this network namespace):
+/// `bpf_fib_lookup` in input mode answers "forwarding disabled" there.
+fn forwarding_off(iface: &str) -> bool {
+    if iface.contains('/') || iface.starts_with('.') {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))
+        .is_ok_and(|v| v.trim() == "0")
 }
 
 /// An error with its sources, on one line.
