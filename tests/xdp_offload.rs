@@ -15,6 +15,8 @@
 //! - ng `query` counts the offloaded packets per leg, while the shard's
 //!   socket receive counter (its stop line) only has the latching ones;
 //! - a spoofed source on a strict-source call is dropped and counted;
+//! - a re-offer moving a remote re-installs the pair with the new source,
+//!   keeping the counts;
 //! - ng `delete` removes the entries: later packets reach nobody;
 //! - traffic through XDP alone keeps a call past `timeout_s`, and stopping
 //!   it ends the call by media timeout.
@@ -40,6 +42,8 @@ const N: usize = 200;
 /// Packets per direction sent first, over the sockets (latching).
 const LATCH: usize = 5;
 const TIMEOUT_S: u64 = 3;
+/// Packets from call 2's new source after its re-offer.
+const MOVED: usize = 50;
 
 fn sh(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0])
@@ -551,13 +555,44 @@ fn run(topo: &Topo) {
     assert_eq!(leg_stat(&q, "ftag", "errors"), 1, "{q:?}");
     eprintln!("xdp_offload: call 2 (strict) relayed {N}, spoof dropped and counted");
 
+    // Re-offer moves A to another port: the entries go (their counts stay
+    // in the legs' figures) and come back with the new source; the old one
+    // is now a stranger.
+    let gen2b = in_netns(&topo.gen, || endpoint("10.78.1.2:4006"));
+    let mut pairs = vec![
+        ("call-id", Value::from("c2")),
+        ("from-tag", Value::from("ftag")),
+        (
+            "sdp",
+            Value::from(sdp_for("10.78.1.2:4006".parse().unwrap(), "")),
+        ),
+    ];
+    pairs.push(("flags", Value::List(vec![Value::from("strict-source")])));
+    let re = ng.cmd("offer", &pairs);
+    assert_eq!(target(&re).0, to_b2, "re-offer keeps B's port");
+    let moved: Vec<Vec<u8>> = (0..MOVED as u16)
+        .map(|i| rtp(N as u16 + i, 0xa2, 11))
+        .collect();
+    relay_all(&gen2b, to_a2, &sink2, to_b2, &moved);
+    gen2.send_to(&rtp(998, 0xa2, 12), to_a2).expect("send");
+    assert!(silent(&sink2), "old source relayed after the re-offer");
+    let q = ng.cmd("query", &[("call-id", Value::from("c2"))]);
+    assert_eq!(leg_stat(&q, "ftag", "packets"), (N + MOVED) as i64, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "errors"), 2, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "port"), 4006, "{q:?}");
+    eprintln!("xdp_offload: re-offer re-installed call 2 with the new source");
+
     // delete: the reply has the offloaded figures, and the entries are
     // gone (the ports are closed too: nothing reaches the sink).
     let d = ng.cmd("delete", &[("call-id", Value::from("c1"))]);
     assert_eq!(leg_stat(&d, "ftag", "packets"), (LATCH + N) as i64, "{d:?}");
     assert_eq!(leg_stat(&d, "ttag", "packets"), (LATCH + N) as i64, "{d:?}");
     let d2 = ng.cmd("delete", &[("call-id", Value::from("c2"))]);
-    assert_eq!(leg_stat(&d2, "ftag", "packets"), N as i64, "{d2:?}");
+    assert_eq!(
+        leg_stat(&d2, "ftag", "packets"),
+        (N + MOVED) as i64,
+        "{d2:?}"
+    );
     gen1.send_to(&rtp(7, 0xa1, 7), to_a).expect("send");
     gen2.send_to(&rtp(7, 0xa2, 7), to_a2).expect("send");
     assert!(silent(&sink1), "forwarded after delete");
@@ -626,7 +661,7 @@ fn run(topo: &Topo) {
     eprintln!(
         "xdp_offload: shard rx {rx} (socket path), xdp packets {xdp_packets}, src_drops {drops}, installs {installs}"
     );
-    let offloaded = (3 * N + usize::from(sent3) + 2 * (LATCH - 1)) as u64;
+    let offloaded = (3 * N + MOVED + usize::from(sent3) + 2 * (LATCH - 1)) as u64;
     assert!(
         rx >= socket_path && rx <= socket_path + 10,
         "socket path saw {rx}, expected about {socket_path}"
@@ -640,8 +675,8 @@ fn run(topo: &Topo) {
         socket_path + offloaded,
         "every packet once"
     );
-    assert_eq!(drops, 1);
-    assert_eq!(installs, 6, "three pairs, two directions each");
+    assert_eq!(drops, 2, "the spoof and the old source after the re-offer");
+    assert_eq!(installs, 8, "three pairs, one again after the re-offer");
     assert_eq!(errors, 0);
     in_netns(&topo.gen, move || drop(pass));
 }
