@@ -538,6 +538,8 @@ fn run(topo: &Topo) {
     }
     relay_all(&sink1, to_b, &gen1, to_a, &b_pkts);
     let q = ng.cmd("query", &[("call-id", Value::from("c1"))]);
+    assert_eq!(leg_stat(&q, "ftag", "offloaded"), 1, "{q:?}");
+    assert_eq!(leg_stat(&q, "ttag", "offloaded"), 1, "{q:?}");
     assert_eq!(leg_stat(&q, "ftag", "packets"), (LATCH + N) as i64, "{q:?}");
     assert_eq!(leg_stat(&q, "ttag", "packets"), (LATCH + N) as i64, "{q:?}");
     assert_eq!(leg_stat(&q, "ftag", "bytes"), ((LATCH + N) * 172) as i64);
@@ -585,6 +587,7 @@ fn run(topo: &Topo) {
     // delete: the reply has the offloaded figures, and the entries are
     // gone (the ports are closed too: nothing reaches the sink).
     let d = ng.cmd("delete", &[("call-id", Value::from("c1"))]);
+    assert_eq!(leg_stat(&d, "ftag", "offloaded"), 0, "entries out first");
     assert_eq!(leg_stat(&d, "ftag", "packets"), (LATCH + N) as i64, "{d:?}");
     assert_eq!(leg_stat(&d, "ttag", "packets"), (LATCH + N) as i64, "{d:?}");
     let d2 = ng.cmd("delete", &[("call-id", Value::from("c2"))]);

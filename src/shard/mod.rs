@@ -122,6 +122,9 @@ pub struct LegReport {
     pub clock_rate: u32,
     /// Seconds since the remote last sent something.
     pub idle_s: Option<u64>,
+    /// The leg's RTP is relayed by the XDP program now (its packets are
+    /// in `stats` all the same).
+    pub offloaded: bool,
 }
 
 /// A call's report.

@@ -1406,7 +1406,8 @@ impl Shard {
                 let l = self.relay.leg(id);
                 let mut stats = l.stats;
                 // What XDP relayed since it was last added to the leg.
-                if let Some((p, by, d)) = self.xdp_live(id) {
+                let live = self.xdp_live(id);
+                if let Some((p, by, d)) = live {
                     stats.add_offloaded(p, by, d);
                 }
                 legs.push(LegReport {
@@ -1420,6 +1421,7 @@ impl Shard {
                     idle_s: l
                         .last_rx
                         .map(|t| now.saturating_duration_since(t).as_secs()),
+                    offloaded: live.is_some(),
                 });
             }
         }
