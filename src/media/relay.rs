@@ -718,6 +718,35 @@ mod test {
     }
 
     #[test]
+    fn latches_are_logged_once_when_asked() {
+        let (mut t, a, b, now) = table();
+        t.leg_mut(b).set_remote(addr("10.0.0.2:5000"), None);
+        // Off by default: nothing is noted.
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(1));
+        assert!(!t.latched_pending());
+        t.leg_mut(a).set_remote(addr("10.0.0.1:4000"), None);
+        t.log_latches(1);
+        // The latching packet is noted; RTCP on the leg's own port and
+        // later packets are not.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        let _ = fwd(&mut t, now, 1, addr("10.0.0.1:4001"), &rr);
+        assert!(!t.latched_pending());
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(2));
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(3));
+        let mut out = Vec::new();
+        t.take_latched(&mut out);
+        assert_eq!(out, vec![a]);
+        assert!(!t.latched_pending());
+        // Bounded: with the log full, another latch is not noted.
+        let _ = fwd(&mut t, now, 2, addr("10.0.0.2:5000"), &rtp(1));
+        t.leg_mut(a).set_remote(addr("10.0.0.1:4000"), None);
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(4));
+        out.clear();
+        t.take_latched(&mut out);
+        assert_eq!(out, vec![b]);
+    }
+
+    #[test]
     fn rtp_and_rtcp_latch_separately() {
         let (mut t, a, b, now) = table();
         // B gave no usable address (NAT): both of its ports are learned.
