@@ -63,7 +63,8 @@ pub enum Datapath {
     /// The XDP relay program on `xdp_interface` forwards plain RTP; what it
     /// does not take still goes through the sockets. Falls back to
     /// `sockets` (and says why) when the program is not built in or cannot
-    /// attach. Legs on the IPv4 media `address` get no socket: each shard
+    /// attach. With `xsk_legs`, legs on the IPv4 media `address` get no
+    /// socket: each shard
     /// binds an AF_XDP socket per `xdp_interface` per rx queue it owns
     /// (queue `q` to shard `q % count`; copy mode where zero-copy is
     /// refused) and relays their datagrams, SRTP included, from those, so
@@ -377,6 +378,13 @@ pub struct MediaConfig {
     /// or a list of names.
     #[serde(deserialize_with = "one_or_many")]
     pub xdp_interface: Vec<String>,
+    /// `datapath = "xdp"`: legs on the IPv4 media `address` get no socket;
+    /// each shard relays them from AF_XDP sockets (one per `xdp_interface`
+    /// per rx queue it owns), so open files no longer bound the number of
+    /// calls. Off: legs keep their sockets and plain pairs are offloaded to
+    /// the XDP program once latched (socket-less legs are not offloaded
+    /// yet: they stay on the AF_XDP path).
+    pub xsk_legs: bool,
     /// AF_XDP (`datapath = "xdp"`): UMEM frames per socket, a power of two
     /// in 64..=1048576. Half receive (all handed to the fill ring at
     /// start), half transmit. One socket per `xdp_interface` per rx queue
@@ -407,6 +415,7 @@ impl Default for MediaConfig {
             calls_max: 16000,
             datapath: Datapath::Sockets,
             xdp_interface: Vec::new(),
+            xsk_legs: false,
             xsk_frames: 4096,
             xsk_frame_size: 2048,
             xsk_ring: 2048,

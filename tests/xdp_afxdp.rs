@@ -338,7 +338,7 @@ fn xsk_receives_to_user_and_transmits() {
         let mut relay = XdpRelay::load().map_err(|e| e.to_string())?;
         relay.attach("xga").map_err(|e| e.to_string())?;
         relay.attach("xgb").map_err(|e| e.to_string())?;
-        let mut maps = XdpMaps::open(relay.map_ids()).map_err(|e| e.to_string())?;
+        let mut maps = relay.shard_maps().map_err(|e| e.to_string())?;
         let cfg = XskConfig {
             frames: 256,
             frame_size: 2048,
@@ -504,7 +504,7 @@ impl GwProc {
              [ng]\nlisten = \"127.0.0.1:22299\"\n\
              [media]\naddress = \"10.79.0.1\"\nport_min = {port_min}\nport_max = {port_max}\n\
              calls_max = {calls_max}\ntimeout_s = 600\n\
-             datapath = \"xdp\"\nxdp_interface = [\"xga\", \"xgb\"]\n"
+             datapath = \"xdp\"\nxdp_interface = [\"xga\", \"xgb\"]\nxsk_legs = true\n"
         );
         std::fs::write(&conf, toml).expect("write config");
         let out = std::fs::File::create(&log).expect("log file");

@@ -6,15 +6,18 @@
 //! attaches it to interfaces (native mode, then generic mode with the reason
 //! native failed), and manages the map: [`XdpRelay::insert`],
 //! [`XdpRelay::remove`], [`XdpRelay::counters`]. Dropping an [`XdpRelay`]
-//! detaches it everywhere.
-//!
-//! Without clang the program is not built in: [`built_in`] is false and
-//! [`XdpRelay::load`] says so; the gateway relays on sockets only.
+//! detaches it everywhere. Shards get their own handle on the entry maps,
+//! [`XdpMaps`] (from [`XdpRelay::map_fds`]), and install the leg pairs they
+//! offload (`src/shard/run/offload.rs`).
 //!
 //! Entries are FORWARD (rewrite and send in the driver) or TO_USER: the
 //! program redirects the datagram to the AF_XDP socket registered for the
-//! receiving interface and queue in `xsks` ([`xsk`], [`frame`]), where the shard relays it
-//! like a socket's datagram; a socket-less leg needs no file descriptor.
+//! receiving interface and queue in `xsks` ([`xsk`], [`frame`]), where the
+//! shard relays it like a socket's datagram; a socket-less leg needs no
+//! file descriptor (`src/shard/run/xsk.rs`).
+//!
+//! Without clang the program is not built in: [`built_in`] is false and
+//! [`XdpRelay::load`] says so; the gateway relays on sockets only.
 //!
 //! An [`XdpEntry`] is one direction of a leg pair, the same meaning as a
 //! [`crate::media::relay::Leg`] and its peer: what the leg's remote sends to
@@ -25,9 +28,13 @@ pub mod frame;
 pub mod xsk;
 
 use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, XskMap};
+use aya::maps::{
+    HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, XskMap,
+};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, TestRun, TestRunOptions};
 
@@ -109,6 +116,20 @@ struct RawEntry {
 const ACTION_FORWARD: u8 = 0;
 /// `enum action`: redirect to the AF_XDP socket of the receiving queue.
 const ACTION_TO_USER: u8 = 1;
+
+/// Queues per interface in `xsks` (`XSK_QUEUES_PER_IF` in the C program).
+pub const XSK_QUEUES_PER_IF: u32 = 64;
+/// Interfaces in `xsks` (`XSK_IFS_MAX`).
+pub const XSK_IFS_MAX: u32 = 16;
+
+/// A TO_USER entry: everything to the key goes to the AF_XDP socket of the
+/// queue it arrived on (the shard checks sources and rewrites).
+fn raw_to_user() -> RawEntry {
+    RawEntry {
+        action: ACTION_TO_USER,
+        ..RawEntry::default()
+    }
+}
 
 /// Per-CPU counters, laid out as `struct relay_counters`.
 #[repr(C)]
@@ -193,15 +214,6 @@ impl XdpEntry {
     }
 }
 
-/// A TO_USER entry: everything to the key goes to the AF_XDP socket of the
-/// queue it arrived on (the shard checks sources and rewrites).
-fn raw_to_user() -> RawEntry {
-    RawEntry {
-        action: ACTION_TO_USER,
-        ..RawEntry::default()
-    }
-}
-
 /// One entry's counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpCounters {
@@ -262,45 +274,160 @@ pub struct Attached {
 /// The loaded XDP relay: program, maps, attachments.
 pub struct XdpRelay {
     ebpf: Ebpf,
-    entries: HashMap<MapData, RawKey, RawEntry>,
-    counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    maps: XdpMaps,
     stats: PerCpuArray<MapData, u64>,
-    #[allow(dead_code)]
-    xsks: XskMap<MapData>,
-    #[allow(dead_code)]
-    xsk_ifs: HashMap<MapData, u32, u32>,
-    ids: MapIds,
-    ncpus: usize,
+    /// `xsks` and `xsk_ifs`, for the shards' handles.
+    xsk_fds: [Arc<OwnedFd>; 2],
     attached: Vec<Attached>,
 }
 
-/// Kernel ids of the relay's maps: a shard opens its own handles on them
-/// ([`XdpMaps::open`]) to install TO_USER entries and register its AF_XDP
-/// sockets. Valid while the [`XdpRelay`] that loaded them lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapIds {
-    /// `relay_map`.
-    pub relay_map: u32,
-    /// `relay_ctrs`.
-    pub relay_ctrs: u32,
-    /// `xsks`.
-    pub xsks: u32,
-    /// `xsk_ifs`.
-    pub xsk_ifs: u32,
+/// A handle on the relay's two entry maps (`relay_map`, `relay_ctrs`):
+/// install, remove and read [`XdpEntry`]s. The kernel maps are shared; each
+/// shard owns its own handle (its own descriptors, made with
+/// [`XdpRelay::shard_maps`] from [`XdpMapFds`]), so no lock is needed:
+/// shards only touch the keys of their own ports.
+pub struct XdpMaps {
+    entries: HashMap<MapData, RawKey, RawEntry>,
+    counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    /// `xsks` and `xsk_ifs` (shard handles only: AF_XDP registration).
+    xsks: Option<XskMap<MapData>>,
+    xsk_ifs: Option<HashMap<MapData, u32, u32>>,
+    ncpus: usize,
 }
 
-/// Queues per interface in `xsks` (`XSK_QUEUES_PER_IF` in the C program).
-pub const XSK_QUEUES_PER_IF: u32 = 64;
-/// Interfaces in `xsks` (`XSK_IFS_MAX`).
-pub const XSK_IFS_MAX: u32 = 16;
+/// The descriptors of the relay's entry maps, to hand to shards (cheap to
+/// clone; each shard duplicates them into its own [`XdpMaps`]).
+#[derive(Clone, Debug)]
+pub struct XdpMapFds {
+    entries: Arc<OwnedFd>,
+    counters: Arc<OwnedFd>,
+    xsks: Arc<OwnedFd>,
+    xsk_ifs: Arc<OwnedFd>,
+    ncpus: usize,
+}
 
-fn map_id(m: &aya::maps::Map) -> Result<u32, XdpError> {
-    use aya::maps::Map;
-    let d = match m {
-        Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::XskMap(d) => d,
-        _ => return Err(XdpError::Load("unexpected map type".into())),
+impl XdpMapFds {
+    /// A shard's own handle: duplicates the descriptors (the kernel maps
+    /// stay shared).
+    pub fn open(&self) -> Result<XdpMaps, XdpError> {
+        let dup = |fd: &OwnedFd| -> Result<MapData, XdpError> {
+            let own = fd.as_fd().try_clone_to_owned().map_err(map_err)?;
+            MapData::from_fd(own).map_err(map_err)
+        };
+        Ok(XdpMaps {
+            entries: HashMap::try_from(Map::HashMap(dup(&self.entries)?)).map_err(map_err)?,
+            counters: PerCpuHashMap::try_from(Map::PerCpuHashMap(dup(&self.counters)?))
+                .map_err(map_err)?,
+            xsks: Some(XskMap::try_from(Map::XskMap(dup(&self.xsks)?)).map_err(map_err)?),
+            xsk_ifs: Some(HashMap::try_from(Map::HashMap(dup(&self.xsk_ifs)?)).map_err(map_err)?),
+            ncpus: self.ncpus,
+        })
+    }
+}
+
+impl XdpMaps {
+    /// Install (or replace) an entry; its counters start at zero.
+    pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
+        let key = key_of(e.local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, e.raw(), 0).map_err(map_err)
+    }
+
+    /// Remove the entry for `local` (and its counters); packets to it then
+    /// go to the stack. Removing an absent entry is not an error.
+    pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Install (or restore) the TO_USER entry for `local`, counters
+    /// zeroed: its datagrams go to the AF_XDP socket of the queue they
+    /// arrive on.
+    pub fn insert_to_user(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
+    }
+
+    /// Register AF_XDP socket `fd` for rx queue `queue` of interface
+    /// `ifindex`, which is interface number `if_slot` (its place in
+    /// `xdp_interface`, below [`XSK_IFS_MAX`]).
+    pub fn register_xsk(
+        &mut self,
+        if_slot: u32,
+        ifindex: u32,
+        queue: u32,
+        fd: std::os::fd::RawFd,
+    ) -> Result<(), XdpError> {
+        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
+            return Err(XdpError::Map(format!(
+                "interface {if_slot} queue {queue}: at most {XSK_IFS_MAX} interfaces of \
+                 {XSK_QUEUES_PER_IF} queues"
+            )));
+        }
+        let (Some(xsks), Some(ifs)) = (self.xsks.as_mut(), self.xsk_ifs.as_mut()) else {
+            return Err(XdpError::Map("no AF_XDP maps on this handle".into()));
+        };
+        let base = if_slot * XSK_QUEUES_PER_IF;
+        xsks.set(base + queue, fd, 0).map_err(map_err)?;
+        ifs.insert(ifindex, base, 0).map_err(map_err)
+    }
+
+    /// Remove the socket of (`if_slot`, `queue`).
+    pub fn unregister_xsk(&mut self, if_slot: u32, queue: u32) -> Result<(), XdpError> {
+        let Some(xsks) = self.xsks.as_mut() else {
+            return Ok(());
+        };
+        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
+            return Ok(());
+        }
+        match xsks.unset(if_slot * XSK_QUEUES_PER_IF + queue) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// The counters of the entry for `local`, `None` if it is not installed.
+    pub fn counters(&self, local: SocketAddrV4) -> Result<Option<XdpCounters>, XdpError> {
+        match self.counters.get(&key_of(local), 0) {
+            Ok(per_cpu) => {
+                let mut c = XdpCounters::default();
+                for v in per_cpu.iter() {
+                    c.packets += v.packets;
+                    c.bytes += v.bytes;
+                    c.src_drops += v.src_drops;
+                    c.last_seen_ns = c.last_seen_ns.max(v.last_seen_ns);
+                }
+                Ok(Some(c))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of [`XdpCounters::last_seen_ns`]
+/// (`bpf_ktime_get_ns`) and of `std::time::Instant` on Linux.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    Ok(d.info().map_err(map_err)?.id())
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// The relay program's name in the object.
@@ -380,50 +507,56 @@ impl XdpRelay {
             ebpf.take_map(name)
                 .ok_or_else(|| XdpError::Load(format!("map {name} missing")))
         };
-        let entries = take(&mut ebpf, "relay_map")?;
-        let counters = take(&mut ebpf, "relay_ctrs")?;
-        let xsks = take(&mut ebpf, "xsks")?;
-        let xsk_ifs = take(&mut ebpf, "xsk_ifs")?;
-        let ids = MapIds {
-            relay_map: map_id(&entries)?,
-            relay_ctrs: map_id(&counters)?,
-            xsks: map_id(&xsks)?,
-            xsk_ifs: map_id(&xsk_ifs)?,
-        };
-        // A taken map lives as long as its handle: keep this one too.
-        let xsk_ifs = HashMap::try_from(xsk_ifs).map_err(map_err)?;
-        let entries = HashMap::try_from(entries).map_err(map_err)?;
-        let counters = PerCpuHashMap::try_from(counters).map_err(map_err)?;
-        let xsks = XskMap::try_from(xsks).map_err(map_err)?;
+        let entries = HashMap::try_from(take(&mut ebpf, "relay_map")?).map_err(map_err)?;
+        let counters = PerCpuHashMap::try_from(take(&mut ebpf, "relay_ctrs")?).map_err(map_err)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "relay_stats")?).map_err(map_err)?;
+        // The AF_XDP maps: only their descriptors are kept (the program
+        // holds the maps; shards open handles from these).
+        let fd_of = |m: Map| -> Result<Arc<OwnedFd>, XdpError> {
+            match m {
+                Map::XskMap(d) | Map::HashMap(d) => Ok(Arc::new(
+                    d.fd().as_fd().try_clone_to_owned().map_err(map_err)?,
+                )),
+                _ => Err(XdpError::Load("unexpected AF_XDP map type".into())),
+            }
+        };
+        let xsk_fds = [
+            fd_of(take(&mut ebpf, "xsks")?)?,
+            fd_of(take(&mut ebpf, "xsk_ifs")?)?,
+        ];
         let ncpus =
             aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
         Ok(XdpRelay {
             ebpf,
-            entries,
-            counters,
+            maps: XdpMaps {
+                entries,
+                counters,
+                xsks: None,
+                xsk_ifs: None,
+                ncpus,
+            },
             stats,
-            xsks,
-            xsk_ifs,
-            ids,
-            ncpus,
+            xsk_fds,
             attached: Vec::new(),
         })
     }
 
-    /// The maps' kernel ids, for [`XdpMaps::open`] in a shard.
-    pub fn map_ids(&self) -> MapIds {
-        self.ids
+    /// The entry maps' descriptors, duplicated, for the shards to open
+    /// their own [`XdpMaps`] with.
+    pub fn map_fds(&self) -> Result<XdpMapFds, XdpError> {
+        let dup = |m: &MapData| m.fd().as_fd().try_clone_to_owned().map_err(map_err);
+        Ok(XdpMapFds {
+            entries: Arc::new(dup(self.maps.entries.map())?),
+            counters: Arc::new(dup(self.maps.counters.map())?),
+            xsks: self.xsk_fds[0].clone(),
+            xsk_ifs: self.xsk_fds[1].clone(),
+            ncpus: self.maps.ncpus,
+        })
     }
 
-    /// Install a TO_USER entry for `local` (counters start at zero): its
-    /// datagrams go to the AF_XDP socket of the queue they arrive on.
-    pub fn insert_to_user(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
-        let key = key_of(local);
-        let zero =
-            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
-        self.counters.insert(key, zero, 0).map_err(map_err)?;
-        self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
+    /// A second handle on the entry maps (what a shard owns).
+    pub fn shard_maps(&self) -> Result<XdpMaps, XdpError> {
+        self.map_fds()?.open()
     }
 
     /// Attach the relay program to `iface`: native mode, else generic mode
@@ -484,42 +617,18 @@ impl XdpRelay {
 
     /// Install (or replace) an entry; its counters start at zero.
     pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
-        let key = key_of(e.local);
-        let zero =
-            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
-        self.counters.insert(key, zero, 0).map_err(map_err)?;
-        self.entries.insert(key, e.raw(), 0).map_err(map_err)
+        self.maps.insert(e)
     }
 
     /// Remove the entry for `local` (and its counters); packets to it then
     /// go to the stack. Removing an absent entry is not an error.
     pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
-        let key = key_of(local);
-        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
-            match r {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Ok(())
+        self.maps.remove(local)
     }
 
     /// The counters of the entry for `local`, `None` if it is not installed.
     pub fn counters(&self, local: SocketAddrV4) -> Result<Option<XdpCounters>, XdpError> {
-        match self.counters.get(&key_of(local), 0) {
-            Ok(per_cpu) => {
-                let mut c = XdpCounters::default();
-                for v in per_cpu.iter() {
-                    c.packets += v.packets;
-                    c.bytes += v.bytes;
-                    c.src_drops += v.src_drops;
-                    c.last_seen_ns = c.last_seen_ns.max(v.last_seen_ns);
-                }
-                Ok(Some(c))
-            }
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(e)),
-        }
+        self.maps.counters(local)
     }
 
     /// Program-wide counters.
@@ -619,101 +728,27 @@ pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
             // Dropping `relay` detaches what did attach.
             Err(e) => return fallback(&e.to_string()),
         }
+        if forwarding_off(iface) {
+            log(
+                Level::Warn,
+                "XDP relay: IPv4 forwarding is off on the interface; the program's \
+                 FIB lookup fails there and its packets go to the socket path \
+                 (sysctl net.ipv4.conf.<interface>.forwarding=1)",
+                &[("interface", Field::Str(iface))],
+            );
+        }
     }
     Some(relay)
 }
 
-/// A shard's own handles on the relay's maps (opened by id: file
-/// descriptors of its own, so no lock is shared with other shards or the
-/// control plane). Used for socket-less legs: TO_USER entries for the
-/// shard's ports and its AF_XDP sockets in `xsks`.
-pub struct XdpMaps {
-    entries: HashMap<MapData, RawKey, RawEntry>,
-    counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
-    xsks: XskMap<MapData>,
-    xsk_ifs: HashMap<MapData, u32, u32>,
-    ncpus: usize,
-}
-
-impl XdpMaps {
-    /// Open handles on the maps `ids` names.
-    pub fn open(ids: MapIds) -> Result<XdpMaps, XdpError> {
-        let open = |id| MapData::from_id(id).map_err(map_err);
-        let ncpus =
-            aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
-        Ok(XdpMaps {
-            entries: HashMap::try_from(aya::maps::Map::HashMap(open(ids.relay_map)?))
-                .map_err(map_err)?,
-            counters: PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(open(ids.relay_ctrs)?))
-                .map_err(map_err)?,
-            xsks: XskMap::try_from(aya::maps::Map::XskMap(open(ids.xsks)?)).map_err(map_err)?,
-            xsk_ifs: HashMap::try_from(aya::maps::Map::HashMap(open(ids.xsk_ifs)?))
-                .map_err(map_err)?,
-            ncpus,
-        })
+/// Whether IPv4 forwarding is off on `iface` (in this network namespace):
+/// `bpf_fib_lookup` in input mode answers "forwarding disabled" there.
+fn forwarding_off(iface: &str) -> bool {
+    if iface.contains('/') || iface.starts_with('.') {
+        return false;
     }
-
-    /// Install (or restore) the TO_USER entry for `local`, counters zeroed.
-    pub fn insert_to_user(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
-        let key = key_of(local);
-        let zero =
-            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
-        self.counters.insert(key, zero, 0).map_err(map_err)?;
-        self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
-    }
-
-    /// Install (or replace) a FORWARD entry.
-    pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
-        let key = key_of(e.local);
-        let zero =
-            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
-        self.counters.insert(key, zero, 0).map_err(map_err)?;
-        self.entries.insert(key, e.raw(), 0).map_err(map_err)
-    }
-
-    /// Remove the entry for `local` and its counters (absent is fine).
-    pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
-        let key = key_of(local);
-        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
-            match r {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Register AF_XDP socket `fd` for rx queue `queue` of interface
-    /// `ifindex`, which is interface number `if_slot` (its place in
-    /// `xdp_interface`, below [`XSK_IFS_MAX`]).
-    pub fn register_xsk(
-        &mut self,
-        if_slot: u32,
-        ifindex: u32,
-        queue: u32,
-        fd: std::os::fd::RawFd,
-    ) -> Result<(), XdpError> {
-        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
-            return Err(XdpError::Map(format!(
-                "interface {if_slot} queue {queue}: at most {XSK_IFS_MAX} interfaces of \
-                 {XSK_QUEUES_PER_IF} queues"
-            )));
-        }
-        let base = if_slot * XSK_QUEUES_PER_IF;
-        self.xsks.set(base + queue, fd, 0).map_err(map_err)?;
-        self.xsk_ifs.insert(ifindex, base, 0).map_err(map_err)
-    }
-
-    /// Remove the socket of (`if_slot`, `queue`).
-    pub fn unregister_xsk(&mut self, if_slot: u32, queue: u32) -> Result<(), XdpError> {
-        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
-            return Ok(());
-        }
-        match self.xsks.unset(if_slot * XSK_QUEUES_PER_IF + queue) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(e)),
-        }
-    }
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))
+        .is_ok_and(|v| v.trim() == "0")
 }
 
 /// An error with its sources, on one line.

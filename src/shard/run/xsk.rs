@@ -19,9 +19,10 @@
 //! The egress interface is the one whose subnet holds the destination
 //! (else the one the destination was seen on); its MAC comes from the
 //! neighbour table: the kernel's (`/proc/net/arp`, read at start and after
-//! misses) plus the source MAC of every frame received. A miss is counted,
-//! dropped and resolved at the next tick (a zero-length datagram to the
-//! destination's discard port makes the kernel ARP for it).
+//! misses) plus the source MAC of every frame received. A miss is counted
+//! and the datagram sent through the kernel instead (one raw IPv4 socket
+//! per shard, opened at the first miss: the kernel routes it and resolves
+//! the next hop); the next tick re-reads the kernel's table.
 //!
 //! A datagram whose egress is a real socket (a call between the XDP
 //! address and another family) is counted (`to_socket`) and dropped; the
@@ -40,7 +41,7 @@ use super::{Shard, KIND_SHIFT};
 use crate::media::relay::{DropReason, SockId, Verdict};
 use crate::media::xdp::frame::{self, Headers, Reject, PAYLOAD_OFF};
 use crate::media::xdp::xsk::{RxDesc, Xsk, XskConfig};
-use crate::media::xdp::{MapIds, XdpMaps};
+use crate::media::xdp::{XdpMapFds, XdpMaps};
 use crate::shard::ShardError;
 
 /// Readiness of an XSK (multishot poll); the low bits are its index.
@@ -61,7 +62,7 @@ type Side = (u32, Option<u32>, u16);
 #[derive(Clone, Debug)]
 pub struct XskSetup {
     /// The loaded relay's maps.
-    pub maps: MapIds,
+    pub maps: XdpMapFds,
     /// `xdp_interface`, in order (the order gives each its `xsks` slot).
     pub interfaces: Vec<String>,
     /// Socket sizes.
@@ -82,8 +83,14 @@ pub struct XskPathCounters {
     /// Not for one of this shard's virtual ports (another address, another
     /// shard's port, a closed port).
     pub not_ours: u64,
-    /// No neighbour entry for the destination (dropped, resolution asked).
+    /// No neighbour entry for the destination: sent through the kernel's
+    /// stack instead (a raw IP socket, which resolves the next hop), and
+    /// the table re-read at the next tick.
     pub neigh_miss: u64,
+    /// Datagrams sent through the raw socket (neighbour misses).
+    pub via_stack: u64,
+    /// Neighbour misses that could not be sent at all.
+    pub miss_dropped: u64,
     /// No transmit frame free on the egress XSK.
     pub tx_no_frame: u64,
     /// The egress leg has a real socket (not supported on this path).
@@ -119,7 +126,9 @@ pub(super) struct XskPath {
     open: Vec<bool>,
     neigh: HashMap<Ipv4Addr, ([u8; 6], usize)>,
     pending: Vec<Ipv4Addr>,
-    resolver: Option<std::net::UdpSocket>,
+    /// A raw IPv4 socket (opened at the first neighbour miss).
+    raw: Option<std::os::fd::OwnedFd>,
+    stack_buf: Box<[u8]>,
     descs: Vec<RxDesc>,
     scratch: Box<[u8]>,
     /// A ring still had frames when the turn's budget ran out: the loop
@@ -230,7 +239,7 @@ impl XskPath {
         let Some(IpAddr::V4(local)) = local else {
             return Err("AF_XDP legs need an IPv4 media address".into());
         };
-        let mut maps = XdpMaps::open(setup.maps).map_err(|e| e.to_string())?;
+        let mut maps: XdpMaps = setup.maps.open().map_err(|e| e.to_string())?;
         let mut ifaces = Vec::new();
         for (slot, name) in setup.interfaces.iter().enumerate() {
             let ifindex =
@@ -288,7 +297,8 @@ impl XskPath {
             open: vec![false; nports],
             neigh: HashMap::new(),
             pending: Vec::new(),
-            resolver: None,
+            raw: None,
+            stack_buf: vec![0u8; setup.sizes.frame_size as usize].into_boxed_slice(),
             descs: Vec::with_capacity(RX_BATCH),
             busy: false,
             scratch: vec![0u8; setup.sizes.frame_size as usize].into_boxed_slice(),
@@ -367,7 +377,7 @@ impl XskPath {
             return false;
         };
         let Some((i, dst_mac)) = self.egress(*dst.ip()) else {
-            return false;
+            return self.via_stack(port, dst, payload);
         };
         let h = Headers {
             dst_mac,
@@ -409,6 +419,71 @@ impl XskPath {
     /// (counted).
     pub(super) fn send_bytes(&mut self, from: SockId, dst: SocketAddr, payload: &[u8]) -> bool {
         self.transmit(from, dst, payload)
+    }
+
+    /// A neighbour miss: the datagram goes through the kernel (a raw IP
+    /// socket: routing, ARP and its queue), so the first packets toward a
+    /// new remote are not lost while the table learns it.
+    fn via_stack(&mut self, port: u16, dst: SocketAddrV4, payload: &[u8]) -> bool {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        if self.raw.is_none() {
+            // SAFETY: plain socket(2); owned at once.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_RAW,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: a fresh descriptor we own.
+                self.raw = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        let h = Headers {
+            dst_mac: [0; 6],
+            src_mac: [0; 6],
+            src: SocketAddrV4::new(self.local, port),
+            dst,
+            tos: self.tos,
+            ttl: 64,
+        };
+        let end = PAYLOAD_OFF + payload.len();
+        let (Some(fd), Some(room)) = (&self.raw, self.stack_buf.get_mut(PAYLOAD_OFF..end)) else {
+            self.counters.miss_dropped += 1;
+            return false;
+        };
+        room.copy_from_slice(payload);
+        let Some(len) = frame::write_headers(&mut self.stack_buf, &h, payload.len()) else {
+            self.counters.miss_dropped += 1;
+            return false;
+        };
+        let ip = &self.stack_buf[frame::ETH_LEN..len];
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: valid buffer and address for the call.
+        let rc = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                ip.as_ptr().cast(),
+                ip.len(),
+                libc::MSG_DONTWAIT,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            self.counters.miss_dropped += 1;
+            return false;
+        }
+        self.counters.via_stack += 1;
+        true
     }
 
     fn kick_dirty(&mut self) {
@@ -698,15 +773,8 @@ impl Shard {
         if x.pending.is_empty() {
             return;
         }
-        if x.resolver.is_none() {
-            x.resolver = std::net::UdpSocket::bind((x.local, 0)).ok();
-        }
-        if let Some(r) = &x.resolver {
-            for ip in &x.pending {
-                // Discard port: the kernel resolves the next hop to send it.
-                let _ = r.send_to(&[], (*ip, 9));
-            }
-        }
+        // The misses went through the kernel, which resolved their next
+        // hops: its table has them now.
         x.pending.clear();
         x.read_arp();
     }
