@@ -52,6 +52,8 @@ const RX_BATCH: usize = 64;
 const RX_TURN_MAX: usize = 1024;
 /// Neighbour entries kept (the table is cleared when full).
 const NEIGH_MAX: usize = 65_536;
+/// Least time between two reads of the kernel's neighbour table on misses.
+const ARP_REREAD: std::time::Duration = std::time::Duration::from_millis(20);
 /// Unresolved destinations remembered until the next tick.
 const PENDING_MAX: usize = 256;
 
@@ -126,6 +128,8 @@ pub(super) struct XskPath {
     open: Vec<bool>,
     neigh: HashMap<Ipv4Addr, ([u8; 6], usize)>,
     pending: Vec<Ipv4Addr>,
+    /// When the kernel's neighbour table was last read.
+    arp_read_at: Option<Instant>,
     /// A raw IPv4 socket (opened at the first neighbour miss).
     raw: Option<std::os::fd::OwnedFd>,
     stack_buf: Box<[u8]>,
@@ -297,6 +301,7 @@ impl XskPath {
             open: vec![false; nports],
             neigh: HashMap::new(),
             pending: Vec::new(),
+            arp_read_at: None,
             raw: None,
             stack_buf: vec![0u8; setup.sizes.frame_size as usize].into_boxed_slice(),
             descs: Vec::with_capacity(RX_BATCH),
@@ -331,6 +336,7 @@ impl XskPath {
 
     fn read_arp(&mut self) {
         self.counters.arp_reads += 1;
+        self.arp_read_at = Some(Instant::now());
         for (ip, mac, dev) in kernel_arp() {
             if let Some(slot) = self.names.iter().position(|n| *n == dev) {
                 if let Some(i) = self.ifaces.iter().position(|f| f.slot == slot) {
@@ -363,6 +369,12 @@ impl XskPath {
                 self.counters.neigh_miss += 1;
                 if self.pending.len() < PENDING_MAX && !self.pending.contains(&dst) {
                     self.pending.push(dst);
+                }
+                // The kernel may have resolved it since (an earlier miss
+                // went through it): look again, at most every ARP_REREAD.
+                let stale = self.arp_read_at.is_none_or(|t| t.elapsed() >= ARP_REREAD);
+                if stale {
+                    self.read_arp();
                 }
                 None
             }
