@@ -58,6 +58,10 @@ struct relay_entry {
 enum action {
 	ACTION_FORWARD = 0, /* rewrite and send (XDP_TX / redirect) */
 	ACTION_TO_USER = 1, /* to the AF_XDP socket of the rx queue (xsks) */
+	/* FORWARD, but when the FIB has no answer (no route, no neighbour)
+	 * to the AF_XDP socket instead of the stack: a socket-less leg has no
+	 * socket there to catch it. */
+	ACTION_FORWARD_USER = 2,
 };
 
 struct relay_counters {
@@ -196,12 +200,7 @@ int kolokol_relay(struct xdp_md *ctx)
 			c->bytes += (__u64)(data_end - data);
 			c->last_seen_ns = bpf_ktime_get_ns();
 		}
-		stat_inc(STAT_TO_USER);
-		__u32 ifx = ctx->ingress_ifindex;
-		__u32 *base = bpf_map_lookup_elem(&xsk_ifs, &ifx);
-		if (!base || ctx->rx_queue_index >= XSK_QUEUES_PER_IF)
-			return XDP_PASS;
-		return bpf_redirect_map(&xsks, *base + ctx->rx_queue_index, XDP_PASS);
+		goto to_user;
 	}
 	if (e->strict && ((e->expect_addr && ip->saddr != e->expect_addr) ||
 			  (e->expect_port && udp->source != e->expect_port))) {
@@ -224,6 +223,8 @@ int kolokol_relay(struct xdp_md *ctx)
 		fib.ipv4_dst = e->new_daddr;
 		fib.ifindex = ctx->ingress_ifindex;
 		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+			if (e->action == ACTION_FORWARD_USER)
+				goto to_user;
 			stat_inc(STAT_PASS_OTHER);
 			return XDP_PASS;
 		}
@@ -267,6 +268,16 @@ int kolokol_relay(struct xdp_md *ctx)
 	if (rc != XDP_REDIRECT)
 		stat_inc(STAT_REDIRECT_ERR);
 	return rc;
+
+to_user:
+	stat_inc(STAT_TO_USER);
+	{
+		__u32 ifx = ctx->ingress_ifindex;
+		__u32 *base = bpf_map_lookup_elem(&xsk_ifs, &ifx);
+		if (!base || ctx->rx_queue_index >= XSK_QUEUES_PER_IF)
+			return XDP_PASS;
+		return bpf_redirect_map(&xsks, *base + ctx->rx_queue_index, XDP_PASS);
+	}
 
 not_udp4:
 	stat_inc(STAT_PASS_NOT_UDP4);

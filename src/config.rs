@@ -381,9 +381,10 @@ pub struct MediaConfig {
     /// `datapath = "xdp"`: legs on the IPv4 media `address` get no socket;
     /// each shard relays them from AF_XDP sockets (one per `xdp_interface`
     /// per rx queue it owns), so open files no longer bound the number of
-    /// calls. Off: legs keep their sockets and plain pairs are offloaded to
-    /// the XDP program once latched (socket-less legs are not offloaded
-    /// yet: they stay on the AF_XDP path).
+    /// calls. Plain pairs are offloaded to the XDP program once latched
+    /// either way; a socket-less leg's entry falls back to its AF_XDP
+    /// socket when the kernel's FIB has no answer, and goes back to TO_USER
+    /// when the offload releases it. Off (the default): legs keep sockets.
     pub xsk_legs: bool,
     /// AF_XDP (`datapath = "xdp"`): UMEM frames per socket, a power of two
     /// in 64..=1048576. Half receive (all handed to the fill ring at

@@ -116,6 +116,9 @@ struct RawEntry {
 const ACTION_FORWARD: u8 = 0;
 /// `enum action`: redirect to the AF_XDP socket of the receiving queue.
 const ACTION_TO_USER: u8 = 1;
+/// `enum action`: forward, or to the AF_XDP socket when the FIB has no
+/// answer (socket-less legs).
+const ACTION_FORWARD_USER: u8 = 2;
 
 /// Queues per interface in `xsks` (`XSK_QUEUES_PER_IF` in the C program).
 pub const XSK_QUEUES_PER_IF: u32 = 64;
@@ -346,6 +349,22 @@ impl XdpMaps {
             }
         }
         Ok(())
+    }
+
+    /// Install (or replace) a FORWARD entry for a socket-less leg: when the
+    /// kernel's FIB has no answer for it (no route or neighbour yet), the
+    /// datagram goes to the AF_XDP socket instead of the stack (where no
+    /// socket would catch it). Its counters start at zero.
+    pub fn insert_user_fallback(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
+        let key = key_of(e.local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        let raw = RawEntry {
+            action: ACTION_FORWARD_USER,
+            ..e.raw()
+        };
+        self.entries.insert(key, raw, 0).map_err(map_err)
     }
 
     /// Install (or restore) the TO_USER entry for `local`, counters

@@ -24,6 +24,12 @@
 //! per shard, opened at the first miss: the kernel routes it and resolves
 //! the next hop); the next tick re-reads the kernel's table.
 //!
+//! Plain pairs of socket-less legs are offloaded like socket legs
+//! (`offload.rs`): their FORWARD entries replace the TO_USER ones, with
+//! the AF_XDP socket as the fallback when the FIB has no answer
+//! (`ACTION_FORWARD_USER`), and releasing them restores TO_USER
+//! ([`Shard::xsk_restore_local`]).
+//!
 //! A datagram whose egress is a real socket (a call between the XDP
 //! address and another family) is counted (`to_socket`) and dropped; the
 //! reverse direction (socket -> virtual) is transmitted on the XSK.
@@ -617,10 +623,30 @@ impl Shard {
         Some(Ok((socks[0], (!mux).then_some(socks[1]), pair)))
     }
 
+    /// The local address of virtual socket `sock` (`None` for real ones).
+    pub(super) fn xsk_local(&self, sock: SockId) -> Option<SocketAddrV4> {
+        let x = self.xsk.as_ref()?;
+        let port = x.vport(sock)?;
+        Some(SocketAddrV4::new(x.local, port))
+    }
+
+    /// Restore the TO_USER entry of `local` if it is an open socket-less
+    /// port (after its XDP FORWARD entry was removed); a no-op otherwise.
+    pub(super) fn xsk_restore_local(&mut self, local: SocketAddrV4) {
+        let Some(x) = self.xsk.as_ref() else {
+            return;
+        };
+        if *local.ip() != x.local {
+            return;
+        }
+        if let Some(vs) = x.vsock(local.port()) {
+            self.xsk_restore_to_user(vs);
+        }
+    }
+
     /// (Re)install the TO_USER entry of virtual socket `sock` (e.g. when an
     /// XDP FORWARD entry for it is released). False if `sock` is not an
     /// open virtual socket or the map refused.
-    #[allow(dead_code)]
     pub(super) fn xsk_restore_to_user(&mut self, sock: SockId) -> bool {
         let Some(x) = self.xsk.as_mut() else {
             return false;
@@ -710,6 +736,10 @@ impl Shard {
         x.descs = descs;
         x.kick_dirty();
         self.xsk = Some(x);
+        // Legs that latched on this path may now be offloaded.
+        if self.relay.latched_pending() {
+            self.xdp_after_batch(now);
+        }
     }
 
     fn xsk_relay_one(&mut self, x: &mut XskPath, i: usize, d: RxDesc, now: Instant) {
