@@ -62,7 +62,21 @@ impl Gateway {
     /// Starts everything; an error names what failed.
     pub fn start(cfg: &Config, api: ApiStart) -> Result<Gateway, String> {
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
-        let shards: Arc<[ShardHandle]> = crate::shard::spawn_all(cfg, ev_tx)
+        // XDP first: the shards get its maps to offload leg pairs to.
+        let xdp = crate::media::xdp::start(&cfg.media);
+        let fds = match xdp.as_ref().map(|x| x.map_fds()) {
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
+                crate::log::log(
+                    crate::log::Level::Warn,
+                    "media data path: XDP maps unavailable to shards, relaying on sockets",
+                    &[("why", crate::log::Field::Str(&e.to_string()))],
+                );
+                None
+            }
+            None => None,
+        };
+        let shards: Arc<[ShardHandle]> = crate::shard::spawn_all_with_xdp(cfg, ev_tx, fds.as_ref())
             .map_err(|e| format!("shards: {e}"))?
             .into();
         let (ng_tx, ng_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
@@ -129,7 +143,7 @@ impl Gateway {
             ng_thread: Some(ng_thread),
             ev_thread: Some(ev_thread),
             cdr,
-            xdp: crate::media::xdp::start(&cfg.media),
+            xdp,
         };
         if cfg.api.enabled {
             let ready = cfg.api.check_startable();

@@ -150,7 +150,8 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
         let m = &s.metrics;
         eprintln!(
             "shard {}: rx {} tx {} drops {} wakeups {}; sip rx {} tx {} dropped {} \
-             rejected {} handed-over {} records {}",
+             rejected {} handed-over {} records {}; xdp installs {} packets {} bytes {} \
+             src_drops {} map_errors {}",
             s.index,
             m.rx.load(Ordering::Relaxed),
             m.tx.load(Ordering::Relaxed),
@@ -162,6 +163,11 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
             m.sip_rejected.load(Ordering::Relaxed),
             m.sip_handed_over.load(Ordering::Relaxed),
             m.sip_records.load(Ordering::Relaxed),
+            m.xdp_installs.load(Ordering::Relaxed),
+            m.xdp_packets.load(Ordering::Relaxed),
+            m.xdp_bytes.load(Ordering::Relaxed),
+            m.xdp_src_drops.load(Ordering::Relaxed),
+            m.xdp_map_errors.load(Ordering::Relaxed),
         );
     }
     Ok(())

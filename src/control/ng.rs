@@ -735,6 +735,8 @@ fn fill_report(r: &mut Value, c: &NgCall, rep: &CallReport) {
             rtp.insert("SSRC", u64::from(st.ssrc));
             rtp.insert("stats", stats_dict(st.rtp_received(), rtp_bytes, st.errors));
             rtp.insert("latched", i64::from(l.latched));
+            // Kolokol: relayed by the XDP program now (figures include it).
+            rtp.insert("offloaded", i64::from(l.offloaded));
             rtp.insert("lost", st.lost());
             rtp.insert("expected", st.expected());
             rtp.insert("reordered", st.reordered);

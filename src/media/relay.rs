@@ -214,6 +214,10 @@ pub struct RelayTable {
     /// Table-wide counters.
     pub counters: RelayCounters,
     epoch: Instant,
+    /// Legs whose RTP latch was just set by a packet, for a shard that
+    /// offloads latched legs (see [`RelayTable::log_latches`]); bounded by
+    /// its capacity, empty and never pushed to unless enabled.
+    latch_log: Vec<LegId>,
 }
 
 /// The table is full.
@@ -231,7 +235,28 @@ impl RelayTable {
             sockets: vec![SockOwners::default(); sockets_max],
             counters: RelayCounters::default(),
             epoch,
+            latch_log: Vec::new(),
         }
+    }
+
+    /// Note (up to `max` at a time) the legs whose RTP latch a packet sets,
+    /// for [`RelayTable::take_latched`]. Off (0) by default; costs one
+    /// comparison per latching packet.
+    pub fn log_latches(&mut self, max: usize) {
+        self.latch_log = Vec::with_capacity(max);
+    }
+
+    /// The legs that latched since the last call (see
+    /// [`RelayTable::log_latches`]), into `out`; the log is left empty.
+    pub fn take_latched(&mut self, out: &mut Vec<LegId>) {
+        out.append(&mut self.latch_log);
+    }
+
+    /// Whether a packet latched a leg since the last
+    /// [`RelayTable::take_latched`].
+    #[inline]
+    pub fn latched_pending(&self) -> bool {
+        !self.latch_log.is_empty()
     }
 
     /// Install a leg and attach it to its socket(s). The peer is set with
@@ -299,6 +324,11 @@ impl RelayTable {
     /// A leg by id.
     pub fn leg(&self, id: LegId) -> &Leg {
         self.legs[id.0 as usize].as_ref().expect("leg installed")
+    }
+
+    /// A leg by id, if it is installed.
+    pub fn get(&self, id: LegId) -> Option<&Leg> {
+        self.legs.get(id.0 as usize)?.as_ref()
     }
 
     /// A leg by id, mutable.
@@ -457,6 +487,9 @@ impl RelayTable {
             .and_then(Option::as_ref)
             .and_then(|p| p.last_sr);
         // Latching: the first acceptable packet fixes the remote address.
+        if !own_rtcp_socket && !latched && self.latch_log.len() < self.latch_log.capacity() {
+            self.latch_log.push(id);
+        }
         let leg = self.leg_mut(id);
         if own_rtcp_socket {
             if expected != Some(src) && !latched {
@@ -682,6 +715,35 @@ mod test {
             fwd(&mut t, now, 0, addr("192.0.2.9:7777"), &rtp(4)),
             Verdict::Send { .. }
         ));
+    }
+
+    #[test]
+    fn latches_are_logged_once_when_asked() {
+        let (mut t, a, b, now) = table();
+        t.leg_mut(b).set_remote(addr("10.0.0.2:5000"), None);
+        // Off by default: nothing is noted.
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(1));
+        assert!(!t.latched_pending());
+        t.leg_mut(a).set_remote(addr("10.0.0.1:4000"), None);
+        t.log_latches(1);
+        // The latching packet is noted; RTCP on the leg's own port and
+        // later packets are not.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        let _ = fwd(&mut t, now, 1, addr("10.0.0.1:4001"), &rr);
+        assert!(!t.latched_pending());
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(2));
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(3));
+        let mut out = Vec::new();
+        t.take_latched(&mut out);
+        assert_eq!(out, vec![a]);
+        assert!(!t.latched_pending());
+        // Bounded: with the log full, another latch is not noted.
+        let _ = fwd(&mut t, now, 2, addr("10.0.0.2:5000"), &rtp(1));
+        t.leg_mut(a).set_remote(addr("10.0.0.1:4000"), None);
+        let _ = fwd(&mut t, now, 0, addr("10.0.0.1:4000"), &rtp(4));
+        out.clear();
+        t.take_latched(&mut out);
+        assert_eq!(out, vec![b]);
     }
 
     #[test]

@@ -94,6 +94,16 @@ impl LegStats {
         self.bytes += len as u64;
     }
 
+    /// Account RTP packets the XDP program relayed for this leg (they never
+    /// reached userspace): `bytes` of UDP payload, `drops` refused by its
+    /// strict source check. They count as received RTP (and drops as
+    /// errors); loss and jitter stay figures of what userspace saw.
+    pub fn add_offloaded(&mut self, packets: u64, bytes: u64, drops: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+        self.errors += drops;
+    }
+
     fn lost_current(&self) -> u64 {
         if !self.started {
             return 0;

@@ -122,6 +122,9 @@ pub struct LegReport {
     pub clock_rate: u32,
     /// Seconds since the remote last sent something.
     pub idle_s: Option<u64>,
+    /// The leg's RTP is relayed by the XDP program now (its packets are
+    /// in `stats` all the same).
+    pub offloaded: bool,
 }
 
 /// A call's report.
@@ -352,7 +355,7 @@ type Series = (
 pub fn write_metrics(shards: &[ShardHandle], out: &mut String) {
     use std::fmt::Write;
     let r = |m: &AtomicU64| m.load(Ordering::Relaxed);
-    let series: [Series; 12] = [
+    let series: [Series; 16] = [
         (
             "kolokol_media_rx_packets_total",
             "counter",
@@ -424,6 +427,30 @@ pub fn write_metrics(shards: &[ShardHandle], out: &mut String) {
             "counter",
             "Prompt packets sent.",
             |m| m.prompt_packets.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_xdp_offloaded_legs",
+            "gauge",
+            "Relay directions offloaded to the XDP program.",
+            |m| m.xdp_offloaded_legs.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_xdp_packets_total",
+            "counter",
+            "RTP packets relayed by the XDP program (not in media_rx).",
+            |m| m.xdp_packets.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_xdp_source_drops_total",
+            "counter",
+            "Packets the XDP program dropped by the strict source check.",
+            |m| m.xdp_src_drops.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_xdp_map_errors_total",
+            "counter",
+            "XDP map operations that failed.",
+            |m| m.xdp_map_errors.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, get) in series {
@@ -529,6 +556,19 @@ pub struct ShardMetrics {
     pub prompt_packets: AtomicU64,
     /// Portal flows in progress.
     pub flows: AtomicU64,
+    /// Relay directions offloaded to XDP now (two per leg pair).
+    pub xdp_offloaded_legs: AtomicU64,
+    /// Relay directions offloaded so far.
+    pub xdp_installs: AtomicU64,
+    /// RTP packets the XDP program relayed for this shard's legs (as last
+    /// read; not counted in `rx`).
+    pub xdp_packets: AtomicU64,
+    /// Their UDP payload bytes.
+    pub xdp_bytes: AtomicU64,
+    /// Packets the XDP program dropped by the strict source check.
+    pub xdp_src_drops: AtomicU64,
+    /// XDP map operations that failed (pairs stayed on sockets).
+    pub xdp_map_errors: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -606,6 +646,17 @@ impl Drop for ShardHandle {
 /// B2BUA; a bind failure (port taken) fails the start with the address in
 /// the message.
 pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Vec<ShardHandle>> {
+    spawn_all_with_xdp(cfg, events, None)
+}
+
+/// [`spawn_all`], handing each shard the XDP relay's entry maps (each opens
+/// its own handle) so it offloads plain RTP leg pairs to the XDP program;
+/// `None` relays on sockets only.
+pub fn spawn_all_with_xdp(
+    cfg: &Config,
+    events: Sender<ShardEvent>,
+    xdp: Option<&crate::media::xdp::XdpMapFds>,
+) -> std::io::Result<Vec<ShardHandle>> {
     let nofile = crate::sys::raise_nofile();
     let wakes = (0..cfg.shards.count)
         .map(|_| crate::sys::eventfd())
@@ -613,7 +664,8 @@ pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Ve
     let sips = sip::setup_all(cfg, &wakes, std::time::Instant::now())?;
     let mut out = Vec::with_capacity(cfg.shards.count);
     for (k, (wake, sip)) in wakes.into_iter().zip(sips).enumerate() {
-        let lc = ShardLoopConfig::from_config(cfg, k, nofile);
+        let mut lc = ShardLoopConfig::from_config(cfg, k, nofile);
+        lc.xdp = xdp.cloned();
         out.push(spawn_with(lc, events.clone(), wake, sip)?);
     }
     Ok(out)

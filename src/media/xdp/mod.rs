@@ -6,7 +6,9 @@
 //! attaches it to interfaces (native mode, then generic mode with the reason
 //! native failed), and manages the map: [`XdpRelay::insert`],
 //! [`XdpRelay::remove`], [`XdpRelay::counters`]. Dropping an [`XdpRelay`]
-//! detaches it everywhere.
+//! detaches it everywhere. Shards get their own handle on the entry maps,
+//! [`XdpMaps`] (from [`XdpRelay::map_fds`]), and install the leg pairs they
+//! offload (`src/shard/run/offload.rs`).
 //!
 //! Without clang the program is not built in: [`built_in`] is false and
 //! [`XdpRelay::load`] says so; the gateway relays on sockets only.
@@ -17,9 +19,11 @@
 //! peer's remote (`new_dst`). IPv4 only for now.
 
 use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, TestRun, TestRunOptions};
 
@@ -238,11 +242,102 @@ pub struct Attached {
 /// The loaded XDP relay: program, maps, attachments.
 pub struct XdpRelay {
     ebpf: Ebpf,
+    maps: XdpMaps,
+    stats: PerCpuArray<MapData, u64>,
+    attached: Vec<Attached>,
+}
+
+/// A handle on the relay's two entry maps (`relay_map`, `relay_ctrs`):
+/// install, remove and read [`XdpEntry`]s. The kernel maps are shared; each
+/// shard owns its own handle (its own descriptors, made with
+/// [`XdpRelay::shard_maps`] from [`XdpMapFds`]), so no lock is needed:
+/// shards only touch the keys of their own ports.
+pub struct XdpMaps {
     entries: HashMap<MapData, RawKey, RawEntry>,
     counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
-    stats: PerCpuArray<MapData, u64>,
     ncpus: usize,
-    attached: Vec<Attached>,
+}
+
+/// The descriptors of the relay's entry maps, to hand to shards (cheap to
+/// clone; each shard duplicates them into its own [`XdpMaps`]).
+#[derive(Clone, Debug)]
+pub struct XdpMapFds {
+    entries: Arc<OwnedFd>,
+    counters: Arc<OwnedFd>,
+    ncpus: usize,
+}
+
+impl XdpMapFds {
+    /// A shard's own handle: duplicates the descriptors (the kernel maps
+    /// stay shared).
+    pub fn open(&self) -> Result<XdpMaps, XdpError> {
+        let dup = |fd: &OwnedFd| -> Result<MapData, XdpError> {
+            let own = fd.as_fd().try_clone_to_owned().map_err(map_err)?;
+            MapData::from_fd(own).map_err(map_err)
+        };
+        Ok(XdpMaps {
+            entries: HashMap::try_from(Map::HashMap(dup(&self.entries)?)).map_err(map_err)?,
+            counters: PerCpuHashMap::try_from(Map::PerCpuHashMap(dup(&self.counters)?))
+                .map_err(map_err)?,
+            ncpus: self.ncpus,
+        })
+    }
+}
+
+impl XdpMaps {
+    /// Install (or replace) an entry; its counters start at zero.
+    pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
+        let key = key_of(e.local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, e.raw(), 0).map_err(map_err)
+    }
+
+    /// Remove the entry for `local` (and its counters); packets to it then
+    /// go to the stack. Removing an absent entry is not an error.
+    pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The counters of the entry for `local`, `None` if it is not installed.
+    pub fn counters(&self, local: SocketAddrV4) -> Result<Option<XdpCounters>, XdpError> {
+        match self.counters.get(&key_of(local), 0) {
+            Ok(per_cpu) => {
+                let mut c = XdpCounters::default();
+                for v in per_cpu.iter() {
+                    c.packets += v.packets;
+                    c.bytes += v.bytes;
+                    c.src_drops += v.src_drops;
+                    c.last_seen_ns = c.last_seen_ns.max(v.last_seen_ns);
+                }
+                Ok(Some(c))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of [`XdpCounters::last_seen_ns`]
+/// (`bpf_ktime_get_ns`) and of `std::time::Instant` on Linux.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// The relay program's name in the object.
@@ -329,12 +424,30 @@ impl XdpRelay {
             aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
         Ok(XdpRelay {
             ebpf,
-            entries,
-            counters,
+            maps: XdpMaps {
+                entries,
+                counters,
+                ncpus,
+            },
             stats,
-            ncpus,
             attached: Vec::new(),
         })
+    }
+
+    /// The entry maps' descriptors, duplicated, for the shards to open
+    /// their own [`XdpMaps`] with.
+    pub fn map_fds(&self) -> Result<XdpMapFds, XdpError> {
+        let dup = |m: &MapData| m.fd().as_fd().try_clone_to_owned().map_err(map_err);
+        Ok(XdpMapFds {
+            entries: Arc::new(dup(self.maps.entries.map())?),
+            counters: Arc::new(dup(self.maps.counters.map())?),
+            ncpus: self.maps.ncpus,
+        })
+    }
+
+    /// A second handle on the entry maps (what a shard owns).
+    pub fn shard_maps(&self) -> Result<XdpMaps, XdpError> {
+        self.map_fds()?.open()
     }
 
     /// Attach the relay program to `iface`: native mode, else generic mode
@@ -395,42 +508,18 @@ impl XdpRelay {
 
     /// Install (or replace) an entry; its counters start at zero.
     pub fn insert(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
-        let key = key_of(e.local);
-        let zero =
-            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
-        self.counters.insert(key, zero, 0).map_err(map_err)?;
-        self.entries.insert(key, e.raw(), 0).map_err(map_err)
+        self.maps.insert(e)
     }
 
     /// Remove the entry for `local` (and its counters); packets to it then
     /// go to the stack. Removing an absent entry is not an error.
     pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
-        let key = key_of(local);
-        for r in [self.entries.remove(&key), self.counters.remove(&key)] {
-            match r {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Ok(())
+        self.maps.remove(local)
     }
 
     /// The counters of the entry for `local`, `None` if it is not installed.
     pub fn counters(&self, local: SocketAddrV4) -> Result<Option<XdpCounters>, XdpError> {
-        match self.counters.get(&key_of(local), 0) {
-            Ok(per_cpu) => {
-                let mut c = XdpCounters::default();
-                for v in per_cpu.iter() {
-                    c.packets += v.packets;
-                    c.bytes += v.bytes;
-                    c.src_drops += v.src_drops;
-                    c.last_seen_ns = c.last_seen_ns.max(v.last_seen_ns);
-                }
-                Ok(Some(c))
-            }
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(e)),
-        }
+        self.maps.counters(local)
     }
 
     /// Program-wide counters.
@@ -529,8 +618,27 @@ pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
             // Dropping `relay` detaches what did attach.
             Err(e) => return fallback(&e.to_string()),
         }
+        if forwarding_off(iface) {
+            log(
+                Level::Warn,
+                "XDP relay: IPv4 forwarding is off on the interface; the program's \
+                 FIB lookup fails there and its packets go to the socket path \
+                 (sysctl net.ipv4.conf.<interface>.forwarding=1)",
+                &[("interface", Field::Str(iface))],
+            );
+        }
     }
     Some(relay)
+}
+
+/// Whether IPv4 forwarding is off on `iface` (in this network namespace):
+/// `bpf_fib_lookup` in input mode answers "forwarding disabled" there.
+fn forwarding_off(iface: &str) -> bool {
+    if iface.contains('/') || iface.starts_with('.') {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))
+        .is_ok_and(|v| v.trim() == "0")
 }
 
 /// An error with its sources, on one line.

@@ -30,6 +30,13 @@ pub(super) struct FlowMedia {
     pub(super) counters: FlowShellCounters,
 }
 
+impl FlowMedia {
+    /// Whether the call with media `key` is bridged to another.
+    pub(super) fn is_bridged(&self, key: u64) -> bool {
+        self.bridged.contains_key(&key)
+    }
+}
+
 /// What the flow glue could not do.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowShellCounters {
@@ -118,6 +125,9 @@ impl Shard {
         };
         self.unbridge(ka);
         self.unbridge(kb);
+        // Userspace relays bridged calls (and their legs change peers).
+        self.xdp_release_key(ka);
+        self.xdp_release_key(kb);
         self.relay.pair(ab, bb);
         self.fm.bridged.insert(ka, kb);
         self.fm.bridged.insert(kb, ka);
@@ -130,6 +140,8 @@ impl Shard {
             return;
         };
         self.fm.bridged.remove(&other);
+        self.xdp_release_key(key);
+        self.xdp_release_key(other);
         for k in [key, other] {
             if let Some((a, b)) = self.legs_of_key(k) {
                 self.relay.pair(a, b);

@@ -29,6 +29,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod flows;
+mod offload;
 mod player;
 
 use super::bufring::BufRing;
@@ -102,6 +103,9 @@ pub struct ShardLoopConfig {
     pub sockets_max: usize,
     /// Wake-up batching window (0 = wake on every completion).
     pub min_wait_us: u32,
+    /// The XDP relay's entry maps, when it is loaded and attached: the
+    /// shard offloads plain RTP leg pairs to it (see `offload.rs`).
+    pub xdp: Option<crate::media::xdp::XdpMapFds>,
 }
 
 impl ShardLoopConfig {
@@ -133,6 +137,7 @@ impl ShardLoopConfig {
             calls_max: m.calls_max,
             sockets_max,
             min_wait_us: cfg.shards.min_wait_us,
+            xdp: None,
         }
     }
 }
@@ -334,6 +339,8 @@ pub(super) struct Shard {
     fm: flows::FlowMedia,
     /// Prompt players and DTMF detectors of flow calls.
     pm: player::Players,
+    /// Offload of plain RTP leg pairs to the XDP relay; `None` on sockets.
+    xdp: Option<Box<offload::Offload>>,
 }
 
 fn build_ring(entries: u32, cq: u32) -> io::Result<IoUring> {
@@ -430,9 +437,11 @@ impl Shard {
             pool_max: POOL_PAIRS_MAX.min(cfg.sockets_max / 16),
             fm: flows::FlowMedia::default(),
             pm: player::Players::new(prompts),
+            xdp: None,
             cfg,
             ring,
         };
+        shard.xdp_setup(legs_max);
         shard.arm_wake();
         for i in 0..shard.sip_ready.len() {
             shard.arm_sip_poll(i);
@@ -589,6 +598,9 @@ impl Shard {
             }
             self.flush_rx(now);
             self.bufs.commit();
+            if self.relay.latched_pending() {
+                self.xdp_after_batch(now);
+            }
             if n < CQE_BATCH_MAX {
                 break;
             }
@@ -1010,7 +1022,7 @@ impl Shard {
                     streams,
                     reply,
                 } => {
-                    let r = self.answer(key, streams);
+                    let r = self.answer(now, key, streams);
                     let _ = reply.send(r);
                 }
                 ShardCmd::Delete { key, reply } => {
@@ -1022,7 +1034,10 @@ impl Shard {
                 }
                 ShardCmd::Query { key, reply } => {
                     let r = match self.by_key.get(&key) {
-                        Some(&c) => Ok(self.report(now, c)),
+                        Some(&c) => {
+                            self.xdp_refresh_call(c);
+                            Ok(self.report(now, c))
+                        }
                         None => Err(ShardError::UnknownCall),
                     };
                     let _ = reply.send(r);
@@ -1085,7 +1100,11 @@ impl Shard {
         strict: bool,
     ) -> Result<Vec<StreamPorts>, ShardError> {
         if let Some(&c) = self.by_key.get(&key) {
-            return self.reoffer(c, streams);
+            // Remotes may change: off XDP, back on when final again.
+            self.xdp_release_call(c);
+            let r = self.reoffer(c, streams);
+            self.xdp_check_call(c, now);
+            return r;
         }
         let Some(ci) = self.free_calls.pop() else {
             return Err(ShardError::CallsFull);
@@ -1113,6 +1132,7 @@ impl Shard {
             return Err(e);
         }
         self.by_key.insert(key, ci);
+        self.xdp_check_call(ci, now);
         Ok(ports)
     }
 
@@ -1321,10 +1341,23 @@ impl Shard {
 
     fn answer(
         &mut self,
+        now: Instant,
         key: u64,
         streams: Vec<StreamAnswer>,
     ) -> Result<Vec<StreamPorts>, ShardError> {
         let &ci = self.by_key.get(&key).ok_or(ShardError::UnknownCall)?;
+        // Leg B's remote changes: off XDP, back on when final.
+        self.xdp_release_call(ci);
+        let r = self.answer_streams(ci, streams);
+        self.xdp_check_call(ci, now);
+        r
+    }
+
+    fn answer_streams(
+        &mut self,
+        ci: u32,
+        streams: Vec<StreamAnswer>,
+    ) -> Result<Vec<StreamPorts>, ShardError> {
         let n = self.calls[ci as usize]
             .as_ref()
             .map_or(0, |c| c.streams.len());
@@ -1371,17 +1404,24 @@ impl Shard {
             let Some((a, b)) = s.legs else { continue };
             for (id, is_b, local) in [(a, false, s.ports.a), (b, true, s.ports.b)] {
                 let l = self.relay.leg(id);
+                let mut stats = l.stats;
+                // What XDP relayed since it was last added to the leg.
+                let live = self.xdp_live(id);
+                if let Some((p, by, d)) = live {
+                    stats.add_offloaded(p, by, d);
+                }
                 legs.push(LegReport {
                     stream: i,
                     is_b,
                     local,
                     remote: l.remote_rtp,
                     latched: l.latched,
-                    stats: l.stats,
+                    stats,
                     clock_rate: l.clock_rate,
                     idle_s: l
                         .last_rx
                         .map(|t| now.saturating_duration_since(t).as_secs()),
+                    offloaded: live.is_some(),
                 });
             }
         }
@@ -1394,12 +1434,15 @@ impl Shard {
     }
 
     fn delete(&mut self, now: Instant, ci: u32) -> CallReport {
+        // Entries out first: their final counts go into the legs' figures.
+        self.xdp_release_call(ci);
         let r = self.report(now, ci);
         self.teardown(ci);
         r
     }
 
     fn teardown(&mut self, ci: u32) {
+        self.xdp_release_call(ci);
         if let Some(key) = self.calls[ci as usize].as_ref().map(|c| c.key) {
             // No leg of another call may keep pointing at these.
             self.unbridge(key);
@@ -1605,7 +1648,7 @@ impl Shard {
             } => {
                 let answered = matches!(req, MediaRequest::Install { .. });
                 if let Some(&key) = sip.bridges.get(&call) {
-                    self.set_remotes(key, a_remote, b_remote);
+                    self.set_remotes(now, key, a_remote, b_remote);
                     // The media timeout counts from the answer: a call may
                     // ring for long without early media.
                     if let (true, Some(&ci)) = (answered, self.by_key.get(&key)) {
@@ -1672,10 +1715,22 @@ impl Shard {
 
     /// New remotes for the first stream of media call `key` (RTCP at the
     /// RTP port + 1); `None` leaves a side as it is (held).
-    fn set_remotes(&mut self, key: u64, a: Option<SocketAddr>, b: Option<SocketAddr>) {
+    fn set_remotes(
+        &mut self,
+        now: Instant,
+        key: u64,
+        a: Option<SocketAddr>,
+        b: Option<SocketAddr>,
+    ) {
         let Some(&ci) = self.by_key.get(&key) else {
             return;
         };
+        self.xdp_release_call(ci);
+        self.set_remotes_of(ci, a, b);
+        self.xdp_check_call(ci, now);
+    }
+
+    fn set_remotes_of(&mut self, ci: u32, a: Option<SocketAddr>, b: Option<SocketAddr>) {
         let Some(legs) = self.calls[ci as usize]
             .as_ref()
             .and_then(|c| c.streams.first())
@@ -1696,26 +1751,47 @@ impl Shard {
 
     // ---- timers ------------------------------------------------------------
 
-    fn tick(&mut self, now: Instant) {
-        self.next_tick = now + TICK;
-        self.drain_pool(Some(now));
-        let timeout = self.cfg.timeout;
-        let mut expired = Vec::new();
-        for (ci, c) in self.calls.iter().enumerate() {
-            let Some(c) = c else { continue };
-            let mut last = c.created_at;
-            for s in &c.streams {
-                if let Some((a, b)) = s.legs {
-                    for id in [a, b] {
-                        if let Some(t) = self.relay.leg(id).last_rx {
-                            last = last.max(t);
-                        }
+    /// When call slot `ci` last heard from any remote (or was created).
+    fn call_last_rx(&self, ci: u32) -> Option<Instant> {
+        let c = self.calls.get(ci as usize)?.as_ref()?;
+        let mut last = c.created_at;
+        for s in &c.streams {
+            if let Some((a, b)) = s.legs {
+                for id in [a, b] {
+                    if let Some(t) = self.relay.leg(id).last_rx {
+                        last = last.max(t);
                     }
                 }
             }
+        }
+        Some(last)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.next_tick = now + TICK;
+        self.drain_pool(Some(now));
+        // Offloaded legs' activity, from the XDP counters (bounded reads).
+        self.xdp_tick(now);
+        let timeout = self.cfg.timeout;
+        let mut expired = Vec::new();
+        for ci in 0..self.calls.len() as u32 {
+            let Some(last) = self.call_last_rx(ci) else {
+                continue;
+            };
             if now.saturating_duration_since(last) >= timeout {
-                expired.push(ci as u32);
+                expired.push(ci);
             }
+        }
+        // A call about to expire with offloaded legs: read them once more.
+        if self.xdp.is_some() {
+            expired.retain(|&ci| {
+                if !self.xdp_call_offloaded(ci) {
+                    return true;
+                }
+                self.xdp_refresh_call(ci);
+                self.call_last_rx(ci)
+                    .is_some_and(|last| now.saturating_duration_since(last) >= timeout)
+            });
         }
         // A bridged SIP call is ended by SIP (BYEs from the B2BUA), not
         // behind the B2BUA's back; it releases the media itself.
@@ -1805,6 +1881,14 @@ impl Shard {
         }
         m.prompt_packets
             .store(self.pm.counters.sent, Ordering::Relaxed);
+        if let Some(x) = self.xdp_counters() {
+            m.xdp_offloaded_legs.store(x.legs, Ordering::Relaxed);
+            m.xdp_installs.store(x.installs, Ordering::Relaxed);
+            m.xdp_packets.store(x.packets, Ordering::Relaxed);
+            m.xdp_bytes.store(x.bytes, Ordering::Relaxed);
+            m.xdp_src_drops.store(x.src_drops, Ordering::Relaxed);
+            m.xdp_map_errors.store(x.map_errors, Ordering::Relaxed);
+        }
     }
 
     fn shutdown(&mut self) {

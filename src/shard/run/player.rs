@@ -118,6 +118,12 @@ impl Players {
         }
     }
 
+    /// Whether the call with media `key` has a tap (a flow call: its
+    /// media needs userspace, see `offload.rs`).
+    pub(super) fn has_tap(&self, key: u64) -> bool {
+        self.taps.contains_key(&key)
+    }
+
     /// Drops the taps of the call with media `key` (torn down).
     pub(super) fn forget(&mut self, key: u64) {
         if let Some(t) = self.taps.remove(&key) {
@@ -173,6 +179,8 @@ impl Shard {
                 return;
             };
             let (codec, te_pt) = codecs_of(remote_sdp);
+            // A flow call's media needs userspace (plays, DTMF).
+            self.xdp_release_key(key);
             self.pm.taps.insert(
                 key,
                 Tap {
@@ -197,6 +205,10 @@ impl Shard {
         segments: &[Segment],
     ) {
         let key = self.legs_of_call(sip, call).map(|(k, _, _)| k);
+        if let Some(k) = key {
+            // Prompt packets leave from the leg's socket: off XDP first.
+            self.xdp_release_key(k);
+        }
         let lib = self.pm.library.clone();
         let tap = key.and_then(|k| self.pm.taps.get_mut(&k));
         let (Some(tap), Some(lib)) = (tap, lib) else {
@@ -258,6 +270,8 @@ impl Shard {
         let Some((key, _, b)) = self.legs_of_call(sip, call) else {
             return;
         };
+        // The detector must see every packet: off XDP first.
+        self.xdp_release_key(key);
         let sock = self.relay.leg(b).rtp_sock;
         let Some(t) = self.pm.taps.get_mut(&key) else {
             return;

@@ -1,0 +1,685 @@
+//! Shards offload plain RTP leg pairs to the XDP relay (issue 7, item 2),
+//! with the real gateway binary on a veth topology the test builds:
+//!
+//! ```text
+//!   gen [xg0 10.78.1.2] <-> [xga 10.78.1.1] gw [xgb 10.78.2.1] <-> [xs0 10.78.2.2] sink
+//!                                gw lo: 10.78.0.1/32 (the media address)
+//! ```
+//!
+//! `kolokol run` runs in gw's namespace with `datapath = "xdp"` on xga and
+//! xgb; gen and sink route 10.78.0.1 through gw, so one media address
+//! serves both sides. Calls are set up over ng; after a few packets each
+//! way (latching, over the sockets) the shard installs the pair and:
+//! - the sink gets every packet bit-exact with valid IP/UDP checksums, and
+//!   gen gets the other direction;
+//! - ng `query` counts the offloaded packets per leg, while the shard's
+//!   socket receive counter (its stop line) only has the latching ones;
+//! - a spoofed source on a strict-source call is dropped and counted;
+//! - a re-offer moving a remote re-installs the pair with the new source,
+//!   keeping the counts;
+//! - ng `delete` removes the entries: later packets reach nobody;
+//! - traffic through XDP alone keeps a call past `timeout_s`, and stopping
+//!   it ends the call by media timeout.
+//!
+//! Needs root, iproute2, ethtool and a build with the XDP program; skips
+//! with the reason otherwise. Namespaces are named after the process id and
+//! removed at the end, also on failure; the gateway is stopped by its pid.
+
+mod common;
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{leg_stat, rtp, sdp_for, target, Ng};
+use kolokol::control::bencode::Value;
+use kolokol::media::xdp::{self, XdpRelay};
+
+/// Packets per direction and call in the offloaded phase.
+const N: usize = 200;
+/// Packets per direction sent first, over the sockets (latching).
+const LATCH: usize = 5;
+const TIMEOUT_S: u64 = 3;
+/// Packets from call 2's new source after its re-offer.
+const MOVED: usize = 50;
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The three namespaces; deleted on drop (with their veths).
+struct Topo {
+    gen: String,
+    gw: String,
+    sink: String,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in [&self.gen, &self.gw, &self.sink] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+impl Topo {
+    fn build() -> Result<Topo, String> {
+        let pid = std::process::id();
+        let t = Topo {
+            gen: format!("kxogen{pid}"),
+            gw: format!("kxogw{pid}"),
+            sink: format!("kxosink{pid}"),
+        };
+        for ns in [&t.gen, &t.gw, &t.sink] {
+            sh(&["ip", "netns", "add", ns])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
+        #[rustfmt::skip]
+        let steps: &[&[&str]] = &[
+            &["ip", "-n", gen, "link", "add", "xg0", "type", "veth", "peer", "name", "xga", "netns", gw],
+            &["ip", "-n", gw, "link", "add", "xgb", "type", "veth", "peer", "name", "xs0", "netns", sink],
+            &["ip", "-n", gen, "addr", "add", "10.78.1.2/24", "dev", "xg0"],
+            &["ip", "-n", gw, "addr", "add", "10.78.1.1/24", "dev", "xga"],
+            &["ip", "-n", gw, "addr", "add", "10.78.2.1/24", "dev", "xgb"],
+            &["ip", "-n", gw, "addr", "add", "10.78.0.1/32", "dev", "lo"],
+            &["ip", "-n", sink, "addr", "add", "10.78.2.2/24", "dev", "xs0"],
+            &["ip", "-n", gen, "link", "set", "xg0", "up"],
+            &["ip", "-n", gw, "link", "set", "xga", "up"],
+            &["ip", "-n", gw, "link", "set", "xgb", "up"],
+            &["ip", "-n", sink, "link", "set", "xs0", "up"],
+            // bpf_fib_lookup (the program's egress lookup, in input mode)
+            // answers only where forwarding is on.
+            &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
+            &["ip", "-n", gen, "route", "add", "10.78.0.1/32", "via", "10.78.1.1"],
+            &["ip", "-n", sink, "route", "add", "10.78.0.1/32", "via", "10.78.2.1"],
+            // veth hands the peer partial checksums: both senders must
+            // send complete ones for an XDP rewrite to be valid.
+            &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
+            &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
+        ];
+        for s in steps {
+            sh(s)?;
+        }
+        Ok(t)
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`; sockets
+/// it opens stay in `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                // SAFETY: a valid namespace fd; setns changes only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("namespace thread")
+    })
+}
+
+/// The gateway process, stopped (SIGTERM, then SIGKILL) on drop.
+struct GwProc {
+    child: Child,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl GwProc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (bounded) for the exit; returns its log.
+    fn stop(&mut self) -> String {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.log();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("gateway did not stop on SIGTERM; log:\n{}", self.log());
+    }
+}
+
+impl Drop for GwProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn skip(why: &str) {
+    eprintln!("SKIPPED xdp_offload: {why}");
+}
+
+/// One's-complement sum of 16-bit big-endian words.
+fn csum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut bytes = parts.iter().flat_map(|p| p.iter().copied());
+    loop {
+        match (bytes.next(), bytes.next()) {
+            (Some(a), Some(b)) => sum += u32::from(u16::from_be_bytes([a, b])),
+            (Some(a), None) => {
+                sum += u32::from(u16::from_be_bytes([a, 0]));
+                break;
+            }
+            _ => break,
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Checks an IPv4/UDP packet's checksums; returns (src, dst, payload).
+fn check_ipv4_udp(p: &[u8]) -> Result<(SocketAddrV4, SocketAddrV4, Vec<u8>), String> {
+    if p.len() < 28 || p[0] != 0x45 || p[9] != 17 {
+        return Err("not IPv4/UDP without options".into());
+    }
+    if csum(&[&p[..20]]) != 0 {
+        return Err("bad IP header checksum".into());
+    }
+    let udp = &p[20..];
+    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if ulen > udp.len() || ulen < 8 {
+        return Err("bad UDP length".into());
+    }
+    let udp = &udp[..ulen];
+    if udp[6..8] == [0, 0] {
+        return Err("UDP checksum absent".into());
+    }
+    let len = (ulen as u16).to_be_bytes();
+    let pseudo = [&p[12..20], &[0, 17], &len[..]].concat();
+    if csum(&[&pseudo, udp]) != 0 {
+        return Err("bad UDP checksum".into());
+    }
+    let a = |o: usize| std::net::Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
+    let src = SocketAddrV4::new(a(12), u16::from_be_bytes([udp[0], udp[1]]));
+    let dst = SocketAddrV4::new(a(16), u16::from_be_bytes([udp[2], udp[3]]));
+    Ok((src, dst, udp[8..].to_vec()))
+}
+
+/// An AF_PACKET (cooked, IPv4) socket on the current namespace's `iface`.
+fn capture(iface: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let idx = xdp::ifindex(iface).expect("capture interface");
+    let proto = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
+    assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh socket we own.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = idx as i32;
+    // SAFETY: sll is a valid sockaddr_ll of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 300_000,
+    };
+    // SAFETY: valid option pointer and size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    big_rcvbuf(fd);
+    owned
+}
+
+/// Room for all packets (root may exceed rmem_max).
+fn big_rcvbuf(fd: i32) {
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: valid option pointer and size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+}
+
+/// Captured UDP packets to `dst` (others on the wire are skipped).
+fn captured_to(fd: &std::os::fd::OwnedFd, dst: SocketAddrV4, want: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 2048];
+    while out.len() < want && Instant::now() < deadline {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 28 {
+            let p = &buf[..n as usize];
+            let to = SocketAddrV4::new(
+                std::net::Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+                u16::from_be_bytes([p[22], p[23]]),
+            );
+            if p[9] == 17 && to == dst {
+                out.push(p.to_vec());
+            }
+        }
+    }
+    out
+}
+
+fn endpoint(addr: &str) -> UdpSocket {
+    let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    big_rcvbuf(s.as_raw_fd());
+    s
+}
+
+fn drain_for(s: &UdpSocket, want: usize, wait: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    while out.len() < want && Instant::now() < deadline {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            out.push((buf[..n].to_vec(), from));
+        }
+    }
+    out
+}
+
+/// Nothing arrives on `s` within half a second.
+fn silent(s: &UdpSocket) -> bool {
+    drain_for(s, 1, Duration::from_millis(500)).is_empty()
+}
+
+/// Offer from `a` (gen) and answer from `b` (sink); returns (where gen
+/// sends, where sink sends).
+fn setup(ng: &mut Ng, id: &str, a: &str, b: &str, strict: bool) -> (SocketAddr, SocketAddr) {
+    let flags = || {
+        if strict {
+            vec![("flags", Value::List(vec![Value::from("strict-source")]))]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut pairs = vec![
+        ("call-id", Value::from(id)),
+        ("from-tag", Value::from("ftag")),
+        ("sdp", Value::from(sdp_for(a.parse().unwrap(), ""))),
+    ];
+    pairs.extend(flags());
+    let offer = ng.cmd("offer", &pairs);
+    let mut pairs = vec![
+        ("call-id", Value::from(id)),
+        ("from-tag", Value::from("ftag")),
+        ("to-tag", Value::from("ttag")),
+        ("sdp", Value::from(sdp_for(b.parse().unwrap(), ""))),
+    ];
+    pairs.extend(flags());
+    let answer = ng.cmd("answer", &pairs);
+    (target(&answer).0, target(&offer).0)
+}
+
+/// Sends `pkts` from `from` to `to`, a little apart (veth queues are
+/// short), and checks `at` receives them all, bit-exact, from `via`.
+fn relay_all(from: &UdpSocket, to: SocketAddr, at: &UdpSocket, via: SocketAddr, pkts: &[Vec<u8>]) {
+    for p in pkts {
+        from.send_to(p, to).expect("send");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let got = drain_for(at, pkts.len(), Duration::from_secs(3));
+    assert_eq!(
+        got.len(),
+        pkts.len(),
+        "received {} of {}",
+        got.len(),
+        pkts.len()
+    );
+    for ((payload, src), want) in got.iter().zip(pkts) {
+        assert_eq!(payload, want, "payload differs");
+        assert_eq!(*src, via, "relayed from the wrong address");
+    }
+}
+
+/// The figure after `key` in the shard's stop line.
+fn stop_figure(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("shard 0: rx "))
+        .unwrap_or_else(|| panic!("no stop line in the log:\n{log}"));
+    let mut words = line
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([';', ',']));
+    while let Some(w) = words.next() {
+        if w == key {
+            if let Some(v) = words.next().and_then(|v| v.parse().ok()) {
+                return v;
+            }
+        }
+    }
+    panic!("no {key} in {line}");
+}
+
+#[test]
+fn shards_offload_plain_rtp_to_xdp() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("not root (network namespaces and XDP need it)");
+    }
+    if !xdp::built_in() {
+        return skip("XDP not built in (install clang and libbpf-dev; scripts/test.sh does)");
+    }
+    for tool in ["ip", "ethtool"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return skip(&format!("{tool} not installed"));
+        }
+    }
+    let topo = match Topo::build() {
+        Ok(t) => t,
+        Err(e) => return skip(&format!("cannot build the veth topology: {e}")),
+    };
+    run(&topo);
+}
+
+fn start_gateway(topo: &Topo) -> GwProc {
+    let dir = std::env::temp_dir().join(format!("kxoffload{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = dir.join("kolokol.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[shards]\ncount = 1\n[sip]\nenabled = false\n[api]\nenabled = false\n\
+             [ng]\nlisten = \"127.0.0.1:22222\"\n\
+             [media]\naddress = \"10.78.0.1\"\nport_min = 30000\nport_max = 30099\n\
+             calls_max = 64\ntimeout_s = {TIMEOUT_S}\ndatapath = \"xdp\"\n\
+             xdp_interface = [\"xga\", \"xgb\"]\n"
+        ),
+    )
+    .expect("config");
+    let log = dir.join("gw.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &topo.gw])
+        .arg(env!("CARGO_BIN_EXE_kolokol"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start kolokol");
+    GwProc { child, log, dir }
+}
+
+/// An ng client in gw's namespace, once the gateway answers `ping`.
+fn ng_client(topo: &Topo, gw: &mut GwProc) -> Ng {
+    let to: SocketAddr = "127.0.0.1:22222".parse().unwrap();
+    let mut ng = in_netns(&topo.gw, || Ng::new(to));
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(st)) = gw.child.try_wait() {
+            panic!("gateway exited ({st}); log:\n{}", gw.log());
+        }
+        if ng
+            .raw(b"p1 d7:command4:pinge")
+            .is_some_and(|r| r.windows(4).any(|w| w == b"pong"))
+        {
+            return ng;
+        }
+        assert!(Instant::now() < end, "ng not answering; log:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(topo: &Topo) {
+    // XDP_PASS on the gen and sink ends: native redirect into a veth needs
+    // a program on the peer that receives.
+    let mut pass = XdpRelay::load().expect("load XDP");
+    in_netns(&topo.gen, || pass.attach_pass("xg0").map(|_| ())).expect("XDP_PASS on xg0");
+    in_netns(&topo.sink, || pass.attach_pass("xs0").map(|_| ())).expect("XDP_PASS on xs0");
+
+    let mut gw = start_gateway(topo);
+    let mut ng = ng_client(topo, &mut gw);
+    let log = gw.log();
+    assert!(
+        log.contains("media offload to XDP: active")
+            && !log.contains("falling back to sockets")
+            && !log.contains("forwarding is off"),
+        "XDP offload not active; log:\n{log}"
+    );
+
+    let (gen1, gen2, spoof, gen3) = in_netns(&topo.gen, || {
+        (
+            endpoint("10.78.1.2:4000"),
+            endpoint("10.78.1.2:4002"),
+            endpoint("10.78.1.2:4003"),
+            endpoint("10.78.1.2:4004"),
+        )
+    });
+    let (sink1, sink2, sink3, cap) = in_netns(&topo.sink, || {
+        (
+            endpoint("10.78.2.2:5000"),
+            endpoint("10.78.2.2:5002"),
+            endpoint("10.78.2.2:5004"),
+            capture("xs0"),
+        )
+    });
+    let mut socket_path = 0u64;
+
+    // Call 1, learning mode: a few packets each way latch both legs over
+    // the sockets; the shard then installs the pair.
+    let (to_a, to_b) = setup(&mut ng, "c1", "10.78.1.2:4000", "10.78.2.2:5000", false);
+    let latch_a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xa1, 1)).collect();
+    let latch_b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xb1, 2)).collect();
+    relay_all(&gen1, to_a, &sink1, to_b, &latch_a);
+    relay_all(&sink1, to_b, &gen1, to_a, &latch_b);
+    // A's packets and B's first go over the sockets; B's first latches B
+    // and the pair goes to XDP with the rest of B's.
+    socket_path += LATCH as u64 + 1;
+    std::thread::sleep(Duration::from_millis(100));
+
+    // Offloaded: N each way.
+    let a_pkts: Vec<Vec<u8>> = (0..N as u16)
+        .map(|i| rtp(LATCH as u16 + i, 0xa1, 3))
+        .collect();
+    let b_pkts: Vec<Vec<u8>> = (0..N as u16)
+        .map(|i| rtp(LATCH as u16 + i, 0xb1, 4))
+        .collect();
+    relay_all(&gen1, to_a, &sink1, to_b, &a_pkts);
+    let sink_v4 = SocketAddrV4::new("10.78.2.2".parse().unwrap(), 5000);
+    let caps = captured_to(&cap, sink_v4, LATCH + N);
+    assert!(caps.len() >= N, "captured {} of {}", caps.len(), LATCH + N);
+    for (i, p) in caps[caps.len() - N..].iter().enumerate() {
+        let (src, dst, _) = check_ipv4_udp(p).unwrap_or_else(|e| {
+            let q = ng.cmd("query", &[("call-id", Value::from("c1"))]);
+            panic!("offloaded packet {i}: {e}; query {q:?}; log:\n{}", gw.log())
+        });
+        assert_eq!(SocketAddr::V4(src), to_b);
+        assert_eq!(dst, sink_v4);
+    }
+    relay_all(&sink1, to_b, &gen1, to_a, &b_pkts);
+    let q = ng.cmd("query", &[("call-id", Value::from("c1"))]);
+    assert_eq!(leg_stat(&q, "ftag", "offloaded"), 1, "{q:?}");
+    assert_eq!(leg_stat(&q, "ttag", "offloaded"), 1, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "packets"), (LATCH + N) as i64, "{q:?}");
+    assert_eq!(leg_stat(&q, "ttag", "packets"), (LATCH + N) as i64, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "bytes"), ((LATCH + N) * 172) as i64);
+    eprintln!("xdp_offload: call 1 relayed {N} each way; query counts them");
+
+    // Call 2, strict source: both remotes from SDP are final, installed at
+    // the answer; a spoofed source is dropped by the program and counted.
+    let (to_a2, to_b2) = setup(&mut ng, "c2", "10.78.1.2:4002", "10.78.2.2:5002", true);
+    let c2: Vec<Vec<u8>> = (0..N as u16).map(|i| rtp(i, 0xa2, 5)).collect();
+    relay_all(&gen2, to_a2, &sink2, to_b2, &c2);
+    spoof.send_to(&rtp(999, 0xa2, 6), to_a2).expect("spoof");
+    assert!(silent(&sink2), "spoofed packet relayed");
+    let q = ng.cmd("query", &[("call-id", Value::from("c2"))]);
+    assert_eq!(leg_stat(&q, "ftag", "packets"), N as i64, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "errors"), 1, "{q:?}");
+    eprintln!("xdp_offload: call 2 (strict) relayed {N}, spoof dropped and counted");
+
+    // Re-offer moves A to another port: the entries go (their counts stay
+    // in the legs' figures) and come back with the new source; the old one
+    // is now a stranger.
+    let gen2b = in_netns(&topo.gen, || endpoint("10.78.1.2:4006"));
+    let mut pairs = vec![
+        ("call-id", Value::from("c2")),
+        ("from-tag", Value::from("ftag")),
+        (
+            "sdp",
+            Value::from(sdp_for("10.78.1.2:4006".parse().unwrap(), "")),
+        ),
+    ];
+    pairs.push(("flags", Value::List(vec![Value::from("strict-source")])));
+    let re = ng.cmd("offer", &pairs);
+    assert_eq!(target(&re).0, to_b2, "re-offer keeps B's port");
+    let moved: Vec<Vec<u8>> = (0..MOVED as u16)
+        .map(|i| rtp(N as u16 + i, 0xa2, 11))
+        .collect();
+    relay_all(&gen2b, to_a2, &sink2, to_b2, &moved);
+    gen2.send_to(&rtp(998, 0xa2, 12), to_a2).expect("send");
+    assert!(silent(&sink2), "old source relayed after the re-offer");
+    let q = ng.cmd("query", &[("call-id", Value::from("c2"))]);
+    assert_eq!(leg_stat(&q, "ftag", "packets"), (N + MOVED) as i64, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "errors"), 2, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "port"), 4006, "{q:?}");
+    eprintln!("xdp_offload: re-offer re-installed call 2 with the new source");
+
+    // delete: the reply has the offloaded figures, and the entries are
+    // gone (the ports are closed too: nothing reaches the sink).
+    let d = ng.cmd("delete", &[("call-id", Value::from("c1"))]);
+    assert_eq!(leg_stat(&d, "ftag", "offloaded"), 0, "entries out first");
+    assert_eq!(leg_stat(&d, "ftag", "packets"), (LATCH + N) as i64, "{d:?}");
+    assert_eq!(leg_stat(&d, "ttag", "packets"), (LATCH + N) as i64, "{d:?}");
+    let d2 = ng.cmd("delete", &[("call-id", Value::from("c2"))]);
+    assert_eq!(
+        leg_stat(&d2, "ftag", "packets"),
+        (N + MOVED) as i64,
+        "{d2:?}"
+    );
+    gen1.send_to(&rtp(7, 0xa1, 7), to_a).expect("send");
+    gen2.send_to(&rtp(7, 0xa2, 7), to_a2).expect("send");
+    assert!(silent(&sink1), "forwarded after delete");
+    assert!(silent(&sink2), "forwarded after delete");
+    eprintln!("xdp_offload: delete reports the figures and removes the entries");
+
+    // Call 3: traffic only through XDP for longer than the media timeout
+    // keeps the call; silence ends it.
+    let (to_a3, to_b3) = setup(&mut ng, "c3", "10.78.1.2:4004", "10.78.2.2:5004", false);
+    let l3a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xa3, 8)).collect();
+    let l3b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xb3, 9)).collect();
+    relay_all(&gen3, to_a3, &sink3, to_b3, &l3a);
+    relay_all(&sink3, to_b3, &gen3, to_a3, &l3b);
+    socket_path += LATCH as u64 + 1;
+    std::thread::sleep(Duration::from_millis(100));
+    let long = Duration::from_secs(TIMEOUT_S + 2);
+    let start = Instant::now();
+    let mut sent3 = 0u16;
+    while start.elapsed() < long {
+        gen3.send_to(&rtp(LATCH as u16 + sent3, 0xa3, 10), to_a3)
+            .expect("send");
+        sent3 += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got3 = drain_for(&sink3, usize::from(sent3), Duration::from_secs(2));
+    assert_eq!(got3.len(), usize::from(sent3), "call 3 lost packets");
+    let q = ng.cmd("query", &[("call-id", Value::from("c3"))]);
+    assert_eq!(
+        q.get("result").and_then(Value::as_str),
+        Some("ok"),
+        "call 3 ended while XDP carried its media: {q:?}"
+    );
+    assert_eq!(
+        leg_stat(&q, "ftag", "packets"),
+        (LATCH + usize::from(sent3)) as i64
+    );
+    let idle = Instant::now();
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let q = ng.cmd("query", &[("call-id", Value::from("c3"))]);
+        if q.get("result").and_then(Value::as_str) != Some("ok") {
+            break idle.elapsed();
+        }
+        assert!(
+            idle.elapsed() < Duration::from_secs(TIMEOUT_S + 4),
+            "call 3 did not time out when silent"
+        );
+    };
+    assert!(
+        ended >= Duration::from_secs(TIMEOUT_S) - Duration::from_millis(600),
+        "timed out after {ended:?}, timeout {TIMEOUT_S} s"
+    );
+    eprintln!(
+        "xdp_offload: call 3 kept {long:?} by {sent3} XDP packets, timed out {ended:?} after silence"
+    );
+
+    // The shard's own figures: socket receives are the latching packets
+    // only (plus slack for ones the program passed before a neighbour
+    // entry); XDP figures have the rest.
+    let log = gw.stop();
+    let rx = stop_figure(&log, "rx");
+    let xdp_packets = stop_figure(&log, "packets");
+    let drops = stop_figure(&log, "src_drops");
+    let installs = stop_figure(&log, "installs");
+    let errors = stop_figure(&log, "map_errors");
+    eprintln!(
+        "xdp_offload: shard rx {rx} (socket path), xdp packets {xdp_packets}, src_drops {drops}, installs {installs}"
+    );
+    let offloaded = (3 * N + MOVED + usize::from(sent3) + 2 * (LATCH - 1)) as u64;
+    assert!(
+        rx >= socket_path && rx <= socket_path + 10,
+        "socket path saw {rx}, expected about {socket_path}"
+    );
+    assert!(
+        xdp_packets + 10 >= offloaded && xdp_packets <= offloaded,
+        "xdp packets {xdp_packets}, offloaded {offloaded}"
+    );
+    assert_eq!(
+        rx + xdp_packets,
+        socket_path + offloaded,
+        "every packet once"
+    );
+    assert_eq!(drops, 2, "the spoof and the old source after the re-offer");
+    assert_eq!(installs, 8, "three pairs, one again after the re-offer");
+    assert_eq!(errors, 0);
+    in_netns(&topo.gen, move || drop(pass));
+}
