@@ -267,7 +267,9 @@ xdp_stats() {
     done
 }
 
-cpu0() { awk -v c="cpu$RELAY_CPU" '$1 == c { print $2+$3+$4+$6+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat; }
+# CPU 0's busy and total jiffies (busy: user, nice, system, irq, softirq,
+# steal; iowait counts as idle: a task waiting in io_uring shows as iowait).
+cpu0() { awk -v c="cpu$RELAY_CPU" '$1 == c { print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat; }
 
 run_mode() { # $1 = mode, $2 = round
     local mode=$1 r=$2 extra=() napi js
