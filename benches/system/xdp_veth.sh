@@ -201,7 +201,9 @@ foreground = true
 log-stderr = true
 CFG
 
-kolokol_cfg() { # $1 = sockets | xdp
+kolokol_cfg() { # $1 = sockets | xdp | afxdp
+    local dp=$1
+    [ "$dp" = afxdp ] && dp=xdp
     cat <<CFG
 [shards]
 count = 1
@@ -211,9 +213,12 @@ address = "10.80.0.1"
 port_min = 30000
 port_max = 39999
 timeout_s = 600
-datapath = "$1"
+datapath = "$dp"
 CFG
-    [ "$1" = xdp ] && echo 'xdp_interface = ["xbga", "xbgb"]'
+    [ "$dp" = xdp ] && echo 'xdp_interface = ["xbga", "xbgb"]'
+    # AF_XDP legs (no socket per leg; every leg relayed from the shard's
+    # XSKs), where this build has them.
+    [ "$1" = afxdp ] && echo 'xsk_legs = true'
     cat <<CFG
 [ng]
 listen = "$KNG"
@@ -223,6 +228,17 @@ CFG
 }
 kolokol_cfg sockets >"$dir/k-sockets.toml"
 kolokol_cfg xdp >"$dir/k-xdp.toml"
+# Builds before the AF_XDP path have no `xsk_legs` (and refuse unknown
+# keys): afxdp-srtp then runs with datapath = "xdp" alone, i.e. on sockets,
+# and says so.
+if grep -qa xsk_legs "$bin/kolokol"; then
+    kolokol_cfg afxdp >"$dir/k-afxdp.toml"
+    afxdp=true
+else
+    cp "$dir/k-xdp.toml" "$dir/k-afxdp.toml"
+    afxdp=false
+    echo "xdp_veth: this kolokol has no AF_XDP legs (xsk_legs): afxdp-srtp runs on sockets" >&2
+fi
 
 start_relay() { # $1 = mode; sets relay_pid and ng
     case $1 in
@@ -236,8 +252,13 @@ start_relay() { # $1 = mode; sets relay_pid and ng
             >"$dir/relay-$1.log" 2>&1 &
         ng=$KNG
         ;;
-    xdp | afxdp-srtp)
+    xdp)
         ip netns exec "$GW" taskset -c "$RELAY_CPU" "$bin/kolokol" run --config "$dir/k-xdp.toml" \
+            >"$dir/relay-$1.log" 2>&1 &
+        ng=$KNG
+        ;;
+    afxdp-srtp)
+        ip netns exec "$GW" taskset -c "$RELAY_CPU" "$bin/kolokol" run --config "$dir/k-afxdp.toml" \
             >"$dir/relay-$1.log" 2>&1 &
         ng=$KNG
         ;;
@@ -295,9 +316,9 @@ run_mode() { # $1 = mode, $2 = round
     xdp_stats >"$dir/x1"
     stop_relay
     python3 - "$dir/lg.json" "$js" "$mode" "$r" "$napi" "$dir/x0" "$dir/x1" \
-        "$b0" "$t0" "$b1" "$t1" "$load0" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
+        "$b0" "$t0" "$b1" "$t1" "$load0" "$(cut -d' ' -f1 /proc/loadavg)" "$afxdp" <<'PY'
 import json, sys
-lg, js, mode, r, napi, x0, x1, b0, t0, b1, t1, l0, l1 = sys.argv[1:]
+lg, js, mode, r, napi, x0, x1, b0, t0, b1, t1, l0, l1, afxdp = sys.argv[1:]
 rep = json.load(open(lg))
 def stats(p):
     d = {}
@@ -311,6 +332,7 @@ out = {
     "mode": mode, "round": int(r), "napi_kthreads_gw": [int(p) for p in napi.split(",")],
     "cpu0_busy_pct_whole_run": round((int(b1) - int(b0)) / max(int(t1) - int(t0), 1) * 100, 1),
     "loadavg_1m": [float(l0), float(l1)],
+    "afxdp_legs": mode == "afxdp-srtp" and afxdp == "true",
     "veth_xdp_counters_delta": xdp,
     "loadgen": rep,
 }
