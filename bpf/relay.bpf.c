@@ -8,7 +8,9 @@
  * checks the source (strict mode: drop and count), rewrites MACs, addresses
  * and ports with incremental IP and UDP checksum updates, counts it in the
  * entry's per-CPU counters and sends it with XDP_TX (same interface) or
- * bpf_redirect. Everything else (unknown ports, fragments, IP options,
+ * bpf_redirect. An entry with action TO_USER instead goes to the AF_XDP
+ * socket of the receiving queue (`xsks`), for the shard to relay it in
+ * userspace (SRTP, socket-less legs). Everything else (unknown ports, fragments, IP options,
  * non-IPv4, VLAN tags) goes to the stack untouched: the socket path handles
  * it.
  *
@@ -40,7 +42,7 @@ struct relay_entry {
 	__u32 expect_addr; /* expected source (0: any) */
 	__u16 expect_port; /* expected source port (0: any) */
 	__u8 strict;       /* 1: drop a datagram from another source */
-	__u8 pad0;
+	__u8 action;       /* enum action: FORWARD or TO_USER */
 	__u32 new_saddr; /* our egress socket address toward the peer */
 	__u16 new_sport;
 	__u16 pad1;
@@ -50,6 +52,16 @@ struct relay_entry {
 	__u8 dst_mac[ETH_ALEN]; /* next hop's MAC */
 	__u8 src_mac[ETH_ALEN]; /* egress interface's MAC */
 	__u32 ifindex;          /* egress interface; 0: FIB lookup */
+};
+
+/* What a matching datagram gets. */
+enum action {
+	ACTION_FORWARD = 0, /* rewrite and send (XDP_TX / redirect) */
+	ACTION_TO_USER = 1, /* to the AF_XDP socket of the rx queue (xsks) */
+	/* FORWARD, but when the FIB has no answer (no route, no neighbour)
+	 * to the AF_XDP socket instead of the stack: a socket-less leg has no
+	 * socket there to catch it. */
+	ACTION_FORWARD_USER = 2,
 };
 
 struct relay_counters {
@@ -67,7 +79,8 @@ enum stat {
 	STAT_FORWARDED = 3,
 	STAT_DROP_SOURCE = 4,
 	STAT_REDIRECT_ERR = 5,
-	STAT_COUNT = 6,
+	STAT_TO_USER = 6, /* TO_USER: redirected to the queue's XSK (or passed if none) */
+	STAT_COUNT = 7,
 };
 
 struct {
@@ -83,6 +96,29 @@ struct {
 	__type(key, struct relay_key);
 	__type(value, struct relay_counters);
 } relay_ctrs SEC(".maps");
+
+/* AF_XDP sockets by (interface, rx queue): an XSK receives only from the
+ * device and queue it is bound to, and queue numbers repeat across
+ * interfaces, so `xsk_ifs` gives each interface a base index and
+ * `xsks[base + rx_queue_index]` holds the socket a shard registered. An
+ * interface or queue without one passes TO_USER traffic to the stack
+ * (bpf_redirect_map's XDP_PASS fallback). */
+#define XSK_QUEUES_PER_IF 64
+#define XSK_IFS_MAX 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, XSK_QUEUES_PER_IF * XSK_IFS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XSK_IFS_MAX);
+	__type(key, __u32);   /* ifindex */
+	__type(value, __u32); /* base index in xsks */
+} xsk_ifs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -157,6 +193,15 @@ int kolokol_relay(struct xdp_md *ctx)
 	}
 
 	struct relay_counters *c = bpf_map_lookup_elem(&relay_ctrs, &key);
+	if (e->action == ACTION_TO_USER) {
+		/* The shard does source checks, SRTP and the rewrite. */
+		if (c) {
+			c->packets += 1;
+			c->bytes += (__u64)(data_end - data);
+			c->last_seen_ns = bpf_ktime_get_ns();
+		}
+		goto to_user;
+	}
 	if (e->strict && ((e->expect_addr && ip->saddr != e->expect_addr) ||
 			  (e->expect_port && udp->source != e->expect_port))) {
 		if (c)
@@ -178,6 +223,8 @@ int kolokol_relay(struct xdp_md *ctx)
 		fib.ipv4_dst = e->new_daddr;
 		fib.ifindex = ctx->ingress_ifindex;
 		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+			if (e->action == ACTION_FORWARD_USER)
+				goto to_user;
 			stat_inc(STAT_PASS_OTHER);
 			return XDP_PASS;
 		}
@@ -221,6 +268,16 @@ int kolokol_relay(struct xdp_md *ctx)
 	if (rc != XDP_REDIRECT)
 		stat_inc(STAT_REDIRECT_ERR);
 	return rc;
+
+to_user:
+	stat_inc(STAT_TO_USER);
+	{
+		__u32 ifx = ctx->ingress_ifindex;
+		__u32 *base = bpf_map_lookup_elem(&xsk_ifs, &ifx);
+		if (!base || ctx->rx_queue_index >= XSK_QUEUES_PER_IF)
+			return XDP_PASS;
+		return bpf_redirect_map(&xsks, *base + ctx->rx_queue_index, XDP_PASS);
+	}
 
 not_udp4:
 	stat_inc(STAT_PASS_NOT_UDP4);

@@ -63,7 +63,14 @@ pub enum Datapath {
     /// The XDP relay program on `xdp_interface` forwards plain RTP; what it
     /// does not take still goes through the sockets. Falls back to
     /// `sockets` (and says why) when the program is not built in or cannot
-    /// attach.
+    /// attach. With `xsk_legs`, legs on the IPv4 media `address` get no
+    /// socket: each shard
+    /// binds an AF_XDP socket per `xdp_interface` per rx queue it owns
+    /// (queue `q` to shard `q % count`; copy mode where zero-copy is
+    /// refused) and relays their datagrams, SRTP included, from those, so
+    /// open files no longer bound the number of calls. The address must be
+    /// reachable through `xdp_interface` (e.g. on `lo`, routed by the
+    /// peers via the gateway).
     Xdp,
 }
 
@@ -371,6 +378,27 @@ pub struct MediaConfig {
     /// or a list of names.
     #[serde(deserialize_with = "one_or_many")]
     pub xdp_interface: Vec<String>,
+    /// `datapath = "xdp"`: legs on the IPv4 media `address` get no socket;
+    /// each shard relays them from AF_XDP sockets (one per `xdp_interface`
+    /// per rx queue it owns), so open files no longer bound the number of
+    /// calls. Plain pairs are offloaded to the XDP program once latched
+    /// either way; a socket-less leg's entry falls back to its AF_XDP
+    /// socket when the kernel's FIB has no answer, and goes back to TO_USER
+    /// when the offload releases it. Off (the default): legs keep sockets.
+    pub xsk_legs: bool,
+    /// AF_XDP (`datapath = "xdp"`): UMEM frames per socket, a power of two
+    /// in 64..=1048576. Half receive (all handed to the fill ring at
+    /// start), half transmit. One socket per `xdp_interface` per rx queue
+    /// a shard owns; each costs `xsk_frames * xsk_frame_size` bytes of
+    /// locked memory (4096 x 2048 = 8 MiB by default).
+    pub xsk_frames: u32,
+    /// AF_XDP frame size: 2048 or 4096 bytes (a datagram and its SRTP tag
+    /// must fit after 42 bytes of headers).
+    pub xsk_frame_size: u32,
+    /// AF_XDP descriptors per ring (fill, completion, rx, tx): a power of
+    /// two, at least `xsk_frames / 2` so every frame of a half fits on its
+    /// ring (the rings then never refuse a frame we own).
+    pub xsk_ring: u32,
 }
 
 impl Default for MediaConfig {
@@ -388,6 +416,21 @@ impl Default for MediaConfig {
             calls_max: 16000,
             datapath: Datapath::Sockets,
             xdp_interface: Vec::new(),
+            xsk_legs: false,
+            xsk_frames: 4096,
+            xsk_frame_size: 2048,
+            xsk_ring: 2048,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The AF_XDP socket sizes (`xsk_*`).
+    pub fn xsk_sizes(&self) -> crate::media::xdp::xsk::XskConfig {
+        crate::media::xdp::xsk::XskConfig {
+            frames: self.xsk_frames,
+            frame_size: self.xsk_frame_size,
+            ring: self.xsk_ring,
         }
     }
 }
@@ -1323,6 +1366,15 @@ impl Config {
                 "datapath = \"xdp\" needs the interface(s) to attach to".into(),
             );
         }
+        if let Err(e) = m.xsk_sizes().validate() {
+            return invalid("media.xsk_frames", e);
+        }
+        if m.xdp_interface.len() > crate::media::xdp::XSK_IFS_MAX as usize {
+            return invalid(
+                "media.xdp_interface",
+                format!("at most {} interfaces", crate::media::xdp::XSK_IFS_MAX),
+            );
+        }
         if m.timeout_s == 0 {
             return invalid("media.timeout_s", "must be at least 1 second".into());
         }
@@ -1893,6 +1945,16 @@ mod test {
         let one =
             Config::parse("[media]\ndatapath = \"xdp\"\nxdp_interface = \"veth0\"\n").unwrap();
         assert_eq!(one.media.xdp_interface, vec!["veth0".to_string()]);
+        let sized = Config::parse(
+            "[media]\ndatapath = \"xdp\"\nxdp_interface = \"veth0\"\nxsk_frames = 256\nxsk_ring = 128\n",
+        )
+        .unwrap();
+        assert_eq!(sized.media.xsk_sizes().frames, 256);
+        assert_eq!(sized.media.xsk_sizes().frame_size, 2048);
+        let e = Config::parse("[media]\nxsk_frames = 1000\n").unwrap_err();
+        assert!(e.to_string().contains("media.xsk_frames"), "{e}");
+        let e = Config::parse("[media]\nxsk_frames = 4096\nxsk_ring = 1024\n").unwrap_err();
+        assert!(e.to_string().contains("half the frames"), "{e}");
         let e = Config::parse("[media]\ndatapath = \"xdp\"\n").unwrap_err();
         assert!(e.to_string().contains("media.xdp_interface"), "{e}");
     }

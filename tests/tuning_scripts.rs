@@ -10,8 +10,8 @@ fn run(script: &str, args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .expect("bash runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 

@@ -30,7 +30,7 @@ use crate::media::relay::DropReason;
 use crate::media::srtp::SrtpContext;
 use crate::media::stats::LegStats;
 
-pub use run::ShardLoopConfig;
+pub use run::{ShardLoopConfig, XskSetup};
 
 /// Depth of a shard's command queue. The control plane waits for each
 /// reply, so a handful is plenty; the bound keeps a wedged shard from
@@ -649,9 +649,11 @@ pub fn spawn_all(cfg: &Config, events: Sender<ShardEvent>) -> std::io::Result<Ve
     spawn_all_with_xdp(cfg, events, None)
 }
 
-/// [`spawn_all`], handing each shard the XDP relay's entry maps (each opens
-/// its own handle) so it offloads plain RTP leg pairs to the XDP program;
-/// `None` relays on sockets only.
+/// [`spawn_all`], handing each shard the XDP relay's maps (each opens its
+/// own handle): it offloads plain RTP leg pairs to the XDP program, and
+/// binds AF_XDP sockets on its queues of `xdp_interface` so legs on the
+/// IPv4 media address get no socket (see `run/xsk.rs`); `None` relays on
+/// sockets only.
 pub fn spawn_all_with_xdp(
     cfg: &Config,
     events: Sender<ShardEvent>,
@@ -666,6 +668,12 @@ pub fn spawn_all_with_xdp(
     for (k, (wake, sip)) in wakes.into_iter().zip(sips).enumerate() {
         let mut lc = ShardLoopConfig::from_config(cfg, k, nofile);
         lc.xdp = xdp.cloned();
+        lc.xsk = xdp.filter(|_| cfg.media.xsk_legs).map(|maps| XskSetup {
+            maps: maps.clone(),
+            interfaces: cfg.media.xdp_interface.clone(),
+            sizes: cfg.media.xsk_sizes(),
+            shards: cfg.shards.count,
+        });
         out.push(spawn_with(lc, events.clone(), wake, sip)?);
     }
     Ok(out)

@@ -10,6 +10,12 @@
 //! [`XdpMaps`] (from [`XdpRelay::map_fds`]), and install the leg pairs they
 //! offload (`src/shard/run/offload.rs`).
 //!
+//! Entries are FORWARD (rewrite and send in the driver) or TO_USER: the
+//! program redirects the datagram to the AF_XDP socket registered for the
+//! receiving interface and queue in `xsks` ([`xsk`], [`frame`]), where the
+//! shard relays it like a socket's datagram; a socket-less leg needs no
+//! file descriptor (`src/shard/run/xsk.rs`).
+//!
 //! Without clang the program is not built in: [`built_in`] is false and
 //! [`XdpRelay::load`] says so; the gateway relays on sockets only.
 //!
@@ -18,12 +24,17 @@
 //! `local` leaves from the peer leg's socket address (`new_src`) toward the
 //! peer's remote (`new_dst`). IPv4 only for now.
 
+pub mod frame;
+pub mod xsk;
+
 use std::net::SocketAddrV4;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{
+    HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, XskMap,
+};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, TestRun, TestRunOptions};
 
@@ -91,7 +102,8 @@ struct RawEntry {
     expect_addr: u32,
     expect_port: u16,
     strict: u8,
-    pad0: u8,
+    /// [`ACTION_FORWARD`] or [`ACTION_TO_USER`] (was `pad0`).
+    action: u8,
     new_saddr: u32,
     new_sport: u16,
     pad1: u16,
@@ -101,6 +113,28 @@ struct RawEntry {
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
     ifindex: u32,
+}
+
+/// `enum action` in bpf/relay.bpf.c: rewrite and send in the driver.
+const ACTION_FORWARD: u8 = 0;
+/// `enum action`: redirect to the AF_XDP socket of the receiving queue.
+const ACTION_TO_USER: u8 = 1;
+/// `enum action`: forward, or to the AF_XDP socket when the FIB has no
+/// answer (socket-less legs).
+const ACTION_FORWARD_USER: u8 = 2;
+
+/// Queues per interface in `xsks` (`XSK_QUEUES_PER_IF` in the C program).
+pub const XSK_QUEUES_PER_IF: u32 = 64;
+/// Interfaces in `xsks` (`XSK_IFS_MAX`).
+pub const XSK_IFS_MAX: u32 = 16;
+
+/// A TO_USER entry: everything to the key goes to the AF_XDP socket of the
+/// queue it arrived on (the shard checks sources and rewrites).
+fn raw_to_user() -> RawEntry {
+    RawEntry {
+        action: ACTION_TO_USER,
+        ..RawEntry::default()
+    }
 }
 
 /// Per-CPU counters, laid out as `struct relay_counters`.
@@ -180,6 +214,7 @@ impl XdpEntry {
             dst_mac: eg.dst_mac,
             src_mac: eg.src_mac,
             ifindex: eg.ifindex,
+            action: ACTION_FORWARD,
             ..RawEntry::default()
         }
     }
@@ -213,6 +248,9 @@ pub struct XdpStats {
     pub drop_source: u64,
     /// bpf_redirect refused.
     pub redirect_err: u64,
+    /// TO_USER entries: redirected to the rx queue's AF_XDP socket (or
+    /// passed to the stack when the queue has none).
+    pub to_user: u64,
 }
 
 /// How the program is attached to an interface.
@@ -244,6 +282,8 @@ pub struct XdpRelay {
     ebpf: Ebpf,
     maps: XdpMaps,
     stats: PerCpuArray<MapData, u64>,
+    /// `xsks` and `xsk_ifs`, for the shards' handles.
+    xsk_fds: [Arc<OwnedFd>; 2],
     attached: Vec<Attached>,
 }
 
@@ -255,6 +295,9 @@ pub struct XdpRelay {
 pub struct XdpMaps {
     entries: HashMap<MapData, RawKey, RawEntry>,
     counters: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    /// `xsks` and `xsk_ifs` (shard handles only: AF_XDP registration).
+    xsks: Option<XskMap<MapData>>,
+    xsk_ifs: Option<HashMap<MapData, u32, u32>>,
     ncpus: usize,
 }
 
@@ -264,6 +307,8 @@ pub struct XdpMaps {
 pub struct XdpMapFds {
     entries: Arc<OwnedFd>,
     counters: Arc<OwnedFd>,
+    xsks: Arc<OwnedFd>,
+    xsk_ifs: Arc<OwnedFd>,
     ncpus: usize,
 }
 
@@ -279,6 +324,8 @@ impl XdpMapFds {
             entries: HashMap::try_from(Map::HashMap(dup(&self.entries)?)).map_err(map_err)?,
             counters: PerCpuHashMap::try_from(Map::PerCpuHashMap(dup(&self.counters)?))
                 .map_err(map_err)?,
+            xsks: Some(XskMap::try_from(Map::XskMap(dup(&self.xsks)?)).map_err(map_err)?),
+            xsk_ifs: Some(HashMap::try_from(Map::HashMap(dup(&self.xsk_ifs)?)).map_err(map_err)?),
             ncpus: self.ncpus,
         })
     }
@@ -305,6 +352,71 @@ impl XdpMaps {
             }
         }
         Ok(())
+    }
+
+    /// Install (or replace) a FORWARD entry for a socket-less leg: when the
+    /// kernel's FIB has no answer for it (no route or neighbour yet), the
+    /// datagram goes to the AF_XDP socket instead of the stack (where no
+    /// socket would catch it). Its counters start at zero.
+    pub fn insert_user_fallback(&mut self, e: &XdpEntry) -> Result<(), XdpError> {
+        let key = key_of(e.local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        let raw = RawEntry {
+            action: ACTION_FORWARD_USER,
+            ..e.raw()
+        };
+        self.entries.insert(key, raw, 0).map_err(map_err)
+    }
+
+    /// Install (or restore) the TO_USER entry for `local`, counters
+    /// zeroed: its datagrams go to the AF_XDP socket of the queue they
+    /// arrive on.
+    pub fn insert_to_user(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
+        let key = key_of(local);
+        let zero =
+            PerCpuValues::try_from(vec![RawCounters::default(); self.ncpus]).map_err(map_err)?;
+        self.counters.insert(key, zero, 0).map_err(map_err)?;
+        self.entries.insert(key, raw_to_user(), 0).map_err(map_err)
+    }
+
+    /// Register AF_XDP socket `fd` for rx queue `queue` of interface
+    /// `ifindex`, which is interface number `if_slot` (its place in
+    /// `xdp_interface`, below [`XSK_IFS_MAX`]).
+    pub fn register_xsk(
+        &mut self,
+        if_slot: u32,
+        ifindex: u32,
+        queue: u32,
+        fd: std::os::fd::RawFd,
+    ) -> Result<(), XdpError> {
+        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
+            return Err(XdpError::Map(format!(
+                "interface {if_slot} queue {queue}: at most {XSK_IFS_MAX} interfaces of \
+                 {XSK_QUEUES_PER_IF} queues"
+            )));
+        }
+        let (Some(xsks), Some(ifs)) = (self.xsks.as_mut(), self.xsk_ifs.as_mut()) else {
+            return Err(XdpError::Map("no AF_XDP maps on this handle".into()));
+        };
+        let base = if_slot * XSK_QUEUES_PER_IF;
+        xsks.set(base + queue, fd, 0).map_err(map_err)?;
+        ifs.insert(ifindex, base, 0).map_err(map_err)
+    }
+
+    /// Remove the socket of (`if_slot`, `queue`).
+    pub fn unregister_xsk(&mut self, if_slot: u32, queue: u32) -> Result<(), XdpError> {
+        let Some(xsks) = self.xsks.as_mut() else {
+            return Ok(());
+        };
+        if if_slot >= XSK_IFS_MAX || queue >= XSK_QUEUES_PER_IF {
+            return Ok(());
+        }
+        match xsks.unset(if_slot * XSK_QUEUES_PER_IF + queue) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     /// The counters of the entry for `local`, `None` if it is not installed.
@@ -420,6 +532,20 @@ impl XdpRelay {
         let entries = HashMap::try_from(take(&mut ebpf, "relay_map")?).map_err(map_err)?;
         let counters = PerCpuHashMap::try_from(take(&mut ebpf, "relay_ctrs")?).map_err(map_err)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "relay_stats")?).map_err(map_err)?;
+        // The AF_XDP maps: only their descriptors are kept (the program
+        // holds the maps; shards open handles from these).
+        let fd_of = |m: Map| -> Result<Arc<OwnedFd>, XdpError> {
+            match m {
+                Map::XskMap(d) | Map::HashMap(d) => Ok(Arc::new(
+                    d.fd().as_fd().try_clone_to_owned().map_err(map_err)?,
+                )),
+                _ => Err(XdpError::Load("unexpected AF_XDP map type".into())),
+            }
+        };
+        let xsk_fds = [
+            fd_of(take(&mut ebpf, "xsks")?)?,
+            fd_of(take(&mut ebpf, "xsk_ifs")?)?,
+        ];
         let ncpus =
             aya::util::nr_cpus().map_err(|(what, e)| XdpError::Load(format!("{what}: {e}")))?;
         Ok(XdpRelay {
@@ -427,9 +553,12 @@ impl XdpRelay {
             maps: XdpMaps {
                 entries,
                 counters,
+                xsks: None,
+                xsk_ifs: None,
                 ncpus,
             },
             stats,
+            xsk_fds,
             attached: Vec::new(),
         })
     }
@@ -441,6 +570,8 @@ impl XdpRelay {
         Ok(XdpMapFds {
             entries: Arc::new(dup(self.maps.entries.map())?),
             counters: Arc::new(dup(self.maps.counters.map())?),
+            xsks: self.xsk_fds[0].clone(),
+            xsk_ifs: self.xsk_fds[1].clone(),
             ncpus: self.maps.ncpus,
         })
     }
@@ -524,7 +655,7 @@ impl XdpRelay {
 
     /// Program-wide counters.
     pub fn stats(&self) -> Result<XdpStats, XdpError> {
-        let mut v = [0u64; 6];
+        let mut v = [0u64; 7];
         for (i, slot) in v.iter_mut().enumerate() {
             let idx = u32::try_from(i).unwrap_or(u32::MAX);
             *slot = self.stats.get(&idx, 0).map_err(map_err)?.iter().sum();
@@ -536,6 +667,7 @@ impl XdpRelay {
             forwarded: v[3],
             drop_source: v[4],
             redirect_err: v[5],
+            to_user: v[6],
         })
     }
 
@@ -662,6 +794,24 @@ mod tests {
         assert_eq!(std::mem::size_of::<RawKey>(), 8);
         assert_eq!(std::mem::size_of::<RawEntry>(), 40);
         assert_eq!(std::mem::size_of::<RawCounters>(), 32);
+    }
+
+    #[test]
+    fn to_user_entries_carry_the_action() {
+        let r = raw_to_user();
+        assert_eq!(r.action, ACTION_TO_USER);
+        assert_eq!((r.expect_addr, r.ifindex, r.new_daddr), (0, 0, 0));
+        let e = XdpEntry {
+            local: "10.0.0.1:30000".parse().unwrap(),
+            expect_src: None,
+            strict: false,
+            new_src: "10.0.1.1:30002".parse().unwrap(),
+            new_dst: "10.0.1.2:5000".parse().unwrap(),
+            egress: None,
+        };
+        assert_eq!(e.raw().action, ACTION_FORWARD);
+        // The action sits where pad0 was: byte 7.
+        assert_eq!(std::mem::offset_of!(RawEntry, action), 7);
     }
 
     #[test]

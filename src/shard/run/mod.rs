@@ -15,6 +15,12 @@
 //! sockets do not count against the process's open-file limit (the table's
 //! own size is capped by it per ring). Receives are multishot `RecvMsg`
 //! with a provided buffer ring.
+//!
+//! With `datapath = "xdp"`, legs on the IPv4 media address have no socket
+//! at all: their ports are virtual socket ids served by AF_XDP sockets
+//! (`xsk.rs`); the hooks here are `xsk_open_side` (in `open_side`),
+//! `xsk_close` (in `close_socket`), the egress check in `send`,
+//! `xsk_turn` before each wait and `xsk_tick`.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -31,6 +37,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 mod flows;
 mod offload;
 mod player;
+mod xsk;
+
+pub use xsk::XskSetup;
 
 use super::bufring::BufRing;
 use super::sip::{SipSetup, SipShard, SIP_KEY_BASE};
@@ -103,6 +112,9 @@ pub struct ShardLoopConfig {
     pub sockets_max: usize,
     /// Wake-up batching window (0 = wake on every completion).
     pub min_wait_us: u32,
+    /// Socket-less legs over AF_XDP (`datapath = "xdp"`, relay attached);
+    /// set by `spawn_all_with_xdp`.
+    pub xsk: Option<XskSetup>,
     /// The XDP relay's entry maps, when it is loaded and attached: the
     /// shard offloads plain RTP leg pairs to it (see `offload.rs`).
     pub xdp: Option<crate::media::xdp::XdpMapFds>,
@@ -137,6 +149,7 @@ impl ShardLoopConfig {
             calls_max: m.calls_max,
             sockets_max,
             min_wait_us: cfg.shards.min_wait_us,
+            xsk: None,
             xdp: None,
         }
     }
@@ -335,6 +348,8 @@ pub(super) struct Shard {
     pool_max: usize,
     /// Local address of each open socket, by slot.
     sock_ip: Vec<Option<IpAddr>>,
+    /// Socket-less legs (AF_XDP), when set up.
+    xsk: Option<xsk::XskPath>,
     /// The portal flows' bridges.
     fm: flows::FlowMedia,
     /// Prompt players and DTMF detectors of flow calls.
@@ -390,6 +405,34 @@ impl Shard {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
         let legs_max = cfg.calls_max * 2 * 2;
+        // Virtual socket ids of socket-less legs follow the real slots.
+        let xsk = cfg.xsk.as_ref().and_then(|setup| {
+            let vbase = cfg.sockets_max as u32;
+            match xsk::XskPath::open(
+                setup,
+                cfg.index,
+                cfg.bind_v4,
+                cfg.port_lo,
+                cfg.port_hi,
+                vbase,
+                cfg.dscp,
+            ) {
+                Ok(x) => Some(x),
+                Err(why) => {
+                    crate::log::log(
+                        crate::log::Level::Warn,
+                        "media data path: no AF_XDP legs, media ports get sockets",
+                        &[("why", crate::log::Field::Str(&why))],
+                    );
+                    None
+                }
+            }
+        });
+        let vsocks = if xsk.is_some() {
+            usize::from(cfg.port_hi - cfg.port_lo) + 1
+        } else {
+            0
+        };
         let mut shard = Shard {
             bufs,
             send_slots,
@@ -397,7 +440,7 @@ impl Shard {
             recv_msg,
             wake_buf: Box::new(0),
             wake,
-            relay: RelayTable::new(legs_max, cfg.sockets_max, Instant::now()),
+            relay: RelayTable::new(legs_max, cfg.sockets_max + vsocks, Instant::now()),
             rx: Vec::with_capacity(CQE_BATCH_MAX),
             tx_batch: Vec::with_capacity(CQE_BATCH_MAX),
             macs: (Simd::detect() != Simd::Scalar).then(MacBatch::new),
@@ -435,6 +478,7 @@ impl Shard {
             pool: VecDeque::new(),
             sock_ip: vec![None; cfg.sockets_max],
             pool_max: POOL_PAIRS_MAX.min(cfg.sockets_max / 16),
+            xsk,
             fm: flows::FlowMedia::default(),
             pm: player::Players::new(prompts),
             xdp: None,
@@ -446,6 +490,7 @@ impl Shard {
         for i in 0..shard.sip_ready.len() {
             shard.arm_sip_poll(i);
         }
+        shard.xsk_arm_all();
         Ok(shard)
     }
 
@@ -523,6 +568,7 @@ impl Shard {
                     }
                 }
             }
+            self.xsk_turn(now);
             self.wait();
         }
         self.shutdown();
@@ -535,7 +581,7 @@ impl Shard {
             Some(d) => d.min(self.next_tick),
             None => self.next_tick,
         };
-        let until = if self.sip_busy {
+        let until = if self.sip_busy || self.xsk.as_ref().is_some_and(|x| x.busy) {
             Duration::ZERO
         } else {
             deadline
@@ -584,6 +630,7 @@ impl Shard {
                         self.run_commands(now);
                     }
                     KIND_CANCEL => {}
+                    xsk::KIND_XSK => self.xsk_ready(ud, flags),
                     KIND_SIP => {
                         let i = (ud & 0xffff) as usize;
                         if let Some(r) = self.sip_ready.get_mut(i) {
@@ -805,6 +852,14 @@ impl Shard {
 
     #[inline]
     fn send(&mut self, bid: u16, off: usize, len: usize, sock: SockId, dst: SocketAddr) {
+        if sock as usize >= self.socks.len() {
+            // A socket-less egress leg: out of an AF_XDP socket.
+            if !self.xsk_send_from_socket(sock, dst, bid, off, len) {
+                self.send_errors += 1;
+            }
+            self.bufs.push(bid);
+            return;
+        }
         let Some(slot_idx) = self.free_sends.pop() else {
             self.relay.counters.drops[DropReason::QueueFull as usize] += 1;
             self.relay.counters.forwarded -= 1;
@@ -901,6 +956,9 @@ impl Shard {
     }
 
     fn close_socket(&mut self, sock: u32) {
+        if self.xsk_close(sock) {
+            return;
+        }
         if self.relay.socket_in_use(sock) {
             return;
         }
@@ -948,6 +1006,9 @@ impl Shard {
     /// Open the RTP (and RTCP unless muxed) sockets of one side on a fresh
     /// port pair; retries other pairs if a port is taken by someone else.
     fn open_side(&mut self, ip: IpAddr, mux: bool) -> Result<(u32, Option<u32>, u16), ShardError> {
+        if let Some(r) = self.xsk_open_side(ip, mux) {
+            return r;
+        }
         if !mux {
             if let Some(pair) = self.take_pooled(ip, false) {
                 return Ok(pair);
@@ -1279,6 +1340,8 @@ impl Shard {
     /// has room and the pair is whole (port, port + 1, both receiving).
     fn try_pool(&mut self, rtp: u32, rtcp: u32) -> bool {
         if self.pool.len() >= self.pool_max
+            || rtp as usize >= self.socks.len()
+            || rtcp as usize >= self.socks.len()
             || self.relay.socket_in_use(rtp)
             || self.relay.socket_in_use(rtcp)
         {
@@ -1772,6 +1835,7 @@ impl Shard {
         self.drain_pool(Some(now));
         // Offloaded legs' activity, from the XDP counters (bounded reads).
         self.xdp_tick(now);
+        self.xsk_tick();
         let timeout = self.cfg.timeout;
         let mut expired = Vec::new();
         for ci in 0..self.calls.len() as u32 {
@@ -1901,6 +1965,9 @@ impl Shard {
         let _ = self.ring.submit();
         self.process_completions(now);
         self.publish();
+        if let Some(r) = self.xsk_report() {
+            eprintln!("shard {}: {r}", self.cfg.index);
+        }
         if let Some(sip) = &self.sip {
             // The full breakdown once, at stop, for whoever reads the log.
             eprintln!(

@@ -175,7 +175,11 @@ impl Shard {
 
     /// A leg's local RTP address, if IPv4 and specific.
     fn xdp_local(&self, id: LegId) -> Option<SocketAddrV4> {
-        let sock = self.relay.get(id)?.rtp_sock as usize;
+        let rtp = self.relay.get(id)?.rtp_sock;
+        if let Some(a) = self.xsk_local(rtp) {
+            return Some(a);
+        }
+        let sock = rtp as usize;
         match self.sock_ip.get(sock).copied().flatten()? {
             IpAddr::V4(ip) if !ip.is_unspecified() => {
                 Some(SocketAddrV4::new(ip, self.socks.get(sock)?.port))
@@ -245,10 +249,23 @@ impl Shard {
         };
         // A half-installed pair (cannot happen; defensive): start over.
         self.xdp_release(b);
+        // Socket-less legs: a FIB miss goes to the AF_XDP socket.
+        let user = |sock: Option<u32>| sock.is_some_and(|s| self.xsk_local(s).is_some());
+        let (ua, ub) = (
+            user(self.relay.get(a).map(|l| l.rtp_sock)),
+            user(self.relay.get(b).map(|l| l.rtp_sock)),
+        );
         let Some(x) = self.xdp.as_deref_mut() else {
             return;
         };
-        if let Err(e) = x.maps.insert(&ab) {
+        let insert = |maps: &mut crate::media::xdp::XdpMaps, e: &XdpEntry, user: bool| {
+            if user {
+                maps.insert_user_fallback(e)
+            } else {
+                maps.insert(e)
+            }
+        };
+        if let Err(e) = insert(&mut x.maps, &ab, ua) {
             x.counters.map_errors += 1;
             crate::log::log(
                 crate::log::Level::Warn,
@@ -257,10 +274,13 @@ impl Shard {
             );
             return;
         }
-        if x.maps.insert(&ba).is_err() {
+        if insert(&mut x.maps, &ba, ub).is_err() {
             x.counters.map_errors += 1;
             if x.maps.remove(ab.local).is_err() {
                 x.counters.map_errors += 1;
+            }
+            if ua {
+                self.xsk_restore_local(ab.local);
             }
             return;
         }
@@ -301,6 +321,8 @@ impl Shard {
             x.counters.map_errors += 1;
         }
         x.account(inst.seen, last);
+        // A socket-less leg's port goes back to the AF_XDP path.
+        self.xsk_restore_local(inst.local);
         let (now, now_ns) = (Instant::now(), monotonic_ns());
         let Some(l) = self
             .relay

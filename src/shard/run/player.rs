@@ -356,6 +356,20 @@ impl Shard {
 
     /// Queues one prompt packet from prompt buffer `idx`.
     fn send_play(&mut self, idx: u16, len: usize, sock: SockId, dst: SocketAddr) {
+        if sock as usize >= self.socks.len() {
+            // A socket-less leg: out of an AF_XDP socket, copied at once.
+            let mut x = self.xsk.take();
+            let bytes = self.pm.bufs[usize::from(idx)].get(..len).unwrap_or(&[]);
+            let ok = x.as_mut().is_some_and(|x| x.send_bytes(sock, dst, bytes));
+            self.xsk = x;
+            self.pm.release(idx);
+            if ok {
+                self.pm.counters.sent += 1;
+            } else {
+                self.pm.counters.dropped += 1;
+            }
+            return;
+        }
         let Some(slot_idx) = self.free_sends.pop() else {
             self.pm.counters.dropped += 1;
             self.pm.free.push(idx);
