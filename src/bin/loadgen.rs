@@ -26,6 +26,16 @@
 //!    load is spread evenly over the period (never a burst of all calls at
 //!    once), quantised to `--tick-us` wake-ups. `--flat` sends as fast as the
 //!    generator can.
+//!    **Namespaces** (the veth topology of `benches/system/xdp_veth.sh`):
+//!    `--netns-a gen --netns-b sink --ng-netns gw` opens leg A's socket in
+//!    namespace `gen`, leg B's in `sink` and the ng socket in `gw` (each on
+//!    a short-lived thread that `setns`es there; a socket keeps its
+//!    namespace). With `--src-net 10.81 --src-net-b 10.82` leg A's addresses
+//!    are 10.81.x.y and leg B's 10.82.x.y; each /16 is made local in its
+//!    namespace with `ip route add local 10.81.0.0/16 dev lo`, so the same
+//!    `IP_PKTINFO` sending works and every leg still sends from its SDP
+//!    address. `--relay-extra-pids` adds processes such as the relay side's
+//!    NAPI kthreads to the relay's CPU.
 //! 3. **Packets** are RTP (12-byte header, V=2, PT 0, an SSRC per leg and
 //!    direction, sequence, timestamp += 8000/pps) with a payload (default 160
 //!    bytes) that carries a magic, a run id, the leg-direction index, a 64-bit
@@ -107,7 +117,7 @@
 //! port range apart; other processes' ephemeral ports (32768–60999) can
 //! take relay ports.
 //!
-//! Limits: at most 20,000 calls and 3,600 s per run; loopback/IPv4 only.
+//! Limits: at most 20,000 calls and 3,600 s per run; IPv4 only.
 //! Exit status 0 measured, 1 could not run, 2 bad arguments, 3 nothing
 //! measured (no call set up, or nothing came back).
 
@@ -167,7 +177,8 @@ struct Args {
     duration_s: f64,
     warmup_s: f64,
     payload: usize,
-    src_net: u8,
+    /// Leg A's source /16 (first two octets) and leg B's.
+    nets: LegNets,
     cpu: Option<usize>,
     json: Option<String>,
     bare_base_port: Option<u16>,
@@ -185,6 +196,13 @@ struct Args {
     rt_prio: Option<i32>,
     quiet: bool,
     srtp: Option<SrtpSuite>,
+    /// Network namespaces (names under /run/netns) for leg A's socket, leg
+    /// B's socket and the ng socket; `None`: the caller's.
+    netns_a: Option<String>,
+    netns_b: Option<String>,
+    ng_netns: Option<String>,
+    /// More processes (e.g. NAPI kthreads) whose CPU counts as the relay's.
+    relay_extra_pids: Vec<u32>,
 }
 
 const USAGE: &str = "\
@@ -199,11 +217,20 @@ usage: loadgen (--ng ADDR:PORT | --bare-base-port P) --calls N --duration-s S [o
   --duration-s S        measured time (<= 3600)
   --warmup-s W          unmeasured time before it (default 2)
   --payload B           RTP payload bytes (default 160, 32..=1460)
-  --src-net 127.S       leg source addresses 127.S.x.y (default 127.1)
+  --src-net A.B         leg source addresses A.B.x.y (default 127.1); outside
+                        127/8 the /16 must be local in its namespace (e.g.
+                        `ip route add local A.B.0.0/16 dev lo`)
+  --src-net-b A.B       leg B's source addresses from this /16 instead
+  --netns-a NAME        open leg A's socket in network namespace NAME
+  --netns-b NAME        open leg B's socket in network namespace NAME (with
+                        different namespaces each side has its own socket)
+  --ng-netns NAME       open the ng control socket in network namespace NAME
   --port P              the generator's UDP port, shared by all legs (default 16000)
   --rtcp-mux            offer a=rtcp-mux
   --cpu C               pin the generator to CPU C
   --relay-pid PID       report the relay's CPU (schedstat) over the measured window
+  --relay-extra-pids P,Q,...  also count these processes' CPU as the relay's
+                        (e.g. the NAPI kthreads that receive for it)
   --json FILE           write the report as JSON
   --tick-us T           pacing granularity (default 500)
   --batch B             sendmmsg/recvmmsg batch (default 16 paced, 64 flat)
@@ -231,7 +258,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         duration_s: 0.0,
         warmup_s: 2.0,
         payload: 160,
-        src_net: 1,
+        nets: LegNets {
+            a: [127, 1],
+            b: [127, 1],
+        },
         cpu: None,
         json: None,
         bare_base_port: None,
@@ -249,8 +279,13 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         rt_prio: None,
         quiet: false,
         srtp: None,
+        netns_a: None,
+        netns_b: None,
+        ng_netns: None,
+        relay_extra_pids: Vec::new(),
     };
     let mut saw_duration = false;
+    let mut net_b: Option<[u8; 2]> = None;
     let mut i = 0;
     while i < argv.len() {
         let raw = argv[i].as_str();
@@ -304,7 +339,21 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             }
             "--warmup-s" => a.warmup_s = num(key, &val)?,
             "--payload" => a.payload = num(key, &val)?,
-            "--src-net" => a.src_net = parse_src_net(&val)?,
+            "--src-net" => a.nets.a = parse_src_net(&val)?,
+            "--src-net-b" => net_b = Some(parse_src_net(&val)?),
+            "--netns-a" => a.netns_a = Some(parse_netns(&val)?),
+            "--netns-b" => a.netns_b = Some(parse_netns(&val)?),
+            "--ng-netns" => a.ng_netns = Some(parse_netns(&val)?),
+            "--relay-extra-pids" => {
+                a.relay_extra_pids = val
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| num(key, p))
+                    .collect::<Result<_, _>>()?;
+                if a.relay_extra_pids.len() > 64 {
+                    return Err("--relay-extra-pids: at most 64".into());
+                }
+            }
             "--cpu" => a.cpu = Some(num(key, &val)?),
             "--json" => a.json = Some(val),
             "--bare-base-port" => a.bare_base_port = Some(num(key, &val)?),
@@ -334,6 +383,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             _ => return Err(format!("unknown option {key}")),
         }
     }
+    a.nets.b = net_b.unwrap_or(a.nets.a);
     if a.ng.is_none() == a.bare_base_port.is_none() {
         return Err("give exactly one of --ng and --bare-base-port".into());
     }
@@ -390,40 +440,110 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
-/// `127.S` (or `127.S.0.0`, `127.S.0.0/16`) → S. 127.0 and 127.255 are
-/// refused: they hold 127.0.0.1 and the loopback broadcast.
-fn parse_src_net(v: &str) -> Result<u8, String> {
+/// `A.B` (or `A.B.0.0`, `A.B.0.0/16`) → [A, B]: the /16 leg addresses come
+/// from. In 127/8, 127.0 and 127.255 are refused: they hold 127.0.0.1 and
+/// the loopback broadcast. Outside it, A must be a unicast first octet
+/// (1..=223) other than 0.
+fn parse_src_net(v: &str) -> Result<[u8; 2], String> {
     let v = v.trim().trim_end_matches("/16");
     let parts: Vec<&str> = v.split('.').collect();
-    let bad = || format!("--src-net: expected 127.S (S in 1..=254), got {v:?}");
-    if parts.len() < 2 || parts.len() > 4 || parts[0] != "127" {
+    let bad = || format!("--src-net: expected A.B (a /16, e.g. 127.1 or 10.81), got {v:?}");
+    if parts.len() < 2 || parts.len() > 4 {
         return Err(bad());
     }
     if parts[2..].iter().any(|p| *p != "0") {
         return Err(bad());
     }
-    let s: u8 = parts[1].parse().map_err(|_| bad())?;
-    if s == 0 || s == 255 {
+    let a: u8 = parts[0].parse().map_err(|_| bad())?;
+    let b: u8 = parts[1].parse().map_err(|_| bad())?;
+    if a == 127 && (b == 0 || b == 255) {
         return Err(bad());
     }
-    Ok(s)
+    if a == 0 || a > 223 {
+        return Err(bad());
+    }
+    Ok([a, b])
 }
 
-/// Source address of leg `j` (call i: leg A = 2i, leg B = 2i+1); avoids
-/// host parts .0 and .255. Good for 65,024 legs.
-fn leg_ip(src_net: u8, j: usize) -> Ipv4Addr {
+/// A network namespace name as `ip netns` keeps it under /run/netns.
+fn parse_netns(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v != "."
+        && v != ".."
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(format!("bad network namespace name {v:?}"))
+    }
+}
+
+/// Where legs' source addresses come from: leg A (even leg index) from
+/// the /16 `a`, leg B (odd) from `b` (the same by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LegNets {
+    a: [u8; 2],
+    b: [u8; 2],
+}
+
+impl LegNets {
+    /// Source address of leg `j` (call i: leg A = 2i, leg B = 2i+1).
+    fn ip(&self, j: usize) -> Ipv4Addr {
+        leg_ip(if j.is_multiple_of(2) { self.a } else { self.b }, j)
+    }
+
+    /// Inverse of [`LegNets::ip`]: the leg index of `ip` (host order).
+    fn index(&self, ip: u32) -> Option<usize> {
+        [(self.a, 0), (self.b, 1)]
+            .into_iter()
+            .find_map(|(net, side)| leg_index(net, ip).filter(|j| j % 2 == side))
+    }
+}
+
+/// Source address of leg `j` in the /16 `net`; avoids host parts .0 and
+/// .255. Good for 65,024 legs.
+fn leg_ip(net: [u8; 2], j: usize) -> Ipv4Addr {
     let hi = (j / 254) as u8;
     let lo = (j % 254) as u8 + 1;
-    Ipv4Addr::new(127, src_net, hi, lo)
+    Ipv4Addr::new(net[0], net[1], hi, lo)
 }
 
 /// Inverse of [`leg_ip`]: the leg index of address `ip` (host order).
-fn leg_index(src_net: u8, ip: u32) -> Option<usize> {
+fn leg_index(net: [u8; 2], ip: u32) -> Option<usize> {
     let [a, b, hi, lo] = ip.to_be_bytes();
-    if a != 127 || b != src_net || lo == 0 || lo == 255 {
+    if [a, b] != net || lo == 0 || lo == 255 {
         return None;
     }
     Some(hi as usize * 254 + lo as usize - 1)
+}
+
+/// Run `f` on a short-lived thread that has entered network namespace `ns`
+/// (`/run/netns/NAME`, as `ip netns add` makes it), or here when `ns` is
+/// `None`. Sockets opened by `f` stay in that namespace for their life.
+fn in_netns<T: Send>(
+    ns: Option<&str>,
+    f: impl FnOnce() -> Result<T, String> + Send,
+) -> Result<T, String> {
+    let Some(ns) = ns else {
+        return f();
+    };
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                // SAFETY: a valid namespace fd; setns changes only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(format!("setns {path}: {}", io::Error::last_os_error()));
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| format!("thread in namespace {ns} panicked"))?
+    })
 }
 
 // ------------------------------------------------------------------- clocks
@@ -903,6 +1023,50 @@ impl SendBatch {
     }
 }
 
+/// One send batch per media socket: with leg A and leg B in different
+/// namespaces, leg A's packets (even leg directions) go out of socket 0 and
+/// leg B's out of socket 1; otherwise one socket sends everything.
+struct Senders {
+    fds: Vec<RawFd>,
+    batches: Vec<SendBatch>,
+}
+
+impl Senders {
+    fn new(fds: &[RawFd], cap: usize, pkt_len: usize) -> Senders {
+        Senders {
+            fds: fds.to_vec(),
+            batches: fds.iter().map(|_| SendBatch::new(cap, pkt_len)).collect(),
+        }
+    }
+
+    /// Some batch is full: flush before pushing more.
+    fn full(&self) -> bool {
+        self.batches.iter().any(SendBatch::full)
+    }
+
+    fn push(&mut self, d: u32, leg: &mut TxLeg, run_id: u32, flags: u8, ts_step: u32) {
+        let k = (d as usize) % self.batches.len();
+        self.batches[k].push(d, leg, run_id, flags, ts_step);
+    }
+
+    /// Send everything queued on every socket. Returns (sent, errors).
+    fn flush(&mut self, tx: &mut [TxLeg]) -> (u64, u64) {
+        let mut out = (0, 0);
+        for (b, &fd) in self.batches.iter_mut().zip(&self.fds) {
+            if b.n > 0 {
+                let (s, e) = b.flush(fd, tx);
+                out.0 += s;
+                out.1 += e;
+            }
+        }
+        out
+    }
+
+    fn protect_errors(&self) -> u64 {
+        self.batches.iter().map(|b| b.protect_errors).sum()
+    }
+}
+
 // ---------------------------------------------------------- batch receive
 
 struct RecvBatch {
@@ -1037,10 +1201,11 @@ struct Sink {
     clock_anomalies: u64,
     kernel_ts: u64,
     user_ts: u64,
-    ovfl_last: u32,
+    /// Per media socket, its cumulative SO_RXQ_OVFL drop count.
+    ovfl_last: Vec<u32>,
     rt_offset: i128,
     received_total: u64,
-    src_net: u8,
+    nets: LegNets,
     /// Per leg (j = 2·call + side), the SRTP context that unprotects what
     /// arrives at it (leg A with --srtp); empty without SRTP.
     rx_srtp: Vec<Option<SrtpContext>>,
@@ -1049,9 +1214,26 @@ struct Sink {
 }
 
 impl Sink {
-    /// Read up to `max_batches` recvmmsg batches; returns how many packets
-    /// and whether more may be waiting (the limit was hit).
-    fn drain(&mut self, fd: RawFd, rb: &mut RecvBatch, max_batches: usize) -> (usize, bool) {
+    /// Read up to `max_batches` recvmmsg batches from each socket; returns
+    /// how many packets and whether more may be waiting (a limit was hit).
+    fn drain(&mut self, fds: &[RawFd], rb: &mut RecvBatch, max_batches: usize) -> (usize, bool) {
+        let mut got = 0;
+        let mut more = false;
+        for (k, &fd) in fds.iter().enumerate() {
+            let (g, m) = self.drain_one(k, fd, rb, max_batches);
+            got += g;
+            more |= m;
+        }
+        (got, more)
+    }
+
+    fn drain_one(
+        &mut self,
+        k: usize,
+        fd: RawFd,
+        rb: &mut RecvBatch,
+        max_batches: usize,
+    ) -> (usize, bool) {
         let mut got = 0;
         for _ in 0..max_batches {
             let n = rb.recv(fd);
@@ -1063,6 +1245,9 @@ impl Sink {
             self.rt_offset = realtime_offset();
             for i in 0..n {
                 let (pkt, meta) = rb.packet(i);
+                if let (Some(o), Some(last)) = (meta.ovfl, self.ovfl_last.get_mut(k)) {
+                    *last = (*last).max(o);
+                }
                 self.account(pkt, &meta, now);
             }
             if n < rb.cap {
@@ -1074,14 +1259,11 @@ impl Sink {
 
     fn account(&mut self, pkt: &mut [u8], meta: &RxMeta, now: u64) {
         self.received_total += 1;
-        if let Some(o) = meta.ovfl {
-            self.ovfl_last = self.ovfl_last.max(o);
-        }
         let mut len = pkt.len();
         if !self.rx_srtp.is_empty() {
             if let Some(ctx) = meta
                 .dst
-                .and_then(|ip| leg_index(self.src_net, ip))
+                .and_then(|ip| self.nets.index(ip))
                 .and_then(|j| self.rx_srtp.get_mut(j))
                 .and_then(Option::as_mut)
             {
@@ -1170,7 +1352,10 @@ struct Ng {
 
 impl Ng {
     fn new(addr: SocketAddr, a: &Args, run_id: u32) -> io::Result<Ng> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        let sock = in_netns(a.ng_netns.as_deref(), || {
+            UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())
+        })
+        .map_err(io::Error::other)?;
         sock.connect(addr)?;
         let s2 = socket2::SockRef::from(&sock);
         let _ = s2.set_recv_buffer_size(4 << 20);
@@ -1453,7 +1638,7 @@ fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32, offer_keys: &[Vec<u8>]) -> Ve
             v.insert(
                 "sdp",
                 make_sdp(
-                    leg_ip(a.src_net, 2 * i),
+                    a.nets.ip(2 * i),
                     a.port,
                     1000 + 2 * i as u64,
                     a.rtcp_mux,
@@ -1489,7 +1674,7 @@ fn setup_calls(ng: &mut Ng, a: &Args, run_id: u32, offer_keys: &[Vec<u8>]) -> Ve
             v.insert(
                 "sdp",
                 make_sdp(
-                    leg_ip(a.src_net, 2 * i + 1),
+                    a.nets.ip(2 * i + 1),
                     a.port,
                     1001 + 2 * i as u64,
                     a.rtcp_mux,
@@ -1567,6 +1752,21 @@ fn delete_calls(ng: &mut Ng, run_id: u32, calls: &[usize]) -> (u64, Option<Strin
 /// CPU time of a process from schedstat (shared with the gateway's tools).
 fn schedstat_ns(pid: u32) -> Option<u64> {
     kolokol::sys::process_cpu_ns(pid).ok()
+}
+
+/// A point of the measured window: (monotonic ns, the generator's CPU ns,
+/// the relay's CPU ns as (process, extra pids), system UDP RcvbufErrors).
+type Mark = (u64, u64, Option<(u64, u64)>, Option<u64>);
+
+/// The relay's CPU: (its process, the sum of `--relay-extra-pids`), ns.
+/// `None` without `--relay-pid` or when one of them has gone.
+fn relay_cpu_ns(a: &Args) -> Option<(u64, u64)> {
+    let main = schedstat_ns(a.relay_pid?)?;
+    let mut extra = 0;
+    for &p in &a.relay_extra_pids {
+        extra += schedstat_ns(p)?;
+    }
+    Some((main, extra))
 }
 
 /// System-wide UDP RcvbufErrors from /proc/net/snmp.
@@ -1713,8 +1913,15 @@ struct SinkReport {
 #[derive(Serialize, Debug)]
 struct RelayReport {
     pid: u32,
+    /// The relay process plus `extra_pids`, % of one core.
     cpu_pct: f64,
     relayed_pps_per_core: f64,
+    /// Processes also counted as the relay's (`--relay-extra-pids`).
+    extra_pids: Vec<u32>,
+    /// The relay process alone.
+    process_cpu_pct: f64,
+    /// `extra_pids` together.
+    extra_cpu_pct: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -1846,6 +2053,13 @@ fn render_table(r: &Report) -> String {
             "relay pid {}: CPU {:.1}% of a core, {:.0} relayed pkt/s per core",
             rel.pid, rel.cpu_pct, rel.relayed_pps_per_core
         );
+        if !rel.extra_pids.is_empty() {
+            let _ = writeln!(
+                s,
+                "  of which the relay process {:.1}%, pids {:?} {:.1}%",
+                rel.process_cpu_pct, rel.extra_pids, rel.extra_cpu_pct
+            );
+        }
     }
     if let Some(e) = r.system_udp_rcvbuf_errors {
         let _ = writeln!(s, "system UDP RcvbufErrors during the run: {e}");
@@ -1972,8 +2186,14 @@ fn run(a: &Args) -> Result<Report, String> {
     let n = a.calls;
     let legdirs = 2 * n;
 
-    let sock = media_socket(a.port)?;
-    let fd = sock.as_raw_fd();
+    // One socket for both legs, or one per leg side when the sides live in
+    // different network namespaces.
+    let mut socks = vec![in_netns(a.netns_a.as_deref(), || media_socket(a.port))?];
+    if a.netns_a != a.netns_b {
+        socks.push(in_netns(a.netns_b.as_deref(), || media_socket(a.port))?);
+    }
+    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let fds = fds.as_slice();
 
     // ---- set-up
     let setup_start = Instant::now();
@@ -2042,8 +2262,8 @@ fn run(a: &Args) -> Result<Report, String> {
             a_tx_ctx = Some(srtp_context(suite, &offer_keys[i])?);
             rx_srtp[2 * i] = Some(srtp_context(suite, &rk)?);
         }
-        let ip_a = leg_ip(a.src_net, 2 * i);
-        let ip_b = leg_ip(a.src_net, 2 * i + 1);
+        let ip_a = a.nets.ip(2 * i);
+        let ip_b = a.nets.ip(2 * i + 1);
         for (dst, src, rcv, ctx) in [(a_dst, ip_a, ip_b, a_tx_ctx), (b_dst, ip_b, ip_a, None)] {
             tx.push(TxLeg {
                 dst: sockaddr_in(dst),
@@ -2088,35 +2308,37 @@ fn run(a: &Args) -> Result<Report, String> {
         clock_anomalies: 0,
         kernel_ts: 0,
         user_ts: 0,
-        ovfl_last: 0,
+        ovfl_last: vec![0; fds.len()],
         rt_offset: realtime_offset(),
         received_total: 0,
-        src_net: a.src_net,
+        nets: a.nets,
         rx_srtp,
         srtp_errors: 0,
     };
-    let mut sb = SendBatch::new(a.batch, RTP_HDR + a.payload);
+    let mut sb = Senders::new(fds, a.batch, RTP_HDR + a.payload);
     let mut rb = RecvBatch::new(64);
     let ts_step = (8000 / a.pps).max(1);
     let mut send_errors = 0u64;
 
     // Discard anything left in the socket from an earlier run.
-    while rb.recv(fd) > 0 {}
+    for &fd in fds {
+        while rb.recv(fd) > 0 {}
+    }
 
     // ---- prime (bare mode: the relay learns each leg from its first packet)
     if a.bare_base_port.is_some() && !active.is_empty() {
         for _round in 0..3 {
             for &d in &active {
                 if sb.full() {
-                    send_errors += sb.flush(fd, &mut tx).1;
-                    sink.drain(fd, &mut rb, 64);
+                    send_errors += sb.flush(&mut tx).1;
+                    sink.drain(fds, &mut rb, 64);
                 }
                 sb.push(d, &mut tx[d as usize], run_id, FLAG_PRIME, ts_step);
             }
-            send_errors += sb.flush(fd, &mut tx).1;
+            send_errors += sb.flush(&mut tx).1;
             let until = mono() + 30_000_000;
             while mono() < until {
-                if sink.drain(fd, &mut rb, 64).0 == 0 {
+                if sink.drain(fds, &mut rb, 64).0 == 0 {
                     sleep_until(mono() + 1_000_000);
                 }
             }
@@ -2142,7 +2364,7 @@ fn run(a: &Args) -> Result<Report, String> {
     let mut skipped = 0u64;
     let max_lag = a.max_lag_ms * 1_000_000;
     let mut g: u64 = 0;
-    let mut mark: Option<(u64, u64, Option<u64>, Option<u64>)> = None; // (t, gen cpu, relay cpu, snmp)
+    let mut mark: Option<Mark> = None;
     let mut last_progress = mono();
     let mut progress_sent = 0u64;
     let mut progress_recv = 0u64;
@@ -2159,7 +2381,7 @@ fn run(a: &Args) -> Result<Report, String> {
                 mark = Some((
                     now,
                     clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
-                    a.relay_pid.and_then(schedstat_ns),
+                    relay_cpu_ns(a),
                     udp_rcvbuf_errors(),
                 ));
             }
@@ -2174,10 +2396,10 @@ fn run(a: &Args) -> Result<Report, String> {
                     sb.push(d, &mut tx[d as usize], run_id, flags, ts_step);
                     g += 1;
                 }
-                let (s, e) = sb.flush(fd, &mut tx);
+                let (s, e) = sb.flush(&mut tx);
                 total_sent += s;
                 send_errors += e;
-                sink.drain(fd, &mut rb, 4);
+                sink.drain(fds, &mut rb, 4);
             } else {
                 loop {
                     let q = due(g);
@@ -2195,7 +2417,7 @@ fn run(a: &Args) -> Result<Report, String> {
                         continue;
                     }
                     if sb.full() {
-                        let (s, e) = sb.flush(fd, &mut tx);
+                        let (s, e) = sb.flush(&mut tx);
                         total_sent += s;
                         send_errors += e;
                         now = mono();
@@ -2210,12 +2432,12 @@ fn run(a: &Args) -> Result<Report, String> {
                     sb.push(d, &mut tx[d as usize], run_id, flags, ts_step);
                     g += 1;
                 }
-                let (s, e) = sb.flush(fd, &mut tx);
+                let (s, e) = sb.flush(&mut tx);
                 total_sent += s;
                 send_errors += e;
                 // A bounded drain, so receiving never holds sends up for
                 // long; when more is waiting, go round (sends first) again.
-                let (_, more) = sink.drain(fd, &mut rb, 4);
+                let (_, more) = sink.drain(fds, &mut rb, 4);
                 if finished {
                     break;
                 }
@@ -2245,22 +2467,25 @@ fn run(a: &Args) -> Result<Report, String> {
     let end_mark = (
         t_stop,
         clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
-        a.relay_pid.and_then(schedstat_ns),
+        relay_cpu_ns(a),
         udp_rcvbuf_errors(),
     );
     // Drain stragglers.
     let drain_until = mono() + a.drain_ms * 1_000_000;
     while mono() < drain_until {
-        if sink.drain(fd, &mut rb, 64).0 == 0 {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
+        if sink.drain(fds, &mut rb, 64).0 == 0 {
+            let mut pfds: Vec<libc::pollfd> = fds
+                .iter()
+                .map(|&fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
             let left_ms =
                 (drain_until.saturating_sub(mono()) / 1_000_000).clamp(1, 10) as libc::c_int;
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, left_ms) };
+            // SAFETY: valid pollfds, as many as passed.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, left_ms) };
         }
     }
 
@@ -2299,7 +2524,9 @@ fn run(a: &Args) -> Result<Report, String> {
     let relayed_pps = received as f64 / measured_s;
     let relay = match (a.relay_pid, m_relay, end_mark.2) {
         (Some(pid), Some(x), Some(y)) => {
-            let cpu = y.saturating_sub(x) as f64 / window_ns as f64;
+            let own = y.0.saturating_sub(x.0) as f64 / window_ns as f64;
+            let extra = y.1.saturating_sub(x.1) as f64 / window_ns as f64;
+            let cpu = own + extra;
             Some(RelayReport {
                 pid,
                 cpu_pct: (cpu * 1000.0).round() / 10.0,
@@ -2308,12 +2535,15 @@ fn run(a: &Args) -> Result<Report, String> {
                 } else {
                     0.0
                 },
+                extra_pids: a.relay_extra_pids.clone(),
+                process_cpu_pct: (own * 1000.0).round() / 10.0,
+                extra_cpu_pct: (extra * 1000.0).round() / 10.0,
             })
         }
         _ => None,
     };
     // SO_RXQ_OVFL is the socket's cumulative drop count; the socket is this run's.
-    let sink_drops = sink.ovfl_last as u64;
+    let sink_drops: u64 = sink.ovfl_last.iter().map(|&o| u64::from(o)).sum();
     let target_send_pps = if a.flat {
         0.0
     } else {
@@ -2361,7 +2591,7 @@ fn run(a: &Args) -> Result<Report, String> {
         rtcp_mux: a.rtcp_mux,
         srtp: a.srtp.map(SrtpSuite::sdes_name),
         srtp_errors: sink.srtp_errors,
-        srtp_protect_errors: sb.protect_errors,
+        srtp_protect_errors: sb.protect_errors(),
         warmup_s: a.warmup_s,
         duration_s: (measured_s * 1000.0).round() / 1000.0,
         total: DirReport {
@@ -2447,25 +2677,73 @@ mod test {
         let a =
             args("--ng=127.0.0.1:2223 --calls=3 --duration-s=1 --flat --src-net 127.7").unwrap();
         assert!(a.flat);
-        assert_eq!(a.src_net, 7);
+        assert_eq!(
+            a.nets,
+            LegNets {
+                a: [127, 7],
+                b: [127, 7]
+            }
+        );
         assert_eq!(a.batch, 64);
+        assert!(a.netns_a.is_none() && a.relay_extra_pids.is_empty());
+        let a = args(
+            "--ng 127.0.0.1:2223 --calls 3 --duration-s 1 --src-net 10.81 --src-net-b 10.82 \
+             --netns-a kxgen --netns-b kxsink --ng-netns kxgw --relay-extra-pids 10,20",
+        )
+        .unwrap();
+        assert_eq!(
+            a.nets,
+            LegNets {
+                a: [10, 81],
+                b: [10, 82]
+            }
+        );
+        assert_eq!(a.netns_a.as_deref(), Some("kxgen"));
+        assert_eq!(a.netns_b.as_deref(), Some("kxsink"));
+        assert_eq!(a.ng_netns.as_deref(), Some("kxgw"));
+        assert_eq!(a.relay_extra_pids, vec![10, 20]);
+        assert!(args("--ng 127.0.0.1:2223 --calls 3 --duration-s 1 --netns-a ../x").is_err());
+        assert!(args("--ng 127.0.0.1:2223 --calls 3 --duration-s 1 --netns-b a/b").is_err());
+        assert!(args("--ng 127.0.0.1:2223 --calls 3 --duration-s 1 --relay-extra-pids x").is_err());
     }
 
     #[test]
     fn src_net_and_leg_addresses() {
-        assert_eq!(parse_src_net("127.1"), Ok(1));
-        assert_eq!(parse_src_net("127.3.0.0/16"), Ok(3));
+        assert_eq!(parse_src_net("127.1"), Ok([127, 1]));
+        assert_eq!(parse_src_net("127.3.0.0/16"), Ok([127, 3]));
+        assert_eq!(parse_src_net("10.81"), Ok([10, 81]));
         assert!(parse_src_net("127.0").is_err());
-        assert!(parse_src_net("10.1").is_err());
+        assert!(parse_src_net("127.255").is_err());
+        assert!(parse_src_net("0.1").is_err());
+        assert!(parse_src_net("224.1").is_err());
         assert!(parse_src_net("127.1.2").is_err());
-        assert_eq!(leg_ip(1, 0), Ipv4Addr::new(127, 1, 0, 1));
-        assert_eq!(leg_ip(1, 253), Ipv4Addr::new(127, 1, 0, 254));
-        assert_eq!(leg_ip(1, 254), Ipv4Addr::new(127, 1, 1, 1));
+        assert!(parse_src_net("10").is_err());
+        let lo = [127, 1];
+        assert_eq!(leg_ip(lo, 0), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(leg_ip(lo, 253), Ipv4Addr::new(127, 1, 0, 254));
+        assert_eq!(leg_ip(lo, 254), Ipv4Addr::new(127, 1, 1, 1));
         let mut seen = std::collections::HashSet::new();
         for j in 0..2 * MAX_CALLS {
-            let ip = leg_ip(1, j);
+            let ip = leg_ip(lo, j);
             assert!(ip.octets()[3] != 0 && ip.octets()[3] != 255);
             assert!(seen.insert(ip));
+        }
+        // Two /16s: leg A (even) from one, leg B (odd) from the other, and
+        // back again; an address of the wrong side is no leg.
+        let nets = LegNets {
+            a: [10, 81],
+            b: [10, 82],
+        };
+        assert_eq!(nets.ip(0), Ipv4Addr::new(10, 81, 0, 1));
+        assert_eq!(nets.ip(1), Ipv4Addr::new(10, 82, 0, 2));
+        for j in [0usize, 1, 253, 254, 1000, 39_999] {
+            assert_eq!(nets.index(u32::from(nets.ip(j))), Some(j));
+        }
+        assert_eq!(nets.index(u32::from(Ipv4Addr::new(10, 81, 0, 2))), None);
+        assert_eq!(nets.index(u32::from(Ipv4Addr::new(10, 82, 0, 1))), None);
+        let same = LegNets { a: lo, b: lo };
+        for j in [0usize, 1, 2, 3] {
+            assert_eq!(same.index(u32::from(same.ip(j))), Some(j));
         }
     }
 
@@ -2510,9 +2788,9 @@ mod test {
         assert!(sdp_crypto_key(&sdp, SrtpSuite::AesCm128HmacSha1_32).is_err());
         assert!(sdp_crypto_key("m=audio 5 RTP/AVP 0\r\n", suite).is_err());
         for j in [0usize, 1, 253, 254, 1000, 65_023] {
-            assert_eq!(leg_index(1, u32::from(leg_ip(1, j))), Some(j));
+            assert_eq!(leg_index([127, 1], u32::from(leg_ip([127, 1], j))), Some(j));
         }
-        assert_eq!(leg_index(2, u32::from(leg_ip(1, 3))), None);
+        assert_eq!(leg_index([127, 2], u32::from(leg_ip([127, 1], 3))), None);
         // A packet protected by one context unprotects with the same key.
         let mut tx = srtp_context(suite, &(0..30).collect::<Vec<u8>>()).unwrap();
         let mut rx = srtp_context(suite, &(0..30).collect::<Vec<u8>>()).unwrap();

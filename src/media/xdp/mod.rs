@@ -38,6 +38,9 @@ use aya::maps::{
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, TestRun, TestRunOptions};
 
+mod testrun;
+pub use testrun::{TestRunOutcome, LIVE_BATCH_MAX};
+
 /// The compiled program, when build.rs could build it.
 #[cfg(kolokol_xdp)]
 static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
