@@ -673,7 +673,11 @@ impl XdpRelay {
 
     /// Run the relay program `repeat` times on `frame` with
     /// `BPF_PROG_TEST_RUN` (not attached, no packet leaves): the XDP action
-    /// and the kernel's mean time per run.
+    /// and the kernel's mean time per run. The kernel reruns the program on
+    /// the frame as the previous run left it, so to time forwarding the
+    /// entry must map the frame onto itself (same addresses and ports);
+    /// otherwise every run after the first is a map miss. `xdpcost` and
+    /// `tests/xdp_veth.rs` do that, and check the forwarded count.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), XdpError> {
         let mut out = vec![0u8; frame.len() + 256];
         let prog = self.prog(PROG_RELAY)?;
