@@ -338,6 +338,19 @@ impl XdpMaps {
         self.entries.insert(key, e.raw(), 0).map_err(map_err)
     }
 
+    /// Rewrite an installed entry in place (its counters kept), as a
+    /// FORWARD entry, or FORWARD_USER with `user` (see
+    /// [`XdpMaps::insert_user_fallback`]).
+    pub fn update(&mut self, e: &XdpEntry, user: bool) -> Result<(), XdpError> {
+        let mut raw = e.raw();
+        if user {
+            raw.action = ACTION_FORWARD_USER;
+        }
+        self.entries
+            .insert(key_of(e.local), raw, 0)
+            .map_err(map_err)
+    }
+
     /// Remove the entry for `local` (and its counters); packets to it then
     /// go to the stack. Removing an absent entry is not an error.
     pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
