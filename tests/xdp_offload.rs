@@ -106,6 +106,9 @@ impl Topo {
             &["ip", "-n", gw, "addr", "add", "10.78.2.1/24", "dev", "xgb"],
             &["ip", "-n", gw, "addr", "add", "10.78.0.1/32", "dev", "lo"],
             &["ip", "-n", sink, "addr", "add", "10.78.2.2/24", "dev", "xs0"],
+            // A destination on no xdp_interface subnet (routed through the
+            // sink): its entries keep the program's FIB lookup.
+            &["ip", "-n", sink, "addr", "add", "10.79.0.2/32", "dev", "xs0"],
             &["ip", "-n", gen, "link", "set", "xg0", "up"],
             &["ip", "-n", gw, "link", "set", "xga", "up"],
             &["ip", "-n", gw, "link", "set", "xgb", "up"],
@@ -115,6 +118,7 @@ impl Topo {
             &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
             &["ip", "-n", gen, "route", "add", "10.78.0.1/32", "via", "10.78.1.1"],
             &["ip", "-n", sink, "route", "add", "10.78.0.1/32", "via", "10.78.2.1"],
+            &["ip", "-n", gw, "route", "add", "10.79.0.2/32", "via", "10.78.2.2"],
             // veth hands the peer partial checksums: both senders must
             // send complete ones for an XDP rewrite to be valid.
             &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
@@ -551,7 +555,7 @@ fn run(topo: &Topo) {
         (
             endpoint("10.78.2.2:5000"),
             endpoint("10.78.2.2:5002"),
-            endpoint("10.78.2.2:5004"),
+            endpoint("10.79.0.2:5004"),
             capture("xs0"),
         )
     });
@@ -655,8 +659,9 @@ fn run(topo: &Topo) {
     eprintln!("xdp_offload: delete reports the figures and removes the entries");
 
     // Call 3: traffic only through XDP for longer than the media timeout
-    // keeps the call; silence ends it.
-    let (to_a3, to_b3) = setup(&mut ng, "c3", "10.78.1.2:4004", "10.78.2.2:5004", false);
+    // keeps the call; silence ends it. Its sink is routed (on no
+    // xdp_interface subnet): that direction forwards by FIB lookup.
+    let (to_a3, to_b3) = setup(&mut ng, "c3", "10.78.1.2:4004", "10.79.0.2:5004", false);
     let l3a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xa3, 8)).collect();
     let l3b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xb3, 9)).collect();
     relay_all(&gen3, to_a3, &sink3, to_b3, &l3a);
@@ -713,8 +718,10 @@ fn run(topo: &Topo) {
     let drops = stop_figure(&log, "src_drops");
     let installs = stop_figure(&log, "installs");
     let errors = stop_figure(&log, "map_errors");
+    let direct = stop_figure(&log, "egress_direct");
     eprintln!(
-        "xdp_offload: shard rx {rx} (socket path), xdp packets {xdp_packets}, src_drops {drops}, installs {installs}"
+        "xdp_offload: shard rx {rx} (socket path), xdp packets {xdp_packets}, src_drops {drops}, \
+         installs {installs}, egress_direct {direct}"
     );
     let offloaded = (3 * N + MOVED + usize::from(sent3) + 2 * (LATCH - 1)) as u64;
     assert!(
@@ -732,6 +739,10 @@ fn run(topo: &Topo) {
     );
     assert_eq!(drops, 2, "the spoof and the old source after the re-offer");
     assert_eq!(installs, 8, "three pairs, one again after the re-offer");
+    assert_eq!(
+        direct, 7,
+        "every direction from the neighbour table but call 3's toward its routed sink"
+    );
     assert_eq!(errors, 0);
     in_netns(&topo.gen, move || drop(pass));
 }

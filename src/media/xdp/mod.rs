@@ -764,7 +764,9 @@ pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
             log(
                 Level::Warn,
                 "XDP relay: IPv4 forwarding is off on the interface; the program's \
-                 FIB lookup fails there and its packets go to the socket path \
+                 FIB lookup fails there, so entries whose egress the shards' \
+                 neighbour tables do not know (a routed destination, a MAC not \
+                 resolved yet) go to the socket path \
                  (sysctl net.ipv4.conf.<interface>.forwarding=1)",
                 &[("interface", Field::Str(iface))],
             );
