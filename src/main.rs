@@ -151,7 +151,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
         eprintln!(
             "shard {}: rx {} tx {} drops {} wakeups {}; sip rx {} tx {} dropped {} \
              rejected {} handed-over {} records {}; xdp installs {} packets {} bytes {} \
-             src_drops {} map_errors {}",
+             src_drops {} map_errors {} egress_direct {} egress_updates {}",
             s.index,
             m.rx.load(Ordering::Relaxed),
             m.tx.load(Ordering::Relaxed),
@@ -168,6 +168,8 @@ fn run(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
             m.xdp_bytes.load(Ordering::Relaxed),
             m.xdp_src_drops.load(Ordering::Relaxed),
             m.xdp_map_errors.load(Ordering::Relaxed),
+            m.xdp_egress_direct.load(Ordering::Relaxed),
+            m.xdp_egress_updates.load(Ordering::Relaxed),
         );
     }
     Ok(())

@@ -21,6 +21,12 @@
 //! - traffic through XDP alone keeps a call past `timeout_s`, and stopping
 //!   it ends the call by media timeout.
 //!
+//! With IPv4 forwarding off in gw's namespace (where the program's FIB
+//! lookup refuses), with and without socket-less legs (`xsk_legs`), the
+//! shard fills the entries' egress from its neighbour table and the
+//! program still forwards: its counters move, the sink gets every packet
+//! bit-exact, and the shard's receive path sees only the latching ones.
+//!
 //! Needs root, iproute2, ethtool and a build with the XDP program; skips
 //! with the reason otherwise. Namespaces are named after the process id and
 //! removed at the end, also on failure; the gateway is stopped by its pid.
@@ -77,12 +83,14 @@ impl Drop for Topo {
 }
 
 impl Topo {
-    fn build() -> Result<Topo, String> {
+    /// The topology, its namespaces named with `tag`; IPv4 forwarding in
+    /// gw's namespace on or off.
+    fn build(tag: &str, forwarding: bool) -> Result<Topo, String> {
         let pid = std::process::id();
         let t = Topo {
-            gen: format!("kxogen{pid}"),
-            gw: format!("kxogw{pid}"),
-            sink: format!("kxosink{pid}"),
+            gen: format!("kxo{tag}gen{pid}"),
+            gw: format!("kxo{tag}gw{pid}"),
+            sink: format!("kxo{tag}sink{pid}"),
         };
         for ns in [&t.gen, &t.gw, &t.sink] {
             sh(&["ip", "netns", "add", ns])?;
@@ -98,6 +106,9 @@ impl Topo {
             &["ip", "-n", gw, "addr", "add", "10.78.2.1/24", "dev", "xgb"],
             &["ip", "-n", gw, "addr", "add", "10.78.0.1/32", "dev", "lo"],
             &["ip", "-n", sink, "addr", "add", "10.78.2.2/24", "dev", "xs0"],
+            // A destination on no xdp_interface subnet (routed through the
+            // sink): its entries keep the program's FIB lookup.
+            &["ip", "-n", sink, "addr", "add", "10.79.0.2/32", "dev", "xs0"],
             &["ip", "-n", gen, "link", "set", "xg0", "up"],
             &["ip", "-n", gw, "link", "set", "xga", "up"],
             &["ip", "-n", gw, "link", "set", "xgb", "up"],
@@ -107,12 +118,22 @@ impl Topo {
             &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
             &["ip", "-n", gen, "route", "add", "10.78.0.1/32", "via", "10.78.1.1"],
             &["ip", "-n", sink, "route", "add", "10.78.0.1/32", "via", "10.78.2.1"],
+            &["ip", "-n", gw, "route", "add", "10.79.0.2/32", "via", "10.78.2.2"],
             // veth hands the peer partial checksums: both senders must
             // send complete ones for an XDP rewrite to be valid.
             &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
             &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
         ];
         for s in steps {
+            if !forwarding && s.iter().any(|a| a.contains("forwarding=1")) {
+                // Off everywhere in gw's namespace (also on the interfaces
+                // created before: `all` does not reset them to 0).
+                for c in ["all", "default", "xga", "xgb"] {
+                    let k = format!("net.ipv4.conf.{c}.forwarding=0");
+                    sh(&["ip", "netns", "exec", gw, "sysctl", "-qw", &k])?;
+                }
+                continue;
+            }
             sh(s)?;
         }
         Ok(t)
@@ -400,29 +421,64 @@ fn stop_figure(log: &str, key: &str) -> u64 {
     panic!("no {key} in {line}");
 }
 
-#[test]
-fn shards_offload_plain_rtp_to_xdp() {
+/// The tests of this file one at a time (timing on a small shared host).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Root, the XDP program and the tools, else the reason to skip.
+fn prerequisites() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return skip("not root (network namespaces and XDP need it)");
+        return Err("not root (network namespaces and XDP need it)".into());
     }
     if !xdp::built_in() {
-        return skip("XDP not built in (install clang and libbpf-dev; scripts/test.sh does)");
+        return Err("XDP not built in (install clang and libbpf-dev; scripts/test.sh does)".into());
     }
-    for tool in ["ip", "ethtool"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            return skip(&format!("{tool} not installed"));
+    for tool in ["ip", "ethtool", "sysctl"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            return Err(format!("{tool} not installed"));
         }
     }
-    let topo = match Topo::build() {
+    Ok(())
+}
+
+#[test]
+fn shards_offload_plain_rtp_to_xdp() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(why) = prerequisites() {
+        return skip(&why);
+    }
+    let topo = match Topo::build("", true) {
         Ok(t) => t,
         Err(e) => return skip(&format!("cannot build the veth topology: {e}")),
     };
     run(&topo);
 }
 
+#[test]
+fn offload_forwards_with_forwarding_off() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(why) = prerequisites() {
+        return skip(&why);
+    }
+    for xsk_legs in [false, true] {
+        let topo = match Topo::build(if xsk_legs { "fx" } else { "f" }, false) {
+            Ok(t) => t,
+            Err(e) => return skip(&format!("cannot build the veth topology: {e}")),
+        };
+        run_forwarding_off(&topo, xsk_legs);
+    }
+}
+
 fn start_gateway(topo: &Topo) -> GwProc {
-    let dir = std::env::temp_dir().join(format!("kxoffload{}", std::process::id()));
+    start_gateway_with(topo, "")
+}
+
+fn start_gateway_with(topo: &Topo, extra: &str) -> GwProc {
+    let dir = std::env::temp_dir().join(format!("kxoffload{}{}", topo.gw, std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cfg = dir.join("kolokol.toml");
     std::fs::write(
@@ -432,7 +488,7 @@ fn start_gateway(topo: &Topo) -> GwProc {
              [ng]\nlisten = \"127.0.0.1:22222\"\n\
              [media]\naddress = \"10.78.0.1\"\nport_min = 30000\nport_max = 30099\n\
              calls_max = 64\ntimeout_s = {TIMEOUT_S}\ndatapath = \"xdp\"\n\
-             xdp_interface = [\"xga\", \"xgb\"]\n"
+             xdp_interface = [\"xga\", \"xgb\"]\n{extra}"
         ),
     )
     .expect("config");
@@ -499,7 +555,7 @@ fn run(topo: &Topo) {
         (
             endpoint("10.78.2.2:5000"),
             endpoint("10.78.2.2:5002"),
-            endpoint("10.78.2.2:5004"),
+            endpoint("10.79.0.2:5004"),
             capture("xs0"),
         )
     });
@@ -603,8 +659,9 @@ fn run(topo: &Topo) {
     eprintln!("xdp_offload: delete reports the figures and removes the entries");
 
     // Call 3: traffic only through XDP for longer than the media timeout
-    // keeps the call; silence ends it.
-    let (to_a3, to_b3) = setup(&mut ng, "c3", "10.78.1.2:4004", "10.78.2.2:5004", false);
+    // keeps the call; silence ends it. Its sink is routed (on no
+    // xdp_interface subnet): that direction forwards by FIB lookup.
+    let (to_a3, to_b3) = setup(&mut ng, "c3", "10.78.1.2:4004", "10.79.0.2:5004", false);
     let l3a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xa3, 8)).collect();
     let l3b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xb3, 9)).collect();
     relay_all(&gen3, to_a3, &sink3, to_b3, &l3a);
@@ -661,8 +718,10 @@ fn run(topo: &Topo) {
     let drops = stop_figure(&log, "src_drops");
     let installs = stop_figure(&log, "installs");
     let errors = stop_figure(&log, "map_errors");
+    let direct = stop_figure(&log, "egress_direct");
     eprintln!(
-        "xdp_offload: shard rx {rx} (socket path), xdp packets {xdp_packets}, src_drops {drops}, installs {installs}"
+        "xdp_offload: shard rx {rx} (socket path), xdp packets {xdp_packets}, src_drops {drops}, \
+         installs {installs}, egress_direct {direct}"
     );
     let offloaded = (3 * N + MOVED + usize::from(sent3) + 2 * (LATCH - 1)) as u64;
     assert!(
@@ -680,6 +739,131 @@ fn run(topo: &Topo) {
     );
     assert_eq!(drops, 2, "the spoof and the old source after the re-offer");
     assert_eq!(installs, 8, "three pairs, one again after the re-offer");
+    assert_eq!(
+        direct, 7,
+        "every direction from the neighbour table but call 3's toward its routed sink"
+    );
     assert_eq!(errors, 0);
+    in_netns(&topo.gen, move || drop(pass));
+}
+
+/// The figure after `key: ` in the shard's AF_XDP counters line.
+fn xsk_figure(log: &str, key: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("xsk path"))?;
+    let at = line.find(&format!("{key}: "))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Forwarding off in gw: one learning call, latched over the receive path
+/// (sockets, or the AF_XDP sockets with `xsk_legs`), then `N` each way
+/// through XDP with the egress from the shard's neighbour table.
+fn run_forwarding_off(topo: &Topo, xsk_legs: bool) {
+    let what = if xsk_legs {
+        "socket-less legs"
+    } else {
+        "socket legs"
+    };
+    let mut pass = XdpRelay::load().expect("load XDP");
+    in_netns(&topo.gen, || pass.attach_pass("xg0").map(|_| ())).expect("XDP_PASS on xg0");
+    in_netns(&topo.sink, || pass.attach_pass("xs0").map(|_| ())).expect("XDP_PASS on xs0");
+
+    let mut gw = start_gateway_with(topo, if xsk_legs { "xsk_legs = true\n" } else { "" });
+    let mut ng = ng_client(topo, &mut gw);
+    let log = gw.log();
+    assert!(
+        log.contains("media offload to XDP: active") && log.contains("forwarding is off"),
+        "expected the offload active with forwarding off; log:\n{log}"
+    );
+
+    let gen = in_netns(&topo.gen, || endpoint("10.78.1.2:4000"));
+    let (sink, cap) = in_netns(&topo.sink, || (endpoint("10.78.2.2:5000"), capture("xs0")));
+    let (to_a, to_b) = setup(&mut ng, "f1", "10.78.1.2:4000", "10.78.2.2:5000", false);
+    let latch_a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xf1, 1)).collect();
+    let latch_b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xf2, 2)).collect();
+    relay_all(&gen, to_a, &sink, to_b, &latch_a);
+    // B's first packet latches B and the shard installs the pair; the rest
+    // go through XDP (sent after the install, so no packet of the
+    // receive path can arrive after a later one forwarded by XDP).
+    relay_all(&sink, to_b, &gen, to_a, &latch_b[..1]);
+    std::thread::sleep(Duration::from_millis(100));
+    relay_all(&sink, to_b, &gen, to_a, &latch_b[1..]);
+    let receive_path = LATCH as u64 + 1;
+    // Past a re-validation pass, should the first look have missed a MAC.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let a_pkts: Vec<Vec<u8>> = (0..N as u16)
+        .map(|i| rtp(LATCH as u16 + i, 0xf1, 3))
+        .collect();
+    let b_pkts: Vec<Vec<u8>> = (0..N as u16)
+        .map(|i| rtp(LATCH as u16 + i, 0xf2, 4))
+        .collect();
+    relay_all(&gen, to_a, &sink, to_b, &a_pkts);
+    let sink_v4 = SocketAddrV4::new("10.78.2.2".parse().unwrap(), 5000);
+    let caps = captured_to(&cap, sink_v4, LATCH + N);
+    assert!(caps.len() >= N, "captured {} of {}", caps.len(), LATCH + N);
+    for (i, (p, want)) in caps[caps.len() - N..].iter().zip(&a_pkts).enumerate() {
+        let (src, dst, payload) =
+            check_ipv4_udp(p).unwrap_or_else(|e| panic!("{what}: packet {i}: {e}"));
+        assert_eq!(SocketAddr::V4(src), to_b);
+        assert_eq!(dst, sink_v4);
+        assert_eq!(&payload, want, "{what}: packet {i} differs");
+    }
+    relay_all(&sink, to_b, &gen, to_a, &b_pkts);
+    let q = ng.cmd("query", &[("call-id", Value::from("f1"))]);
+    assert_eq!(leg_stat(&q, "ftag", "offloaded"), 1, "{q:?}");
+    assert_eq!(leg_stat(&q, "ttag", "offloaded"), 1, "{q:?}");
+    assert_eq!(leg_stat(&q, "ftag", "packets"), (LATCH + N) as i64, "{q:?}");
+    assert_eq!(leg_stat(&q, "ttag", "packets"), (LATCH + N) as i64, "{q:?}");
+
+    // The sink's MAC changes and gw's kernel learns it (as from a
+    // gratuitous ARP): the shard's re-validation rewrites the installed
+    // entry; frames to the old MAC would not reach the sink's stack.
+    let new_mac = "02:78:00:00:00:99";
+    sh(&[
+        "ip", "-n", &topo.sink, "link", "set", "xs0", "address", new_mac,
+    ])
+    .expect("sink MAC");
+    #[rustfmt::skip]
+    sh(&["ip", "-n", &topo.gw, "neigh", "replace", "10.78.2.2", "lladdr", new_mac, "dev", "xgb", "nud", "stale"])
+        .expect("gw neighbour");
+    std::thread::sleep(Duration::from_millis(1600));
+    let moved: Vec<Vec<u8>> = (0..MOVED as u16)
+        .map(|i| rtp((LATCH + N) as u16 + i, 0xf1, 5))
+        .collect();
+    relay_all(&gen, to_a, &sink, to_b, &moved);
+
+    let log = gw.stop();
+    let rx = if xsk_legs {
+        xsk_figure(&log, "rx").unwrap_or_else(|| panic!("no xsk path line:\n{log}"))
+    } else {
+        stop_figure(&log, "rx")
+    };
+    let xdp_packets = stop_figure(&log, "packets");
+    let direct = stop_figure(&log, "egress_direct");
+    let updates = stop_figure(&log, "egress_updates");
+    eprintln!(
+        "xdp_offload: forwarding off, {what}: receive path {rx}, xdp packets {xdp_packets}, \
+         egress_direct {direct}, egress_updates {updates}"
+    );
+    let offloaded = (2 * N + MOVED + LATCH - 1) as u64;
+    assert!(
+        rx >= receive_path && rx <= receive_path + 10,
+        "{what}: the receive path saw {rx}, expected about {receive_path} (the FIB lookup \
+         refuses with forwarding off: without an egress every packet comes up)"
+    );
+    assert!(
+        xdp_packets + 10 >= offloaded && xdp_packets <= offloaded,
+        "{what}: xdp packets {xdp_packets}, offloaded {offloaded}"
+    );
+    assert_eq!(direct, 2, "{what}: both directions with a direct egress");
+    assert_eq!(
+        updates, 1,
+        "{what}: the direction toward the sink rewritten"
+    );
+    drop(gen);
     in_netns(&topo.gen, move || drop(pass));
 }

@@ -355,7 +355,7 @@ type Series = (
 pub fn write_metrics(shards: &[ShardHandle], out: &mut String) {
     use std::fmt::Write;
     let r = |m: &AtomicU64| m.load(Ordering::Relaxed);
-    let series: [Series; 16] = [
+    let series: [Series; 18] = [
         (
             "kolokol_media_rx_packets_total",
             "counter",
@@ -451,6 +451,18 @@ pub fn write_metrics(shards: &[ShardHandle], out: &mut String) {
             "counter",
             "XDP map operations that failed.",
             |m| m.xdp_map_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_xdp_egress_direct_total",
+            "counter",
+            "Relay directions offloaded with an egress from the shard's neighbour table.",
+            |m| m.xdp_egress_direct.load(Ordering::Relaxed),
+        ),
+        (
+            "kolokol_xdp_egress_updates_total",
+            "counter",
+            "Offloaded entries rewritten because their egress changed.",
+            |m| m.xdp_egress_updates.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, get) in series {
@@ -569,6 +581,11 @@ pub struct ShardMetrics {
     pub xdp_src_drops: AtomicU64,
     /// XDP map operations that failed (pairs stayed on sockets).
     pub xdp_map_errors: AtomicU64,
+    /// Relay directions installed with an egress from the shard's
+    /// neighbour table (no FIB lookup in the program).
+    pub xdp_egress_direct: AtomicU64,
+    /// Installed entries rewritten because their egress changed.
+    pub xdp_egress_updates: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -668,6 +685,9 @@ pub fn spawn_all_with_xdp(
     for (k, (wake, sip)) in wakes.into_iter().zip(sips).enumerate() {
         let mut lc = ShardLoopConfig::from_config(cfg, k, nofile);
         lc.xdp = xdp.cloned();
+        if xdp.is_some() {
+            lc.xdp_interfaces = cfg.media.xdp_interface.clone();
+        }
         lc.xsk = xdp.filter(|_| cfg.media.xsk_legs).map(|maps| XskSetup {
             maps: maps.clone(),
             interfaces: cfg.media.xdp_interface.clone(),

@@ -341,6 +341,19 @@ impl XdpMaps {
         self.entries.insert(key, e.raw(), 0).map_err(map_err)
     }
 
+    /// Rewrite an installed entry in place (its counters kept), as a
+    /// FORWARD entry, or FORWARD_USER with `user` (see
+    /// [`XdpMaps::insert_user_fallback`]).
+    pub fn update(&mut self, e: &XdpEntry, user: bool) -> Result<(), XdpError> {
+        let mut raw = e.raw();
+        if user {
+            raw.action = ACTION_FORWARD_USER;
+        }
+        self.entries
+            .insert(key_of(e.local), raw, 0)
+            .map_err(map_err)
+    }
+
     /// Remove the entry for `local` (and its counters); packets to it then
     /// go to the stack. Removing an absent entry is not an error.
     pub fn remove(&mut self, local: SocketAddrV4) -> Result<(), XdpError> {
@@ -758,7 +771,9 @@ pub fn start(cfg: &crate::config::MediaConfig) -> Option<XdpRelay> {
             log(
                 Level::Warn,
                 "XDP relay: IPv4 forwarding is off on the interface; the program's \
-                 FIB lookup fails there and its packets go to the socket path \
+                 FIB lookup fails there, so entries whose egress the shards' \
+                 neighbour tables do not know (a routed destination, a MAC not \
+                 resolved yet) go to the socket path \
                  (sysctl net.ipv4.conf.<interface>.forwarding=1)",
                 &[("interface", Field::Str(iface))],
             );

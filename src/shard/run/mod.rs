@@ -35,6 +35,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod flows;
+mod neigh;
 mod offload;
 mod player;
 mod xsk;
@@ -118,6 +119,10 @@ pub struct ShardLoopConfig {
     /// The XDP relay's entry maps, when it is loaded and attached: the
     /// shard offloads plain RTP leg pairs to it (see `offload.rs`).
     pub xdp: Option<crate::media::xdp::XdpMapFds>,
+    /// `xdp_interface` (with `xdp`): the offload fills its entries' egress
+    /// from its neighbour table on these (see `neigh.rs`); empty keeps the
+    /// program's FIB lookup.
+    pub xdp_interfaces: Vec<String>,
 }
 
 impl ShardLoopConfig {
@@ -151,6 +156,7 @@ impl ShardLoopConfig {
             min_wait_us: cfg.shards.min_wait_us,
             xsk: None,
             xdp: None,
+            xdp_interfaces: Vec::new(),
         }
     }
 }
@@ -1952,6 +1958,10 @@ impl Shard {
             m.xdp_bytes.store(x.bytes, Ordering::Relaxed);
             m.xdp_src_drops.store(x.src_drops, Ordering::Relaxed);
             m.xdp_map_errors.store(x.map_errors, Ordering::Relaxed);
+            m.xdp_egress_direct
+                .store(x.egress_direct, Ordering::Relaxed);
+            m.xdp_egress_updates
+                .store(x.egress_updates, Ordering::Relaxed);
         }
     }
 

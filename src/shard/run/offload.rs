@@ -18,9 +18,16 @@
 //!
 //! Direction A->B is keyed by leg A's local RTP address and port, expects
 //! A's remote as source (strict with [`OnMismatch::Drop`]), and leaves from
-//! B's local RTP address toward B's remote; the program finds the egress by
-//! FIB lookup (no neighbour yet: the packet goes to the stack and the
-//! socket path relays it).
+//! B's local RTP address toward B's remote. Its egress (interface and
+//! MACs) comes from the shard's neighbour table ([`NeighTable`]) when B's
+//! remote is on the subnet of an `xdp_interface` and its MAC is known;
+//! otherwise the program finds it by FIB lookup (which needs IPv4
+//! forwarding on the ingress interface; no answer: the packet goes to the
+//! stack and the socket path relays it). The tick re-validates installed
+//! entries' egress against the table, a bounded slice of them per tick
+//! and a full pass at most every [`REVALIDATE_PERIOD`] (the kernel's table
+//! re-read at its start): an entry whose next hop's MAC or interface
+//! changed, or became known, is rewritten in place (counters kept).
 //!
 //! RTCP stays on the socket path: it arrives on the legs' own RTCP ports,
 //! which have no entry, so the relay keeps its RTCP figures (round trip,
@@ -54,13 +61,20 @@
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use super::neigh::NeighTable;
 use super::{Shard, TICK};
 use crate::media::relay::{LegId, OnMismatch};
-use crate::media::xdp::{monotonic_ns, XdpCounters, XdpEntry, XdpMaps};
+use crate::media::xdp::{monotonic_ns, Egress, XdpCounters, XdpEntry, XdpMaps};
 
 /// Ethernet, IPv4 (no options: the program passes those) and UDP headers:
 /// what the program's byte count has beyond the UDP payload.
 const FRAME_OVERHEAD: u64 = 14 + 20 + 8;
+/// Least time between the starts of two egress re-validation passes.
+const REVALIDATE_PERIOD: Duration = Duration::from_secs(1);
+/// Leg slots a tick's re-validation looks at, at most.
+const REVALIDATE_SLOTS: usize = 4096;
+/// Installed entries a tick re-validates, at most.
+const REVALIDATE_ENTRIES: usize = 256;
 
 /// One installed direction (from the leg it is stored under).
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +85,10 @@ struct Installed {
     seen: XdpCounters,
     /// When they were read.
     checked: Instant,
+    /// The entry as installed (its egress re-validated by the tick).
+    entry: XdpEntry,
+    /// Installed with the AF_XDP socket as the FIB-miss fallback.
+    user: bool,
 }
 
 /// The offload's counters (published by the shard).
@@ -88,6 +106,11 @@ pub struct OffloadCounters {
     pub bytes: u64,
     /// Packets its strict source check dropped.
     pub src_drops: u64,
+    /// Directions installed with an egress from the neighbour table (no
+    /// FIB lookup), so far.
+    pub egress_direct: u64,
+    /// Installed entries rewritten because their egress changed.
+    pub egress_updates: u64,
 }
 
 /// The shard's offload state.
@@ -99,16 +122,30 @@ pub(super) struct Offload {
     latched: Vec<LegId>,
     /// Read an installed leg's counters at most this often.
     refresh: Duration,
+    /// Egress interfaces and next hops' MACs.
+    neigh: NeighTable,
+    /// Next leg slot to re-validate (0: a pass is to start).
+    cursor: usize,
+    /// When the last re-validation pass started.
+    pass_at: Option<Instant>,
     pub(super) counters: OffloadCounters,
 }
 
 impl Offload {
-    pub(super) fn new(maps: XdpMaps, legs_max: usize, timeout: Duration) -> Offload {
+    pub(super) fn new(
+        maps: XdpMaps,
+        legs_max: usize,
+        timeout: Duration,
+        neigh: NeighTable,
+    ) -> Offload {
         Offload {
             maps,
             legs: vec![None; legs_max],
             latched: Vec::with_capacity(legs_max),
             refresh: (timeout / 4).max(TICK),
+            neigh,
+            cursor: 0,
+            pass_at: None,
             counters: OffloadCounters::default(),
         }
     }
@@ -162,8 +199,23 @@ impl Shard {
         match fds.open() {
             Ok(maps) => {
                 self.relay.log_latches(legs_max);
-                self.xdp = Some(Box::new(Offload::new(maps, legs_max, self.cfg.timeout)));
-                log(Level::Info, "media offload to XDP: active", &[shard]);
+                let neigh = NeighTable::open(&self.cfg.xdp_interfaces);
+                let direct = if neigh.is_empty() {
+                    "none (FIB lookup)"
+                } else {
+                    "neighbour table"
+                };
+                self.xdp = Some(Box::new(Offload::new(
+                    maps,
+                    legs_max,
+                    self.cfg.timeout,
+                    neigh,
+                )));
+                log(
+                    Level::Info,
+                    "media offload to XDP: active",
+                    &[shard, ("egress", Field::Str(direct))],
+                );
             }
             Err(e) => log(
                 Level::Warn,
@@ -244,9 +296,11 @@ impl Shard {
         if x.installed(a).is_some() {
             return;
         }
-        let Some((b, ab, ba)) = self.xdp_entries(a) else {
+        let Some((b, mut ab, mut ba)) = self.xdp_entries(a) else {
             return;
         };
+        ab.egress = self.xdp_egress(*ab.new_dst.ip());
+        ba.egress = self.xdp_egress(*ba.new_dst.ip());
         // A half-installed pair (cannot happen; defensive): start over.
         self.xdp_release(b);
         // Socket-less legs: a FIB miss goes to the AF_XDP socket.
@@ -284,15 +338,18 @@ impl Shard {
             }
             return;
         }
-        for (id, e) in [(a, ab), (b, ba)] {
+        for (id, e, user) in [(a, ab, ua), (b, ba, ub)] {
             if let Some(slot) = x.legs.get_mut(id.0 as usize) {
                 *slot = Some(Installed {
                     local: e.local,
                     seen: XdpCounters::default(),
                     checked: now,
+                    entry: e,
+                    user,
                 });
                 x.counters.legs += 1;
                 x.counters.installs += 1;
+                x.counters.egress_direct += u64::from(e.egress.is_some());
             }
         }
     }
@@ -338,6 +395,73 @@ impl Shard {
             if let Some(t) = instant_of(last.last_seen_ns, now, now_ns) {
                 l.last_rx = Some(l.last_rx.map_or(t, |r| r.max(t)));
             }
+        }
+    }
+
+    /// The egress toward `dst` from the neighbour table (with what the
+    /// AF_XDP path learned from frames), `None` to keep the FIB lookup.
+    fn xdp_egress(&mut self, dst: std::net::Ipv4Addr) -> Option<Egress> {
+        let learned = self.xsk.as_ref().and_then(|p| p.neighbour_mac(dst));
+        self.xdp.as_deref_mut()?.neigh.egress(dst, learned)
+    }
+
+    /// Re-validates a bounded slice of the installed entries' egress
+    /// against the neighbour table, rewriting (in place, counters kept)
+    /// those whose egress changed. A pass over all leg slots starts at most
+    /// every [`REVALIDATE_PERIOD`], with a fresh read of the kernel's table.
+    fn xdp_revalidate(&mut self, now: Instant) {
+        let Some(x) = self.xdp.as_deref_mut() else {
+            return;
+        };
+        if x.neigh.is_empty() || x.legs.is_empty() {
+            return;
+        }
+        if x.cursor == 0 {
+            if x.pass_at
+                .is_some_and(|t| now.saturating_duration_since(t) < REVALIDATE_PERIOD)
+            {
+                return;
+            }
+            x.pass_at = Some(now);
+            x.neigh.read_kernel();
+        }
+        let start = x.cursor;
+        let end = (start + REVALIDATE_SLOTS).min(x.legs.len());
+        let mut checked = 0;
+        let mut i = start;
+        while i < end && checked < REVALIDATE_ENTRIES {
+            let inst = self
+                .xdp
+                .as_deref()
+                .and_then(|x| x.legs.get(i).copied().flatten());
+            i += 1;
+            let Some(inst) = inst else {
+                continue;
+            };
+            checked += 1;
+            let eg = self.xdp_egress(*inst.entry.new_dst.ip());
+            if eg == inst.entry.egress {
+                continue;
+            }
+            let Some(x) = self.xdp.as_deref_mut() else {
+                return;
+            };
+            let e = XdpEntry {
+                egress: eg,
+                ..inst.entry
+            };
+            match x.maps.update(&e, inst.user) {
+                Ok(()) => {
+                    x.counters.egress_updates += 1;
+                    if let Some(Some(s)) = x.legs.get_mut(i - 1) {
+                        s.entry = e;
+                    }
+                }
+                Err(_) => x.counters.map_errors += 1,
+            }
+        }
+        if let Some(x) = self.xdp.as_deref_mut() {
+            x.cursor = if i >= x.legs.len() { 0 } else { i };
         }
     }
 
@@ -464,6 +588,10 @@ impl Shard {
         if x.counters.legs == 0 {
             return;
         }
+        self.xdp_revalidate(now);
+        let Some(x) = self.xdp.as_deref() else {
+            return;
+        };
         let period = x.refresh;
         let mut due = Vec::new();
         for c in self.calls.iter().flatten() {

@@ -148,7 +148,7 @@ pub(super) struct XskPath {
     pub(super) counters: XskPathCounters,
 }
 
-fn in_net(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+pub(super) fn in_net(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     if prefix == 0 {
         return true;
     }
@@ -157,7 +157,7 @@ fn in_net(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
 }
 
 /// IPv4 addresses and prefixes of `name` (getifaddrs, this namespace).
-fn if_nets(name: &str) -> Vec<(Ipv4Addr, u8)> {
+pub(super) fn if_nets(name: &str) -> Vec<(Ipv4Addr, u8)> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list freed below.
@@ -209,7 +209,7 @@ fn rx_queues(name: &str) -> u32 {
 }
 
 /// Complete entries of the kernel's ARP table: (ip, mac, device).
-fn kernel_arp() -> Vec<(Ipv4Addr, [u8; 6], String)> {
+pub(super) fn kernel_arp() -> Vec<(Ipv4Addr, [u8; 6], String)> {
     std::fs::read_to_string("/proc/net/arp")
         .map(|t| parse_arp(&t))
         .unwrap_or_default()
@@ -350,6 +350,12 @@ impl XskPath {
                 }
             }
         }
+    }
+
+    /// The MAC this path knows for `ip` (learned from received frames or
+    /// the kernel's table), for the offload's egress.
+    pub(super) fn neighbour_mac(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        self.neigh.get(&ip).map(|&(mac, _)| mac)
     }
 
     fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], iface: usize) {
