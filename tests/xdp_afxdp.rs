@@ -36,65 +36,33 @@ use std::time::{Duration, Instant};
 use kolokol::media::xdp::frame::{self, Headers};
 use kolokol::media::xdp::xsk::{RxDesc, Xsk, XskConfig, XskMode};
 use kolokol::media::xdp::{self, XdpMaps, XdpRelay};
-use netns::{big_rcvbuf, capture, check_ipv4_udp, in_netns, sh};
+use netns::{big_rcvbuf, capture, check_ipv4_udp, in_netns, sh, Topo};
 
 const GW_MEDIA: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
 const GEN_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 1, 2);
 const SINK_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 2, 2);
 
-/// The three namespaces; deleted on drop (with their veths).
-struct Topo {
-    gen: String,
-    gw: String,
-    sink: String,
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.gw, &self.sink] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
+fn build_topo(tag: &str) -> Result<Topo, String> {
+    let t = Topo::veths(&format!("kaf{tag}"))?;
+    let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
+    #[rustfmt::skip]
+    let steps: &[&[&str]] = &[
+        &["ip", "-n", gen, "addr", "add", "10.79.1.2/24", "dev", "xg0"],
+        &["ip", "-n", gw, "addr", "add", "10.79.1.1/24", "dev", "xga"],
+        &["ip", "-n", gw, "addr", "add", "10.79.2.1/24", "dev", "xgb"],
+        &["ip", "-n", gw, "addr", "add", "10.79.0.1/32", "dev", "lo"],
+        &["ip", "-n", sink, "addr", "add", "10.79.2.2/24", "dev", "xs0"],
+        &["ip", "-n", gen, "route", "add", "10.79.0.1/32", "via", "10.79.1.1"],
+        &["ip", "-n", sink, "route", "add", "10.79.0.1/32", "via", "10.79.2.1"],
+        &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
+        &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
+        // The offload's FIB lookups need forwarding on.
+        &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
+    ];
+    for s in steps {
+        sh(s)?;
     }
-}
-
-impl Topo {
-    fn build(tag: &str) -> Result<Topo, String> {
-        let pid = std::process::id();
-        let t = Topo {
-            gen: format!("kafg{tag}{pid}"),
-            gw: format!("kafw{tag}{pid}"),
-            sink: format!("kafs{tag}{pid}"),
-        };
-        for ns in [&t.gen, &t.gw, &t.sink] {
-            sh(&["ip", "netns", "add", ns])?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
-        #[rustfmt::skip]
-        let steps: &[&[&str]] = &[
-            &["ip", "-n", gen, "link", "add", "xg0", "type", "veth", "peer", "name", "xga", "netns", gw],
-            &["ip", "-n", gw, "link", "add", "xgb", "type", "veth", "peer", "name", "xs0", "netns", sink],
-            &["ip", "-n", gen, "addr", "add", "10.79.1.2/24", "dev", "xg0"],
-            &["ip", "-n", gw, "addr", "add", "10.79.1.1/24", "dev", "xga"],
-            &["ip", "-n", gw, "addr", "add", "10.79.2.1/24", "dev", "xgb"],
-            &["ip", "-n", gw, "addr", "add", "10.79.0.1/32", "dev", "lo"],
-            &["ip", "-n", sink, "addr", "add", "10.79.2.2/24", "dev", "xs0"],
-            &["ip", "-n", gen, "link", "set", "xg0", "up"],
-            &["ip", "-n", gw, "link", "set", "xga", "up"],
-            &["ip", "-n", gw, "link", "set", "xgb", "up"],
-            &["ip", "-n", sink, "link", "set", "xs0", "up"],
-            &["ip", "-n", gen, "route", "add", "10.79.0.1/32", "via", "10.79.1.1"],
-            &["ip", "-n", sink, "route", "add", "10.79.0.1/32", "via", "10.79.2.1"],
-            &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
-            &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
-            // The offload's FIB lookups need forwarding on.
-            &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
-        ];
-        for s in steps {
-            sh(s)?;
-        }
-        Ok(t)
-    }
+    Ok(t)
 }
 
 /// Why this host cannot run the test, if it cannot.
@@ -175,7 +143,7 @@ fn xsk_receives_to_user_and_transmits() {
     if let Some(why) = cannot_run() {
         return skip("xsk_receives_to_user_and_transmits", &why);
     }
-    let topo = match Topo::build("d") {
+    let topo = match build_topo("d") {
         Ok(t) => t,
         Err(e) => {
             return skip(
@@ -575,7 +543,7 @@ fn gateway_relays_srtp_without_sockets() {
     if let Some(why) = cannot_run() {
         return skip("gateway_relays_srtp_without_sockets", &why);
     }
-    let topo = match Topo::build("s") {
+    let topo = match build_topo("s") {
         Ok(t) => t,
         Err(e) => {
             return skip(
@@ -828,7 +796,7 @@ fn ten_thousand_calls_without_ten_thousand_sockets() {
     if let Some(why) = cannot_run() {
         return skip("ten_thousand_calls_without_ten_thousand_sockets", &why);
     }
-    let topo = match Topo::build("t") {
+    let topo = match build_topo("t") {
         Ok(t) => t,
         Err(e) => {
             return skip(

@@ -24,64 +24,31 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kolokol::media::xdp::{self, AttachMode, Egress, XdpEntry, XdpRelay};
-use netns::{big_rcvbuf, capture, check_ipv4_udp, csum, in_netns, sh};
+use netns::{big_rcvbuf, capture, check_ipv4_udp, csum, in_netns, sh, Topo};
 
 mod netns;
 
 const N: usize = 200;
 
-/// The three namespaces; deleted on drop (deleting a namespace deletes its
-/// veths, and with them their peers).
-struct Topo {
-    gen: String,
-    gw: String,
-    sink: String,
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.gw, &self.sink] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
+/// The topology of this test: addresses on the veths, complete checksums
+/// from the generator.
+fn build_topo() -> Result<Topo, String> {
+    let t = Topo::veths("kx")?;
+    let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
+    #[rustfmt::skip]
+    let steps: &[&[&str]] = &[
+        &["ip", "-n", gen, "addr", "add", "10.77.1.2/24", "dev", "xg0"],
+        &["ip", "-n", gw, "addr", "add", "10.77.1.1/24", "dev", "xga"],
+        &["ip", "-n", gw, "addr", "add", "10.77.2.1/24", "dev", "xgb"],
+        &["ip", "-n", sink, "addr", "add", "10.77.2.2/24", "dev", "xs0"],
+        // veth hands the peer partial checksums: the generator
+        // must send complete ones for an XDP rewrite to be valid.
+        &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
+    ];
+    for s in steps {
+        sh(s)?;
     }
-}
-
-impl Topo {
-    fn build() -> Result<Topo, String> {
-        let pid = std::process::id();
-        let t = Topo {
-            gen: format!("kxgen{pid}"),
-            gw: format!("kxgw{pid}"),
-            sink: format!("kxsink{pid}"),
-        };
-        for ns in [&t.gen, &t.gw, &t.sink] {
-            sh(&["ip", "netns", "add", ns])?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
-        // Created inside gen/gw so nothing ever appears in the host's
-        // namespace.
-        #[rustfmt::skip]
-        let steps: &[&[&str]] = &[
-            &["ip", "-n", gen, "link", "add", "xg0", "type", "veth", "peer", "name", "xga", "netns", gw],
-            &["ip", "-n", gw, "link", "add", "xgb", "type", "veth", "peer", "name", "xs0", "netns", sink],
-            &["ip", "-n", gen, "addr", "add", "10.77.1.2/24", "dev", "xg0"],
-            &["ip", "-n", gw, "addr", "add", "10.77.1.1/24", "dev", "xga"],
-            &["ip", "-n", gw, "addr", "add", "10.77.2.1/24", "dev", "xgb"],
-            &["ip", "-n", sink, "addr", "add", "10.77.2.2/24", "dev", "xs0"],
-            &["ip", "-n", gen, "link", "set", "xg0", "up"],
-            &["ip", "-n", gw, "link", "set", "xga", "up"],
-            &["ip", "-n", gw, "link", "set", "xgb", "up"],
-            &["ip", "-n", sink, "link", "set", "xs0", "up"],
-            // veth hands the peer partial checksums: the generator
-            // must send complete ones for an XDP rewrite to be valid.
-            &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
-        ];
-        for s in steps {
-            sh(s)?;
-        }
-        Ok(t)
-    }
+    Ok(t)
 }
 
 fn skip(why: &str) {
@@ -150,7 +117,7 @@ fn xdp_relays_rtp_across_veth() {
             return skip(&format!("{tool} not installed"));
         }
     }
-    let topo = match Topo::build() {
+    let topo = match build_topo() {
         Ok(t) => t,
         Err(e) => return skip(&format!("cannot build the veth topology: {e}")),
     };

@@ -157,3 +157,52 @@ pub fn big_rcvbuf(fd: i32) {
         )
     };
 }
+
+/// Three namespaces, `gen [xg0] <-> [xga] gw [xgb] <-> [xs0] sink`, with
+/// loopback and both veth pairs up and no addresses yet; deleted on drop
+/// (deleting a namespace deletes its veths, and with them their peers).
+pub struct Topo {
+    pub gen: String,
+    pub gw: String,
+    pub sink: String,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in [&self.gen, &self.gw, &self.sink] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+impl Topo {
+    /// Namespaces `<prefix>gen<pid>`, `<prefix>gw<pid>`, `<prefix>sink<pid>`.
+    pub fn veths(prefix: &str) -> Result<Topo, String> {
+        let pid = std::process::id();
+        let t = Topo {
+            gen: format!("{prefix}gen{pid}"),
+            gw: format!("{prefix}gw{pid}"),
+            sink: format!("{prefix}sink{pid}"),
+        };
+        for ns in [&t.gen, &t.gw, &t.sink] {
+            sh(&["ip", "netns", "add", ns])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
+        // Created inside gen/gw so nothing ever appears in the host's
+        // namespace.
+        #[rustfmt::skip]
+        let steps: &[&[&str]] = &[
+            &["ip", "-n", gen, "link", "add", "xg0", "type", "veth", "peer", "name", "xga", "netns", gw],
+            &["ip", "-n", gw, "link", "add", "xgb", "type", "veth", "peer", "name", "xs0", "netns", sink],
+            &["ip", "-n", gen, "link", "set", "xg0", "up"],
+            &["ip", "-n", gw, "link", "set", "xga", "up"],
+            &["ip", "-n", gw, "link", "set", "xgb", "up"],
+            &["ip", "-n", sink, "link", "set", "xs0", "up"],
+        ];
+        for s in steps {
+            sh(s)?;
+        }
+        Ok(t)
+    }
+}
