@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use common::{leg_stat, rtp, sdp_for, target, Ng};
 use kolokol::control::bencode::Value;
 use kolokol::media::xdp::{self, XdpRelay};
-use netns::{big_rcvbuf, check_ipv4_udp, sh};
+use netns::{big_rcvbuf, check_ipv4_udp, sh, Topo};
 
 /// Packets per direction and call in the offloaded phase.
 const N: usize = 200;
@@ -53,77 +53,45 @@ const TIMEOUT_S: u64 = 3;
 /// Packets from call 2's new source after its re-offer.
 const MOVED: usize = 50;
 
-/// The three namespaces; deleted on drop (with their veths).
-struct Topo {
-    gen: String,
-    gw: String,
-    sink: String,
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.gw, &self.sink] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-    }
-}
-
-impl Topo {
-    /// The topology, its namespaces named with `tag`; IPv4 forwarding in
-    /// gw's namespace on or off.
-    fn build(tag: &str, forwarding: bool) -> Result<Topo, String> {
-        let pid = std::process::id();
-        let t = Topo {
-            gen: format!("kxo{tag}gen{pid}"),
-            gw: format!("kxo{tag}gw{pid}"),
-            sink: format!("kxo{tag}sink{pid}"),
-        };
-        for ns in [&t.gen, &t.gw, &t.sink] {
-            sh(&["ip", "netns", "add", ns])?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
-        #[rustfmt::skip]
-        let steps: &[&[&str]] = &[
-            &["ip", "-n", gen, "link", "add", "xg0", "type", "veth", "peer", "name", "xga", "netns", gw],
-            &["ip", "-n", gw, "link", "add", "xgb", "type", "veth", "peer", "name", "xs0", "netns", sink],
-            &["ip", "-n", gen, "addr", "add", "10.78.1.2/24", "dev", "xg0"],
-            &["ip", "-n", gw, "addr", "add", "10.78.1.1/24", "dev", "xga"],
-            &["ip", "-n", gw, "addr", "add", "10.78.2.1/24", "dev", "xgb"],
-            &["ip", "-n", gw, "addr", "add", "10.78.0.1/32", "dev", "lo"],
-            &["ip", "-n", sink, "addr", "add", "10.78.2.2/24", "dev", "xs0"],
-            // A destination on no xdp_interface subnet (routed through the
-            // sink): its entries keep the program's FIB lookup.
-            &["ip", "-n", sink, "addr", "add", "10.79.0.2/32", "dev", "xs0"],
-            &["ip", "-n", gen, "link", "set", "xg0", "up"],
-            &["ip", "-n", gw, "link", "set", "xga", "up"],
-            &["ip", "-n", gw, "link", "set", "xgb", "up"],
-            &["ip", "-n", sink, "link", "set", "xs0", "up"],
-            // bpf_fib_lookup (the program's egress lookup, in input mode)
-            // answers only where forwarding is on.
-            &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
-            &["ip", "-n", gen, "route", "add", "10.78.0.1/32", "via", "10.78.1.1"],
-            &["ip", "-n", sink, "route", "add", "10.78.0.1/32", "via", "10.78.2.1"],
-            &["ip", "-n", gw, "route", "add", "10.79.0.2/32", "via", "10.78.2.2"],
-            // veth hands the peer partial checksums: both senders must
-            // send complete ones for an XDP rewrite to be valid.
-            &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
-            &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
-        ];
-        for s in steps {
-            if !forwarding && s.iter().any(|a| a.contains("forwarding=1")) {
-                // Off everywhere in gw's namespace (also on the interfaces
-                // created before: `all` does not reset them to 0).
-                for c in ["all", "default", "xga", "xgb"] {
-                    let k = format!("net.ipv4.conf.{c}.forwarding=0");
-                    sh(&["ip", "netns", "exec", gw, "sysctl", "-qw", &k])?;
-                }
-                continue;
+/// The topology, its namespaces named with `tag`; IPv4 forwarding in
+/// gw's namespace on or off.
+fn build_topo(tag: &str, forwarding: bool) -> Result<Topo, String> {
+    let t = Topo::veths(&format!("kxo{tag}"))?;
+    let (gen, gw, sink) = (t.gen.as_str(), t.gw.as_str(), t.sink.as_str());
+    #[rustfmt::skip]
+    let steps: &[&[&str]] = &[
+        &["ip", "-n", gen, "addr", "add", "10.78.1.2/24", "dev", "xg0"],
+        &["ip", "-n", gw, "addr", "add", "10.78.1.1/24", "dev", "xga"],
+        &["ip", "-n", gw, "addr", "add", "10.78.2.1/24", "dev", "xgb"],
+        &["ip", "-n", gw, "addr", "add", "10.78.0.1/32", "dev", "lo"],
+        &["ip", "-n", sink, "addr", "add", "10.78.2.2/24", "dev", "xs0"],
+        // A destination on no xdp_interface subnet (routed through the
+        // sink): its entries keep the program's FIB lookup.
+        &["ip", "-n", sink, "addr", "add", "10.79.0.2/32", "dev", "xs0"],
+        // bpf_fib_lookup (the program's egress lookup, in input mode)
+        // answers only where forwarding is on.
+        &["ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
+        &["ip", "-n", gen, "route", "add", "10.78.0.1/32", "via", "10.78.1.1"],
+        &["ip", "-n", sink, "route", "add", "10.78.0.1/32", "via", "10.78.2.1"],
+        &["ip", "-n", gw, "route", "add", "10.79.0.2/32", "via", "10.78.2.2"],
+        // veth hands the peer partial checksums: both senders must
+        // send complete ones for an XDP rewrite to be valid.
+        &["ip", "netns", "exec", gen, "ethtool", "-K", "xg0", "tx", "off"],
+        &["ip", "netns", "exec", sink, "ethtool", "-K", "xs0", "tx", "off"],
+    ];
+    for s in steps {
+        if !forwarding && s.iter().any(|a| a.contains("forwarding=1")) {
+            // Off everywhere in gw's namespace (also on the interfaces
+            // created before: `all` does not reset them to 0).
+            for c in ["all", "default", "xga", "xgb"] {
+                let k = format!("net.ipv4.conf.{c}.forwarding=0");
+                sh(&["ip", "netns", "exec", gw, "sysctl", "-qw", &k])?;
             }
-            sh(s)?;
+            continue;
         }
-        Ok(t)
+        sh(s)?;
     }
+    Ok(t)
 }
 
 /// The gateway process, stopped (SIGTERM, then SIGKILL) on drop.
@@ -324,7 +292,7 @@ fn shards_offload_plain_rtp_to_xdp() {
     if let Err(why) = prerequisites() {
         return skip(&why);
     }
-    let topo = match Topo::build("", true) {
+    let topo = match build_topo("", true) {
         Ok(t) => t,
         Err(e) => return skip(&format!("cannot build the veth topology: {e}")),
     };
@@ -338,7 +306,7 @@ fn offload_forwards_with_forwarding_off() {
         return skip(&why);
     }
     for xsk_legs in [false, true] {
-        let topo = match Topo::build(if xsk_legs { "fx" } else { "f" }, false) {
+        let topo = match build_topo(if xsk_legs { "fx" } else { "f" }, false) {
             Ok(t) => t,
             Err(e) => return skip(&format!("cannot build the veth topology: {e}")),
         };
@@ -440,9 +408,14 @@ fn run(topo: &Topo) {
     let latch_a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xa1, 1)).collect();
     let latch_b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xb1, 2)).collect();
     relay_all(&gen1, to_a, &sink1, to_b, &latch_a);
-    relay_all(&sink1, to_b, &gen1, to_a, &latch_b);
     // A's packets and B's first go over the sockets; B's first latches B
-    // and the pair goes to XDP with the rest of B's.
+    // and the pair goes to XDP with the rest of B's. They are sent after
+    // the install: at the hand-over a packet still in the receive path may
+    // be overtaken by a later one forwarded by XDP (a real, one-packet
+    // reordering that this test does not measure).
+    relay_all(&sink1, to_b, &gen1, to_a, &latch_b[..1]);
+    std::thread::sleep(Duration::from_millis(100));
+    relay_all(&sink1, to_b, &gen1, to_a, &latch_b[1..]);
     socket_path += LATCH as u64 + 1;
     std::thread::sleep(Duration::from_millis(100));
 
@@ -538,7 +511,10 @@ fn run(topo: &Topo) {
     let l3a: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xa3, 8)).collect();
     let l3b: Vec<Vec<u8>> = (0..LATCH as u16).map(|i| rtp(i, 0xb3, 9)).collect();
     relay_all(&gen3, to_a3, &sink3, to_b3, &l3a);
-    relay_all(&sink3, to_b3, &gen3, to_a3, &l3b);
+    // As for call 1: B's first packet alone, then the rest after the install.
+    relay_all(&sink3, to_b3, &gen3, to_a3, &l3b[..1]);
+    std::thread::sleep(Duration::from_millis(100));
+    relay_all(&sink3, to_b3, &gen3, to_a3, &l3b[1..]);
     socket_path += LATCH as u64 + 1;
     std::thread::sleep(Duration::from_millis(100));
     let long = Duration::from_secs(TIMEOUT_S + 2);
